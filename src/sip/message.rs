@@ -1,0 +1,946 @@
+//! The parsed SIP message: the original bytes plus an index of spans into them.
+//!
+//! Parsing never copies header values and never rewrites anything; every accessor
+//! returns a slice of the original datagram (or stream frame). Typed views are
+//! computed on demand (see [`crate::sip::typed`]), so framing a message costs one
+//! pass over its header section and one small `Vec`.
+//!
+//! The parser is deliberately *lenient in framing and strict in judgement*: when a
+//! message is framable but broken (bad start line, bad Content-Length, a header line
+//! without a colon, …) it is still returned, with its first [`Defect`] recorded, so
+//! that the caller can answer `400 Bad Request` with a reason phrase built from the
+//! message's own Via/From/To/Call-ID/CSeq. Only input that is not SIP at all is an
+//! error ([`ParseError`]).
+
+use super::header::HeaderName;
+use bytes::Bytes;
+use std::fmt;
+
+/// Largest message the bridge accepts (RFC 3261 §18.1.1 puts 1300 bytes as the UDP
+/// comfort limit; 64 KiB is the UDP datagram bound and our hard limit on TCP too).
+pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;
+
+/// Byte range `start..end` into the message buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    #[inline]
+    pub fn new(start: usize, end: usize) -> Span {
+        Span {
+            start: start as u32,
+            end: end as u32,
+        }
+    }
+    #[inline]
+    pub fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+    #[inline]
+    pub fn len(self) -> usize {
+        (self.end - self.start) as usize
+    }
+    #[inline]
+    pub fn is_empty(self) -> bool {
+        self.end == self.start
+    }
+}
+
+/// A SIP method. Methods are case-sensitive (RFC 3261 §7.1); anything that is not a
+/// method the bridge knows is kept as `Other` with its exact bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Method {
+    Invite,
+    Ack,
+    Bye,
+    Cancel,
+    Register,
+    Options,
+    Subscribe,
+    Notify,
+    Publish,
+    Refer,
+    Message,
+    Info,
+    Prack,
+    Update,
+    Other(Bytes),
+}
+
+impl Method {
+    pub fn from_bytes(b: &[u8]) -> Method {
+        match b {
+            b"INVITE" => Method::Invite,
+            b"ACK" => Method::Ack,
+            b"BYE" => Method::Bye,
+            b"CANCEL" => Method::Cancel,
+            b"REGISTER" => Method::Register,
+            b"OPTIONS" => Method::Options,
+            b"SUBSCRIBE" => Method::Subscribe,
+            b"NOTIFY" => Method::Notify,
+            b"PUBLISH" => Method::Publish,
+            b"REFER" => Method::Refer,
+            b"MESSAGE" => Method::Message,
+            b"INFO" => Method::Info,
+            b"PRACK" => Method::Prack,
+            b"UPDATE" => Method::Update,
+            other => Method::Other(Bytes::copy_from_slice(other)),
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Method::Invite => b"INVITE",
+            Method::Ack => b"ACK",
+            Method::Bye => b"BYE",
+            Method::Cancel => b"CANCEL",
+            Method::Register => b"REGISTER",
+            Method::Options => b"OPTIONS",
+            Method::Subscribe => b"SUBSCRIBE",
+            Method::Notify => b"NOTIFY",
+            Method::Publish => b"PUBLISH",
+            Method::Refer => b"REFER",
+            Method::Message => b"MESSAGE",
+            Method::Info => b"INFO",
+            Method::Prack => b"PRACK",
+            Method::Update => b"UPDATE",
+            Method::Other(b) => b,
+        }
+    }
+
+    /// The method as text (lossy for the rare non-UTF-8 extension method).
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.as_bytes())
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+/// The first line of a message.
+#[derive(Debug, Clone)]
+pub enum StartLine {
+    Request { method: Method, uri: Span },
+    Response { code: u16, reason: Span },
+}
+
+/// One header field as it appears in the message.
+#[derive(Debug, Clone, Copy)]
+pub struct Header {
+    pub name: HeaderName,
+    /// The name as written (e.g. `v`, `VIA`, `Via`).
+    pub name_span: Span,
+    /// The value: from the first non-blank byte after the colon up to the end of the
+    /// last continuation line, without the final line terminator. May contain folded
+    /// line breaks (CRLF + whitespace) which are linear whitespace.
+    pub value: Span,
+    /// The whole field including continuation lines and the final line terminator;
+    /// what an edit removes or inserts before.
+    pub line: Span,
+}
+
+/// Something wrong with a framable message, with the status code and reason phrase
+/// the bridge answers a request with (responses with a defect are dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Defect {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl Defect {
+    pub const fn bad(reason: &'static str) -> Defect {
+        Defect { code: 400, reason }
+    }
+}
+
+impl fmt::Display for Defect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code, self.reason)
+    }
+}
+
+/// Input that is not a SIP message at all (nothing to answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    /// Nothing but whitespace.
+    Empty,
+    /// Over [`MAX_MESSAGE_SIZE`].
+    TooLarge,
+    /// The first line is neither a Request-Line nor a Status-Line.
+    NotSip,
+    /// Stream framing only: the header section is incomplete (need more bytes).
+    Incomplete,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ParseError::Empty => "empty message",
+            ParseError::TooLarge => "message larger than 64 KiB",
+            ParseError::NotSip => "not a SIP message (no Request-Line or Status-Line)",
+            ParseError::Incomplete => "incomplete header section",
+        })
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// A parsed SIP message over its original bytes.
+#[derive(Clone)]
+pub struct SipMessage {
+    buf: Bytes,
+    start: StartLine,
+    /// The whole start line including its terminator.
+    start_line: Span,
+    version: Span,
+    headers: Vec<Header>,
+    /// Offset of the blank line that ends the header section (where headers are appended).
+    headers_end: u32,
+    body: Span,
+    defect: Option<Defect>,
+}
+
+impl fmt::Debug for SipMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SipMessage")
+            .field("start", &String::from_utf8_lossy(self.start_line_bytes()))
+            .field("headers", &self.headers.len())
+            .field("body_len", &self.body.len())
+            .field("defect", &self.defect)
+            .finish()
+    }
+}
+
+/// How the body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// UDP: a missing Content-Length means "the rest of the datagram" (RFC 3261
+    /// §18.3); bytes after the Content-Length body are ignored.
+    Datagram,
+    /// TCP: Content-Length is mandatory; the message ends where it says.
+    Stream,
+}
+
+#[inline]
+fn is_ws(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// RFC 3261 `token` characters.
+#[inline]
+pub fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
+}
+
+/// Find the end of the header section: returns (offset of the blank line, offset of
+/// the first body byte). Accepts CRLF and bare LF line ends.
+fn find_headers_end(b: &[u8]) -> Option<(usize, usize)> {
+    let mut pos = 0;
+    while let Some(i) = memchr::memchr(b'\n', &b[pos..]) {
+        let nl = pos + i;
+        // the line that starts after this LF
+        let next = nl + 1;
+        if next < b.len() && b[next] == b'\n' {
+            return Some((next, next + 1));
+        }
+        if next + 1 < b.len() && b[next] == b'\r' && b[next + 1] == b'\n' {
+            return Some((next, next + 2));
+        }
+        pos = next;
+    }
+    None
+}
+
+impl SipMessage {
+    /// Parse one message from a UDP datagram.
+    pub fn parse(buf: Bytes) -> Result<SipMessage, ParseError> {
+        Self::parse_with(buf, Framing::Datagram)
+    }
+
+    /// Parse one message. With [`Framing::Stream`] `buf` must hold exactly one frame
+    /// as cut by [`crate::sip::StreamFramer`].
+    pub fn parse_with(buf: Bytes, framing: Framing) -> Result<SipMessage, ParseError> {
+        if buf.len() > MAX_MESSAGE_SIZE {
+            return Err(ParseError::TooLarge);
+        }
+        let b: &[u8] = &buf;
+        // Skip leading CRLFs (keep-alives, RFC 3261 §7.5 allows ignoring them).
+        let mut p = 0;
+        while p < b.len() && (b[p] == b'\r' || b[p] == b'\n') {
+            p += 1;
+        }
+        if p == b.len() {
+            return Err(ParseError::Empty);
+        }
+        let mut defect: Option<Defect> = None;
+        let note = |d: Defect, slot: &mut Option<Defect>| {
+            if slot.is_none() {
+                *slot = Some(d);
+            }
+        };
+
+        // ---- start line
+        let line_end = match memchr::memchr(b'\n', &b[p..]) {
+            Some(i) => p + i + 1,
+            None => b.len(),
+        };
+        let mut content_end = line_end;
+        while content_end > p && (b[content_end - 1] == b'\n' || b[content_end - 1] == b'\r') {
+            content_end -= 1;
+        }
+        let line = &b[p..content_end];
+        let (start, version) = parse_start_line(line, p, &mut defect)?;
+        let start_line = Span::new(p, line_end);
+
+        // ---- headers
+        let (headers_end, body_start, complete) = match find_headers_end(&b[p..]) {
+            Some((he, bs)) => (p + he, p + bs, true),
+            None => (b.len(), b.len(), false),
+        };
+        if !complete {
+            if framing == Framing::Stream {
+                return Err(ParseError::Incomplete);
+            }
+            note(Defect::bad("Missing End of Header Section"), &mut defect);
+        }
+        let mut headers: Vec<Header> = Vec::with_capacity(16);
+        let mut pos = line_end;
+        let mut content_length: Option<Result<usize, ()>> = None;
+        let mut cl_count = 0;
+        while pos < headers_end {
+            let nl = memchr::memchr(b'\n', &b[pos..headers_end])
+                .map(|i| pos + i + 1)
+                .unwrap_or(headers_end);
+            let mut vend = nl;
+            while vend > pos && (b[vend - 1] == b'\n' || b[vend - 1] == b'\r') {
+                vend -= 1;
+            }
+            if is_ws(b[pos]) {
+                // continuation of the previous header (folding)
+                match headers.last_mut() {
+                    Some(h) => {
+                        // a value that was empty so far starts on this line
+                        if h.value.is_empty() {
+                            let mut vs = pos;
+                            while vs < vend && is_ws(b[vs]) {
+                                vs += 1;
+                            }
+                            h.value = Span::new(vs, vend.max(vs));
+                        } else if vend > h.value.end as usize {
+                            h.value.end = vend as u32;
+                        }
+                        h.line.end = nl as u32;
+                    }
+                    None => note(
+                        Defect::bad("Whitespace Before First Header"),
+                        &mut defect,
+                    ),
+                }
+                pos = nl;
+                continue;
+            }
+            let Some(colon) = memchr::memchr(b':', &b[pos..vend]).map(|i| pos + i) else {
+                note(Defect::bad("Malformed Header Line"), &mut defect);
+                pos = nl;
+                continue;
+            };
+            let mut name_end = colon;
+            while name_end > pos && is_ws(b[name_end - 1]) {
+                name_end -= 1;
+            }
+            let name_bytes = &b[pos..name_end];
+            if name_bytes.is_empty() || !name_bytes.iter().all(|&c| is_token_char(c)) {
+                note(Defect::bad("Malformed Header Name"), &mut defect);
+            }
+            let mut vs = colon + 1;
+            while vs < vend && is_ws(b[vs]) {
+                vs += 1;
+            }
+            let name = HeaderName::parse(name_bytes);
+            headers.push(Header {
+                name,
+                name_span: Span::new(pos, name_end),
+                value: Span::new(vs, vend.max(vs)),
+                line: Span::new(pos, nl),
+            });
+            if name == HeaderName::ContentLength {
+                cl_count += 1;
+            }
+            pos = nl;
+        }
+        // Content-Length (after folding is resolved)
+        if cl_count > 0 {
+            let h = headers
+                .iter()
+                .find(|h| h.name == HeaderName::ContentLength)
+                .copied();
+            if let Some(h) = h {
+                content_length = Some(parse_content_length(&b[h.value.range()]).ok_or(()));
+            }
+        }
+        if cl_count > 1 {
+            note(Defect::bad("Multiple Content-Length Values"), &mut defect);
+        }
+        let available = b.len() - body_start;
+        let body_len = match content_length {
+            Some(Ok(n)) if n <= available => n,
+            Some(Ok(_)) => {
+                note(Defect::bad("Content-Length Exceeds Message"), &mut defect);
+                available
+            }
+            Some(Err(())) => {
+                note(Defect::bad("Malformed Content-Length"), &mut defect);
+                if framing == Framing::Stream { 0 } else { available }
+            }
+            // UDP: the rest of the datagram. TCP: the stream framer cut the frame
+            // at the end of the header section, so the body is empty.
+            None => available,
+        };
+        Ok(SipMessage {
+            start,
+            start_line,
+            version,
+            headers,
+            headers_end: headers_end as u32,
+            body: Span::new(body_start, body_start + body_len),
+            defect,
+            buf,
+        })
+    }
+
+    // ---------------------------------------------------------------- accessors
+
+    /// The bytes the message was parsed from (for a datagram, possibly followed by
+    /// ignored trailing bytes; see [`SipMessage::message_bytes`]).
+    #[inline]
+    pub fn buffer(&self) -> &Bytes {
+        &self.buf
+    }
+
+    /// Exactly the bytes of this message: start line through the end of the body.
+    pub fn message_bytes(&self) -> Bytes {
+        self.buf
+            .slice(self.start_line.start as usize..self.body.end as usize)
+    }
+
+    #[inline]
+    pub fn slice(&self, s: Span) -> &[u8] {
+        self.buf.get(s.range()).unwrap_or(&[])
+    }
+
+    /// Zero-copy `Bytes` of a span.
+    #[inline]
+    pub fn slice_bytes(&self, s: Span) -> Bytes {
+        if (s.end as usize) <= self.buf.len() && s.start <= s.end {
+            self.buf.slice(s.range())
+        } else {
+            Bytes::new()
+        }
+    }
+
+    #[inline]
+    pub fn start(&self) -> &StartLine {
+        &self.start
+    }
+
+    #[inline]
+    pub fn start_line_span(&self) -> Span {
+        self.start_line
+    }
+
+    pub fn start_line_bytes(&self) -> &[u8] {
+        let s = self.slice(self.start_line);
+        let mut e = s.len();
+        while e > 0 && (s[e - 1] == b'\n' || s[e - 1] == b'\r') {
+            e -= 1;
+        }
+        &s[..e]
+    }
+
+    #[inline]
+    pub fn version(&self) -> &[u8] {
+        self.slice(self.version)
+    }
+
+    #[inline]
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+
+    #[inline]
+    pub fn method(&self) -> Option<&Method> {
+        match &self.start {
+            StartLine::Request { method, .. } => Some(method),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    pub fn request_uri(&self) -> Option<&[u8]> {
+        match &self.start {
+            StartLine::Request { uri, .. } => Some(self.slice(*uri)),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    pub fn request_uri_span(&self) -> Option<Span> {
+        match &self.start {
+            StartLine::Request { uri, .. } => Some(*uri),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    pub fn status(&self) -> Option<u16> {
+        match &self.start {
+            StartLine::Response { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    pub fn reason(&self) -> Option<&[u8]> {
+        match &self.start {
+            StartLine::Response { reason, .. } => Some(self.slice(*reason)),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    pub fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+
+    #[inline]
+    pub fn headers_end(&self) -> usize {
+        self.headers_end as usize
+    }
+
+    #[inline]
+    pub fn body_span(&self) -> Span {
+        self.body
+    }
+
+    #[inline]
+    pub fn body(&self) -> &[u8] {
+        self.slice(self.body)
+    }
+
+    /// The first problem found while framing, if any.
+    #[inline]
+    pub fn defect(&self) -> Option<Defect> {
+        self.defect
+    }
+
+    /// The name of a header as written in the message.
+    pub fn header_name_bytes(&self, h: &Header) -> &[u8] {
+        self.slice(h.name_span)
+    }
+
+    /// Raw value of a header (may contain folded line breaks).
+    #[inline]
+    pub fn value(&self, h: &Header) -> &[u8] {
+        self.slice(h.value)
+    }
+
+    /// First header with this name.
+    #[inline]
+    pub fn header(&self, name: HeaderName) -> Option<&Header> {
+        self.headers.iter().find(|h| h.name == name)
+    }
+
+    /// Raw value of the first header with this name.
+    #[inline]
+    pub fn header_value(&self, name: HeaderName) -> Option<&[u8]> {
+        self.header(name).map(|h| self.slice(h.value))
+    }
+
+    /// First header whose name (as written, case-insensitive) equals `name`; for
+    /// headers the bridge has no variant for.
+    pub fn header_value_by_name(&self, name: &str) -> Option<&[u8]> {
+        let n = HeaderName::parse(name.as_bytes());
+        if n != HeaderName::Other {
+            return self.header_value(n);
+        }
+        self.headers
+            .iter()
+            .find(|h| {
+                h.name == HeaderName::Other
+                    && self.slice(h.name_span).eq_ignore_ascii_case(name.as_bytes())
+            })
+            .map(|h| self.slice(h.value))
+    }
+
+    /// All header fields with this name, in order.
+    pub fn headers_named(&self, name: HeaderName) -> impl Iterator<Item = &Header> + '_ {
+        self.headers.iter().filter(move |h| h.name == name)
+    }
+
+    /// Number of header fields with this name.
+    pub fn count(&self, name: HeaderName) -> usize {
+        self.headers.iter().filter(|h| h.name == name).count()
+    }
+
+    /// Every list element of every header with this name, in order, split at commas
+    /// that are outside quotes and angle brackets (RFC 3261 §7.3.1). Each element is
+    /// returned as a span, trimmed of surrounding LWS.
+    pub fn values(&self, name: HeaderName) -> impl Iterator<Item = Span> + '_ {
+        self.headers
+            .iter()
+            .filter(move |h| h.name == name)
+            .flat_map(move |h| split_list(&self.buf, h.value))
+    }
+}
+
+/// Split a list-valued header value into its elements.
+pub fn split_list(buf: &Bytes, value: Span) -> ListIter<'_> {
+    ListIter {
+        buf,
+        pos: value.start as usize,
+        end: value.end as usize,
+    }
+}
+
+/// Iterator behind [`split_list`].
+pub struct ListIter<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    end: usize,
+}
+
+impl Iterator for ListIter<'_> {
+    type Item = Span;
+    fn next(&mut self) -> Option<Span> {
+        let b = self.buf;
+        let end = self.end.min(b.len());
+        while self.pos < end {
+            let start = self.pos;
+            let mut i = start;
+            let mut in_quote = false;
+            let mut in_angle = false;
+            while i < end {
+                let c = b[i];
+                if in_quote {
+                    if c == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if c == b'"' {
+                        in_quote = false;
+                    }
+                } else if c == b'"' {
+                    in_quote = true;
+                } else if c == b'<' {
+                    in_angle = true;
+                } else if c == b'>' {
+                    in_angle = false;
+                } else if c == b',' && !in_angle {
+                    break;
+                }
+                i += 1;
+            }
+            let i = i.min(end);
+            self.pos = i + 1;
+            let (s, e) = trim_lws(b, start, i);
+            if s < e {
+                return Some(Span::new(s, e));
+            }
+            // empty element (",,"): skip
+        }
+        None
+    }
+}
+
+/// Trim linear whitespace (SP, HT, CR, LF) around `b[s..e]`.
+pub fn trim_lws(b: &[u8], mut s: usize, mut e: usize) -> (usize, usize) {
+    while s < e && matches!(b[s], b' ' | b'\t' | b'\r' | b'\n') {
+        s += 1;
+    }
+    while e > s && matches!(b[e - 1], b' ' | b'\t' | b'\r' | b'\n') {
+        e -= 1;
+    }
+    (s, e)
+}
+
+fn parse_content_length(v: &[u8]) -> Option<usize> {
+    let (s, e) = trim_lws(v, 0, v.len());
+    let v = &v[s..e];
+    if v.is_empty() || v.len() > 10 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut n: usize = 0;
+    for &d in v {
+        n = n.checked_mul(10)?.checked_add((d - b'0') as usize)?;
+    }
+    Some(n)
+}
+
+/// Parse the start line `line` (without terminator) found at offset `off`.
+fn parse_start_line(
+    line: &[u8],
+    off: usize,
+    defect: &mut Option<Defect>,
+) -> Result<(StartLine, Span), ParseError> {
+    let mut note = |d: Defect| {
+        if defect.is_none() {
+            *defect = Some(d);
+        }
+    };
+    // ---- Status-Line: SIP-Version SP Status-Code SP Reason-Phrase
+    if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
+        let sp1 = memchr::memchr(b' ', line).ok_or(ParseError::NotSip)?;
+        let version = Span::new(off, off + sp1);
+        if !line[..sp1].eq_ignore_ascii_case(b"SIP/2.0") {
+            note(Defect {
+                code: 505,
+                reason: "Version Not Supported",
+            });
+        }
+        let rest = &line[sp1 + 1..];
+        let code_len = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+        let after = rest.get(code_len).copied();
+        if code_len != 3 || !(after.is_none() || after == Some(b' ')) {
+            // bigcode: "4294967301" - not a Status-Code
+            note(Defect::bad("Malformed Status-Line"));
+            let code = if code_len >= 3 { 999 } else { 0 };
+            return Ok((
+                StartLine::Response {
+                    code,
+                    reason: Span::new(off + line.len(), off + line.len()),
+                },
+                version,
+            ));
+        }
+        let code = (rest[0] - b'0') as u16 * 100 + (rest[1] - b'0') as u16 * 10 + (rest[2] - b'0') as u16;
+        if !(100..=699).contains(&code) {
+            note(Defect::bad("Status-Code Out of Range"));
+        }
+        let reason_start = (sp1 + 1 + 3 + 1).min(line.len());
+        return Ok((
+            StartLine::Response {
+                code,
+                reason: Span::new(off + reason_start, off + line.len()),
+            },
+            version,
+        ));
+    }
+    // ---- Request-Line: Method SP Request-URI SP SIP-Version
+    let sp1 = match memchr::memchr(b' ', line) {
+        Some(i) if i > 0 => i,
+        _ => return Err(ParseError::NotSip),
+    };
+    let method_bytes = &line[..sp1];
+    if !method_bytes.iter().all(|&c| is_token_char(c)) {
+        return Err(ParseError::NotSip);
+    }
+    // The version is the last space-separated word; it must look like SIP/x.y for
+    // this to be SIP at all.
+    let last_sp = memchr::memrchr(b' ', line).unwrap_or(sp1);
+    let mut vend = line.len();
+    let mut vstart = last_sp + 1;
+    if vstart >= vend {
+        // trailing whitespace (trws): find the last word
+        let mut e = line.len();
+        while e > sp1 && line[e - 1] == b' ' {
+            e -= 1;
+        }
+        let s = memchr::memrchr(b' ', &line[..e]).map(|i| i + 1).unwrap_or(e);
+        vstart = s;
+        vend = e;
+    }
+    let version_bytes = &line[vstart..vend];
+    if version_bytes.len() < 4 || !version_bytes[..4].eq_ignore_ascii_case(b"SIP/") || vstart <= sp1 {
+        return Err(ParseError::NotSip);
+    }
+    let mut ustart = sp1 + 1;
+    let mut uend = vstart - 1;
+    // extra whitespace anywhere in the Request-Line is malformed (lwsstart, trws)
+    if vend != line.len() {
+        note(Defect::bad("Trailing Whitespace in Request-Line"));
+    }
+    if line.get(ustart) == Some(&b' ') || (uend > 0 && line.get(uend - 1) == Some(&b' ')) {
+        note(Defect::bad("Extra Whitespace in Request-Line"));
+        while ustart < uend && line[ustart] == b' ' {
+            ustart += 1;
+        }
+        while uend > ustart && line[uend - 1] == b' ' {
+            uend -= 1;
+        }
+    }
+    let uri = &line[ustart..uend];
+    if uri.is_empty() {
+        note(Defect::bad("Missing Request-URI"));
+    } else if uri.iter().any(|&c| c == b' ' || c == b'\t') {
+        note(Defect::bad("Whitespace in Request-URI"));
+    } else if uri[0] == b'<' {
+        note(Defect::bad("Request-URI in Angle Brackets"));
+    }
+    if !version_bytes.eq_ignore_ascii_case(b"SIP/2.0") {
+        note(Defect {
+            code: 505,
+            reason: "Version Not Supported",
+        });
+    }
+    Ok((
+        StartLine::Request {
+            method: Method::from_bytes(method_bytes),
+            uri: Span::new(off + ustart, off + uend),
+        },
+        Span::new(off + vstart, off + vend),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(s: &str) -> SipMessage {
+        SipMessage::parse(Bytes::copy_from_slice(s.as_bytes())).unwrap()
+    }
+
+    const SUB: &str = "SUBSCRIBE sip:1002@pbx.example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.168.1.50:5062;branch=z9hG4bK1491280923;rport\r\n\
+From: <sip:1001@pbx.example.com>;tag=1365906328\r\n\
+To: <sip:1002@pbx.example.com>\r\n\
+Call-ID: 1979306516-5062-1@BA.BG.B.FA\r\n\
+CSeq: 1 SUBSCRIBE\r\n\
+Event: dialog\r\n\
+Content-Length: 0\r\n\r\n";
+
+    #[test]
+    fn request_line_and_headers_are_indexed() {
+        let m = msg(SUB);
+        assert!(m.is_request());
+        assert_eq!(m.method(), Some(&Method::Subscribe));
+        assert_eq!(m.request_uri(), Some(&b"sip:1002@pbx.example.com"[..]));
+        assert_eq!(m.headers().len(), 7);
+        assert_eq!(
+            m.header_value(HeaderName::CallId),
+            Some(&b"1979306516-5062-1@BA.BG.B.FA"[..])
+        );
+        assert_eq!(m.body(), b"");
+        assert_eq!(m.defect(), None);
+        assert_eq!(&m.message_bytes()[..], SUB.as_bytes());
+    }
+
+    #[test]
+    fn folded_values_span_continuation_lines() {
+        let m = msg("OPTIONS sip:a@b SIP/2.0\r\nSubject: one\r\n two\r\n\tthree\r\nX-Empty:\r\n  late\r\nl: 0\r\n\r\n");
+        assert_eq!(
+            m.header_value(HeaderName::Subject),
+            Some(&b"one\r\n two\r\n\tthree"[..])
+        );
+        assert_eq!(m.header_value_by_name("x-empty"), Some(&b"late"[..]));
+        assert_eq!(m.defect(), None);
+    }
+
+    #[test]
+    fn list_values_split_outside_quotes_and_brackets() {
+        let m = msg("REGISTER sip:b SIP/2.0\r\nContact: \"a,b\" <sip:x@y;p=1,2>;q=0.5 ,<sip:z@w>\r\nContact: sip:k@l\r\nl: 0\r\n\r\n");
+        let v: Vec<String> = m
+            .values(HeaderName::Contact)
+            .map(|s| String::from_utf8_lossy(m.slice(s)).into_owned())
+            .collect();
+        assert_eq!(v, ["\"a,b\" <sip:x@y;p=1,2>;q=0.5", "<sip:z@w>", "sip:k@l"]);
+    }
+
+    #[test]
+    fn datagram_without_content_length_takes_the_rest() {
+        let m = msg("INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n\r\nv=0\r\n");
+        assert_eq!(m.body(), b"v=0\r\n");
+    }
+
+    #[test]
+    fn content_length_shorter_than_datagram_ignores_trailing_bytes() {
+        let m = msg("OPTIONS sip:a@b SIP/2.0\r\nl: 2\r\n\r\nabcdef");
+        assert_eq!(m.body(), b"ab");
+        assert_eq!(&m.message_bytes()[..], b"OPTIONS sip:a@b SIP/2.0\r\nl: 2\r\n\r\nab");
+    }
+
+    #[test]
+    fn content_length_defects() {
+        assert_eq!(
+            msg("OPTIONS sip:a@b SIP/2.0\r\nl: 20\r\n\r\nabc").defect().unwrap().reason,
+            "Content-Length Exceeds Message"
+        );
+        assert_eq!(
+            msg("OPTIONS sip:a@b SIP/2.0\r\nContent-Length: -1\r\n\r\n").defect().unwrap().reason,
+            "Malformed Content-Length"
+        );
+        assert_eq!(
+            msg("OPTIONS sip:a@b SIP/2.0\r\nl: 0\r\nContent-Length: 0\r\n\r\n").defect().unwrap().reason,
+            "Multiple Content-Length Values"
+        );
+    }
+
+    #[test]
+    fn status_line() {
+        let m = msg("SIP/2.0 407 Proxy Authentication Required\r\nl: 0\r\n\r\n");
+        assert_eq!(m.status(), Some(407));
+        assert_eq!(m.reason(), Some(&b"Proxy Authentication Required"[..]));
+        let m = msg("SIP/2.0 100 \r\n\r\n");
+        assert_eq!(m.status(), Some(100));
+        assert_eq!(m.reason(), Some(&b""[..]));
+        let m = msg("SIP/2.0 100\r\n\r\n");
+        assert_eq!(m.status(), Some(100));
+        assert!(msg("SIP/2.0 4294967301 big\r\n\r\n").defect().is_some());
+        assert!(msg("SIP/2.0 99 low\r\n\r\n").defect().is_some());
+    }
+
+    #[test]
+    fn request_line_defects() {
+        let d = |s: &str| msg(s).defect().map(|d| (d.code, d.reason));
+        assert_eq!(d("INVITE  sip:a@b  SIP/2.0\r\n\r\n").unwrap().0, 400);
+        assert_eq!(d("INVITE sip:a@b SIP/2.0  \r\n\r\n").unwrap().0, 400);
+        assert_eq!(
+            d("INVITE sip:a@b; lr SIP/2.0\r\n\r\n").unwrap().1,
+            "Whitespace in Request-URI"
+        );
+        assert_eq!(
+            d("INVITE <sip:a@b> SIP/2.0\r\n\r\n").unwrap().1,
+            "Request-URI in Angle Brackets"
+        );
+        assert_eq!(d("OPTIONS sip:a@b SIP/7.0\r\n\r\n").unwrap().0, 505);
+        assert_eq!(d("OPTIONS sip:a@b SIP/2.0\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn garbage_is_not_sip() {
+        for g in [
+            &b"hello world"[..],
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"\x00\x01\x02",
+            b"INVITE\r\n\r\n",
+        ] {
+            assert!(SipMessage::parse(Bytes::copy_from_slice(g)).is_err(), "{g:?}");
+        }
+        assert_eq!(
+            SipMessage::parse(Bytes::from_static(b"\r\n\r\n")).unwrap_err(),
+            ParseError::Empty
+        );
+    }
+
+    #[test]
+    fn header_line_without_colon_is_a_defect_but_framing_continues() {
+        let m = msg("OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\ngarbage\r\nCall-ID: x\r\n\r\n");
+        assert_eq!(m.defect().unwrap().reason, "Malformed Header Line");
+        assert_eq!(m.header_value(HeaderName::CallId), Some(&b"x"[..]));
+    }
+
+    #[test]
+    fn bare_lf_line_ends_are_accepted() {
+        let m = msg("OPTIONS sip:a@b SIP/2.0\nCall-ID: x\nl: 1\n\nZ");
+        assert_eq!(m.header_value(HeaderName::CallId), Some(&b"x"[..]));
+        assert_eq!(m.body(), b"Z");
+    }
+}

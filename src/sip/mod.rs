@@ -1,0 +1,54 @@
+//! The SIP message layer: a zero-copy framer that keeps the original bytes, lazy
+//! typed views of the headers the bridge acts on, byte-preserving edits for
+//! forwarding, a builder for what the bridge originates, and validation.
+//!
+//! Pure functions over bytes: no I/O, no clocks, no global state.
+
+pub mod builder;
+pub mod edit;
+pub mod framer;
+pub mod header;
+pub mod message;
+pub mod typed;
+pub mod uri;
+pub mod validate;
+
+pub use builder::{MessageBuilder, reason_phrase};
+pub use edit::Editor;
+pub use framer::{StreamError, StreamFramer, StreamItem};
+pub use header::HeaderName;
+pub use message::{Defect, Framing, Header, MAX_MESSAGE_SIZE, Method, ParseError, SipMessage, Span, StartLine};
+pub use typed::{CSeq, Event, NameAddr, Params, TypedError, Via};
+pub use uri::{Scheme, Uri};
+
+/// Transport protocol of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    /// As written in a Via sent-protocol.
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+    /// Reliable transports have no retransmissions (timers E/G) and zero-length
+    /// absorb timers (K/J/I/D).
+    pub fn is_reliable(self) -> bool {
+        matches!(self, Transport::Tcp)
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        })
+    }
+}
