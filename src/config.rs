@@ -1,1 +1,706 @@
-//! Configuration (to be written)
+//! The configuration file (TOML). Every error names the file and line.
+//!
+//! ```toml
+//! [listen]
+//! udp = "0.0.0.0:5060"        # phones send here
+//! tcp = "0.0.0.0:5060"        # optional
+//! [upstream]
+//! proxy = "pbx.example.com:5060"
+//! domain = "pbx.example.com"
+//! transport = "udp"
+//! [[account]]
+//! user = "1001"
+//! password = "secret"         # or password_env = "VAR"
+//! [profiles]
+//! dir = "/etc/blf-bridge/profiles"
+//! ```
+
+use crate::sip::Transport;
+use serde::Deserialize;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// A configuration problem, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based; 0 when the problem is not tied to a line (e.g. unreadable file).
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}: {}", self.file, self.line, self.message)
+        } else {
+            write!(f, "{}: {}", self.file, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// 1-based line of a byte offset.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&c| c == b'\n')
+        .count()
+        + 1
+}
+
+// ------------------------------------------------------------------ raw (serde)
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Spanned<RawListen>,
+    upstream: Spanned<RawUpstream>,
+    #[serde(default)]
+    account: Vec<Spanned<RawAccount>>,
+    #[serde(default)]
+    profiles: RawProfiles,
+    #[serde(default)]
+    subscriptions: RawSubscriptions,
+    #[serde(default)]
+    security: RawSecurity,
+    #[serde(default)]
+    proxy: RawProxy,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    udp: Option<Spanned<String>>,
+    tcp: Option<Spanned<String>>,
+    advertise: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    proxy: Spanned<String>,
+    domain: Spanned<String>,
+    #[serde(default)]
+    transport: Option<Spanned<String>>,
+    #[serde(default)]
+    aliases: Vec<String>,
+    #[serde(default)]
+    empty_presence: Option<Spanned<String>>,
+    #[serde(default)]
+    keepalive: Option<Spanned<String>>,
+    keepalive_interval: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    user: String,
+    auth_user: Option<String>,
+    password: Option<String>,
+    password_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawProfiles {
+    dir: Option<String>,
+    default: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSubscriptions {
+    min_expires: Option<u32>,
+    max_expires: Option<u32>,
+    default_expires: Option<u32>,
+    upstream_expires: Option<u32>,
+    first_notify_timeout_ms: Option<u64>,
+    linger: Option<u64>,
+    retry_min: Option<u64>,
+    retry_max: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    allow: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    path: Option<bool>,
+}
+
+// -------------------------------------------------------------- validated types
+
+/// How the bridge keeps the NAT binding towards the upstream alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keepalive {
+    None,
+    /// OPTIONS pings (and the 200 refreshes the binding).
+    Options,
+    /// CRLF pings (RFC 5626 on TCP, a bare CRLF datagram on UDP).
+    Crlf,
+}
+
+/// What a presence NOTIFY without a body means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmptyPresence {
+    Offline,
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub udp: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+    /// Host (name or address) written into Via/Contact/Record-Route instead of the
+    /// bound address (needed when listening on 0.0.0.0).
+    pub advertise: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// `host:port` as configured (resolved by the runtime).
+    pub proxy: String,
+    pub proxy_host: String,
+    pub proxy_port: u16,
+    pub domain: String,
+    pub transport: Transport,
+    pub aliases: Vec<String>,
+    pub empty_presence: EmptyPresence,
+    pub keepalive: Keepalive,
+    pub keepalive_interval_s: u64,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Account {
+    pub user: String,
+    pub auth_user: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Account")
+            .field("user", &self.user)
+            .field("auth_user", &self.auth_user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscriptions {
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+    pub upstream_expires: u32,
+    pub first_notify_timeout_ms: u64,
+    pub linger_s: u64,
+    pub retry_min_s: u64,
+    pub retry_max_s: u64,
+}
+
+impl Default for Subscriptions {
+    fn default() -> Self {
+        Subscriptions {
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            upstream_expires: 600,
+            first_notify_timeout_ms: 2000,
+            linger_s: 30,
+            retry_min_s: 5,
+            retry_max_s: 300,
+        }
+    }
+}
+
+/// An IPv4/IPv6 network in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{s}' is not an IP address or CIDR network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&n| n <= max)
+                .ok_or_else(|| format!("'{s}': prefix length must be 0..={max}"))?,
+            None => max,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Private ranges and loopback: the default `[security] allow`.
+pub fn default_allow() -> Vec<Cidr> {
+    [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "127.0.0.0/8",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+    ]
+    .iter()
+    .map(|s| Cidr::parse(s).expect("static CIDR"))
+    .collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Security {
+    pub allow: Vec<Cidr>,
+}
+
+impl Security {
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.allow.iter().any(|c| c.contains(ip))
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where it was loaded from (for messages).
+    pub source: String,
+    pub listen: Listen,
+    pub upstream: Upstream,
+    pub accounts: Vec<Account>,
+    pub profiles_dir: Option<PathBuf>,
+    /// Profile used when no User-Agent pattern matches (default `generic`).
+    pub default_profile: String,
+    pub subscriptions: Subscriptions,
+    pub security: Security,
+    /// Add a Path header to REGISTERs when the phone supports it (RFC 3327).
+    pub use_path: bool,
+}
+
+impl Config {
+    /// Load and validate a file. Environment variables named by `password_env` are
+    /// read here.
+    pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![ConfigError {
+                file: name.clone(),
+                line: 0,
+                message: format!("cannot read: {e}"),
+            }]
+        })?;
+        Self::parse(&text, &name, &|k| std::env::var(k).ok())
+    }
+
+    /// Parse configuration text. `env` resolves `password_env`.
+    pub fn parse(
+        text: &str,
+        file: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let err_at = |errors: &mut Vec<ConfigError>, off: usize, msg: String| {
+            errors.push(ConfigError {
+                file: file.to_string(),
+                line: line_of(text, off),
+                message: msg,
+            })
+        };
+        let raw: RawConfig = match toml::from_str(text) {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+                return Err(vec![ConfigError {
+                    file: file.to_string(),
+                    line,
+                    message: e.message().trim().to_string(),
+                }]);
+            }
+        };
+
+        // [listen]
+        let listen_span = raw.listen.span();
+        let rl = raw.listen.into_inner();
+        let addr = |v: &Option<Spanned<String>>, key: &str, errors: &mut Vec<ConfigError>| {
+            v.as_ref().and_then(|s| match s.get_ref().parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    err_at(
+                        errors,
+                        s.span().start,
+                        format!("listen.{key}: '{}' is not an address:port (e.g. \"0.0.0.0:5060\")", s.get_ref()),
+                    );
+                    None
+                }
+            })
+        };
+        let udp = addr(&rl.udp, "udp", &mut errors);
+        let tcp = addr(&rl.tcp, "tcp", &mut errors);
+        if rl.udp.is_none() && rl.tcp.is_none() {
+            err_at(
+                &mut errors,
+                listen_span.start,
+                "[listen] needs at least one of udp or tcp".into(),
+            );
+        }
+        let (udp_given, tcp_given) = (rl.udp.is_some(), rl.tcp.is_some());
+        let advertise = rl.advertise.map(|a| a.into_inner());
+
+        // [upstream]
+        let ru = raw.upstream.into_inner();
+        let (proxy_host, proxy_port) = match split_host_port(ru.proxy.get_ref()) {
+            Ok(hp) => hp,
+            Err(m) => {
+                err_at(&mut errors, ru.proxy.span().start, format!("upstream.proxy: {m}"));
+                (String::new(), 5060)
+            }
+        };
+        if ru.domain.get_ref().trim().is_empty() {
+            err_at(&mut errors, ru.domain.span().start, "upstream.domain must not be empty".into());
+        }
+        let transport = match ru.transport.as_ref().map(|t| t.get_ref().to_ascii_lowercase()) {
+            None => Transport::Udp,
+            Some(t) if t == "udp" => Transport::Udp,
+            Some(t) if t == "tcp" => Transport::Tcp,
+            Some(t) => {
+                let span = ru.transport.as_ref().map(|s| s.span().start).unwrap_or(0);
+                err_at(&mut errors, span, format!("upstream.transport: '{t}' is not udp or tcp"));
+                Transport::Udp
+            }
+        };
+        if transport == Transport::Tcp && !tcp_given {
+            let span = ru.transport.as_ref().map(|s| s.span().start).unwrap_or(0);
+            err_at(
+                &mut errors,
+                span,
+                "upstream.transport = \"tcp\" needs listen.tcp (the bridge opens TCP connections from its TCP listener)".into(),
+            );
+        }
+        if transport == Transport::Udp && !udp_given {
+            err_at(
+                &mut errors,
+                listen_span.start,
+                "upstream.transport = \"udp\" needs listen.udp".into(),
+            );
+        }
+        let empty_presence = match ru.empty_presence.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("offline") => EmptyPresence::Offline,
+            Some("unknown") => EmptyPresence::Unknown,
+            Some(o) => {
+                let span = ru.empty_presence.as_ref().map(|s| s.span().start).unwrap_or(0);
+                err_at(
+                    &mut errors,
+                    span,
+                    format!("upstream.empty_presence: '{o}' is not \"offline\" or \"unknown\""),
+                );
+                EmptyPresence::Offline
+            }
+        };
+        let keepalive = match ru.keepalive.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("options") => Keepalive::Options,
+            Some("crlf") => Keepalive::Crlf,
+            Some("none") => Keepalive::None,
+            Some(o) => {
+                let span = ru.keepalive.as_ref().map(|s| s.span().start).unwrap_or(0);
+                err_at(
+                    &mut errors,
+                    span,
+                    format!("upstream.keepalive: '{o}' is not \"options\", \"crlf\" or \"none\""),
+                );
+                Keepalive::Options
+            }
+        };
+        let keepalive_interval_s = match &ru.keepalive_interval {
+            None => 30,
+            Some(v) if *v.get_ref() >= 5 => *v.get_ref(),
+            Some(v) => {
+                err_at(&mut errors, v.span().start, "upstream.keepalive_interval must be >= 5 seconds".into());
+                30
+            }
+        };
+
+        // [[account]]
+        let mut accounts = Vec::new();
+        for a in &raw.account {
+            let span = a.span().start;
+            let a = a.get_ref();
+            let password = match (&a.password, &a.password_env) {
+                (Some(p), None) => Some(p.clone()),
+                (None, Some(var)) => match env(var) {
+                    Some(p) => Some(p),
+                    None => {
+                        err_at(
+                            &mut errors,
+                            span,
+                            format!("account '{}': environment variable {var} is not set", a.user),
+                        );
+                        None
+                    }
+                },
+                (Some(_), Some(_)) => {
+                    err_at(
+                        &mut errors,
+                        span,
+                        format!("account '{}': give password or password_env, not both", a.user),
+                    );
+                    None
+                }
+                (None, None) => {
+                    err_at(
+                        &mut errors,
+                        span,
+                        format!("account '{}': missing password (or password_env)", a.user),
+                    );
+                    None
+                }
+            };
+            if a.user.trim().is_empty() {
+                err_at(&mut errors, span, "account: user must not be empty".into());
+            }
+            if let Some(password) = password {
+                accounts.push(Account {
+                    auth_user: a.auth_user.clone().unwrap_or_else(|| a.user.clone()),
+                    user: a.user.clone(),
+                    password,
+                });
+            }
+        }
+
+        // [subscriptions]
+        let d = Subscriptions::default();
+        let rs = raw.subscriptions;
+        let subscriptions = Subscriptions {
+            min_expires: rs.min_expires.unwrap_or(d.min_expires),
+            max_expires: rs.max_expires.unwrap_or(d.max_expires),
+            default_expires: rs.default_expires.unwrap_or(d.default_expires),
+            upstream_expires: rs.upstream_expires.unwrap_or(d.upstream_expires),
+            first_notify_timeout_ms: rs.first_notify_timeout_ms.unwrap_or(d.first_notify_timeout_ms),
+            linger_s: rs.linger.unwrap_or(d.linger_s),
+            retry_min_s: rs.retry_min.unwrap_or(d.retry_min_s),
+            retry_max_s: rs.retry_max.unwrap_or(d.retry_max_s),
+        };
+        let sub_line = text.find("[subscriptions]").unwrap_or(0);
+        if subscriptions.min_expires > subscriptions.max_expires {
+            err_at(&mut errors, sub_line, "subscriptions.min_expires is larger than max_expires".into());
+        }
+        if subscriptions.upstream_expires < 30 {
+            err_at(&mut errors, sub_line, "subscriptions.upstream_expires must be >= 30 seconds".into());
+        }
+        if subscriptions.retry_min_s == 0 || subscriptions.retry_min_s > subscriptions.retry_max_s {
+            err_at(&mut errors, sub_line, "subscriptions: need 0 < retry_min <= retry_max".into());
+        }
+
+        // [security]
+        let allow = match raw.security.allow {
+            None => default_allow(),
+            Some(list) => list
+                .iter()
+                .filter_map(|s| match Cidr::parse(s.get_ref()) {
+                    Ok(c) => Some(c),
+                    Err(m) => {
+                        err_at(&mut errors, s.span().start, format!("security.allow: {m}"));
+                        None
+                    }
+                })
+                .collect(),
+        };
+
+        let default_profile = raw
+            .profiles
+            .default
+            .map(|s| s.into_inner())
+            .unwrap_or_else(|| "generic".to_string());
+
+        if !errors.is_empty() {
+            errors.sort_by_key(|e| e.line);
+            return Err(errors);
+        }
+        Ok(Config {
+            source: file.to_string(),
+            listen: Listen { udp, tcp, advertise },
+            upstream: Upstream {
+                proxy: ru.proxy.into_inner(),
+                proxy_host,
+                proxy_port,
+                domain: ru.domain.into_inner(),
+                transport,
+                aliases: ru.aliases,
+                empty_presence,
+                keepalive,
+                keepalive_interval_s,
+            },
+            accounts,
+            profiles_dir: raw.profiles.dir.map(PathBuf::from),
+            default_profile,
+            subscriptions,
+            security: Security { allow },
+            use_path: raw.proxy.path.unwrap_or(true),
+        })
+    }
+
+    /// The account used for a request on behalf of a phone whose From user is
+    /// `user`: the account with that user, else the first account.
+    pub fn account_for(&self, user: Option<&str>) -> Option<&Account> {
+        user.and_then(|u| self.accounts.iter().find(|a| a.user == u))
+            .or_else(|| self.accounts.first())
+    }
+}
+
+/// Split `host[:port]` (IPv6 in brackets).
+pub fn split_host_port(s: &str) -> Result<(String, u16), String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty address".into());
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (h, after) = rest.split_once(']').ok_or("unterminated [IPv6] address")?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| format!("bad port in '{s}'"))?,
+            None if after.is_empty() => 5060,
+            None => return Err(format!("bad address '{s}'")),
+        };
+        return Ok((h.to_string(), port));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => {
+            let port = p.parse().map_err(|_| format!("bad port in '{s}'"))?;
+            Ok((h.to_string(), port))
+        }
+        _ => Ok((s.to_string(), 5060)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[listen]
+udp = "127.0.0.1:5060"
+tcp = "127.0.0.1:5060"
+
+[upstream]
+proxy = "pbx.example.com:5070"
+domain = "pbx.example.com"
+transport = "udp"
+
+[[account]]
+user = "1001"
+password = "secret"
+
+[[account]]
+user = "1002"
+password_env = "PW1002"
+
+[profiles]
+dir = "/etc/blf-bridge/profiles"
+"#;
+
+    fn env(k: &str) -> Option<String> {
+        (k == "PW1002").then(|| "from-env".to_string())
+    }
+
+    #[test]
+    fn good_config_loads_with_defaults() {
+        let c = Config::parse(GOOD, "t.toml", &env).unwrap();
+        assert_eq!(c.listen.udp, Some("127.0.0.1:5060".parse().unwrap()));
+        assert_eq!(c.upstream.proxy_host, "pbx.example.com");
+        assert_eq!(c.upstream.proxy_port, 5070);
+        assert_eq!(c.upstream.transport, Transport::Udp);
+        assert_eq!(c.accounts[1].password, "from-env");
+        assert_eq!(c.account_for(Some("1002")).unwrap().user, "1002");
+        assert_eq!(c.account_for(Some("9999")).unwrap().user, "1001");
+        assert_eq!(c.subscriptions, Subscriptions::default());
+        assert_eq!(c.default_profile, "generic");
+        assert!(c.security.allows("192.168.1.20".parse().unwrap()));
+        assert!(!c.security.allows("8.8.8.8".parse().unwrap()));
+        assert_eq!(c.upstream.empty_presence, EmptyPresence::Offline);
+        assert!(!format!("{:?}", c.accounts[0]).contains("secret"));
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let bad = GOOD.replace("udp = \"127.0.0.1:5060\"", "udp = \"localhost\"");
+        let e = Config::parse(&bad, "t.toml", &env).unwrap_err();
+        assert_eq!(e[0].line, 3, "{e:?}");
+        assert!(e[0].to_string().starts_with("t.toml:3: listen.udp"), "{}", e[0]);
+
+        let bad = GOOD.replace("transport = \"udp\"", "transport = \"sctp\"");
+        let e = Config::parse(&bad, "t.toml", &env).unwrap_err();
+        assert_eq!(e[0].line, 9);
+
+        let bad = GOOD.replace("password_env = \"PW1002\"", "password_env = \"NOPE\"");
+        let e = Config::parse(&bad, "t.toml", &env).unwrap_err();
+        assert_eq!(e[0].line, 15, "{e:?}");
+        assert!(e[0].message.contains("NOPE"));
+
+        let e = Config::parse("[listen]\nudp = 5\n", "t.toml", &env).unwrap_err();
+        assert_eq!(e[0].line, 2, "{e:?}");
+
+        let bad = format!("{GOOD}\n[bogus]\nx = 1\n");
+        let e = Config::parse(&bad, "t.toml", &env).unwrap_err();
+        assert!(e[0].message.contains("bogus"), "{e:?}");
+        assert!(e[0].line > 20);
+    }
+
+    #[test]
+    fn cidr_matching() {
+        let c = Cidr::parse("192.168.0.0/16").unwrap();
+        assert!(c.contains("192.168.44.1".parse().unwrap()));
+        assert!(!c.contains("192.169.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:192.168.1.1".parse().unwrap()));
+        assert!(Cidr::parse("fc00::/7").unwrap().contains("fd12::1".parse().unwrap()));
+        assert!(Cidr::parse("10.0.0.1").unwrap().contains("10.0.0.1".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn host_port_splitting() {
+        assert_eq!(split_host_port("pbx:5070").unwrap(), ("pbx".into(), 5070));
+        assert_eq!(split_host_port("pbx").unwrap(), ("pbx".into(), 5060));
+        assert_eq!(split_host_port("[::1]:5070").unwrap(), ("::1".into(), 5070));
+        assert!(split_host_port("pbx:x").is_err());
+    }
+}

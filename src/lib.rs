@@ -16,6 +16,8 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod endpoint;
+pub mod flow;
 pub mod presence;
 pub mod profile;
 pub mod proxy;
