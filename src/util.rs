@@ -118,3 +118,65 @@ mod tests {
         assert_eq!(hex(&[0x00, 0xab, 0xff]), "00abff");
     }
 }
+
+/// Serde for `std::time::Instant` as Unix milliseconds, so that plain-data state
+/// holding deadlines can be stored and restored across a restart (a deadline in
+/// the past simply fires at once after restore).
+pub mod instant_serde {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    fn to_unix_ms(t: Instant) -> u64 {
+        let now_i = Instant::now();
+        let now_s = SystemTime::now();
+        let wall = if t >= now_i {
+            now_s + (t - now_i)
+        } else {
+            now_s.checked_sub(now_i - t).unwrap_or(UNIX_EPOCH)
+        };
+        wall.duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+
+    fn from_unix_ms(ms: u64) -> Instant {
+        let now_i = Instant::now();
+        let target = UNIX_EPOCH + Duration::from_millis(ms);
+        match target.duration_since(SystemTime::now()) {
+            Ok(ahead) => now_i + ahead,
+            Err(e) => now_i.checked_sub(e.duration()).unwrap_or(now_i),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(t: &Instant, s: S) -> Result<S::Ok, S::Error> {
+        to_unix_ms(*t).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Instant, D::Error> {
+        Ok(from_unix_ms(u64::deserialize(d)?))
+    }
+
+    /// The same for `Option<Instant>`.
+    pub mod option {
+        use super::*;
+        pub fn serialize<S: Serializer>(t: &Option<Instant>, s: S) -> Result<S::Ok, S::Error> {
+            t.map(to_unix_ms).serialize(s)
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Instant>, D::Error> {
+            Ok(Option::<u64>::deserialize(d)?.map(from_unix_ms))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn round_trip_is_within_a_few_ms() {
+            let t = Instant::now() + Duration::from_secs(90);
+            let back = from_unix_ms(to_unix_ms(t));
+            let diff = if back > t { back - t } else { t - back };
+            assert!(diff < Duration::from_millis(50), "{diff:?}");
+        }
+    }
+}
