@@ -2,16 +2,32 @@
 //! `(message, flow, time)` and timeouts, producing [`Transmit`]s. The tokio
 //! runtime (`crate::runtime`) only moves bytes and calls these methods.
 //!
-//! (Work in progress: this first version parses, validates, answers malformed
-//! requests with 400 and OPTIONS to the bridge with 200.)
+//! Dispatch of an incoming request, in order:
+//! 1. framing and validation (`400`/`416`/`505` with a reason phrase naming the
+//!    problem when the Via can be read; otherwise dropped; always logged with the
+//!    source address);
+//! 2. RFC 3581 `received`/`rport` stamped on the top Via;
+//! 3. source check: phones (`[security] allow`) and the upstream only, else `403`;
+//! 4. the transaction layer absorbs retransmissions and hop-by-hop ACKs;
+//! 5. the subscription translator takes translated SUBSCRIBEs, requests inside its
+//!    own dialogs, and upstream NOTIFYs for its subscriptions; the bridge answers
+//!    OPTIONS addressed to itself and `481` for unknown dialogs addressed to it;
+//! 6. everything else goes to the proxy.
 
 use crate::config::Config;
 use crate::flow::{ConnId, Flow, Transmit};
-use crate::sip::{MessageBuilder, Method, SipMessage};
+use crate::profile::ProfileSet;
+use crate::proxy::{self, Proxy};
+use crate::sip::typed::Via;
+use crate::sip::{Editor, HeaderName, MessageBuilder, Method, SipMessage, Transport, Uri};
+use crate::subscription::{self, Out, ReqTag, SubscriptionManager};
+use crate::transaction::{
+    ClientKey, RequestDisposition, ResponseDisposition, ServerKey, Timers, TransactionLayer, TxEvent,
+};
 use crate::util::Rng;
 use bytes::Bytes;
-use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,49 +40,289 @@ pub struct LocalAddrs {
     pub advertise_host: String,
 }
 
+/// Who started a client transaction.
+#[derive(Debug, Clone)]
+enum Owner {
+    Sub(ReqTag),
+    Proxy(proxy::Tag),
+    /// Keep-alive OPTIONS towards the upstream.
+    Ping,
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub received: u64,
+    pub malformed_dropped: u64,
+    pub malformed_rejected: u64,
+    pub forbidden: u64,
+}
+
 pub struct Endpoint {
     cfg: Arc<Config>,
     local: LocalAddrs,
-    upstream: SocketAddr,
+    upstream: Flow,
+    txl: TransactionLayer,
+    subs: SubscriptionManager,
+    proxy: Proxy,
+    owners: HashMap<ClientKey, Owner>,
     rng: Rng,
     out: VecDeque<Transmit>,
+    stats: Stats,
+    next_ping: Option<Instant>,
 }
 
 impl Endpoint {
-    pub fn new(cfg: Arc<Config>, local: LocalAddrs, upstream: SocketAddr, seed: u64, _now: Instant) -> Self {
+    pub fn new(
+        cfg: Arc<Config>,
+        profiles: Arc<ProfileSet>,
+        local: LocalAddrs,
+        upstream: SocketAddr,
+        seed: u64,
+        now: Instant,
+    ) -> Self {
+        let timers = Timers::default();
+        let upstream = Flow {
+            transport: cfg.upstream.transport,
+            remote: upstream,
+            conn: None,
+        };
+        let env = subscription::Env {
+            cfg: cfg.clone(),
+            profiles: profiles.clone(),
+            local: local.clone(),
+            upstream,
+            t1: timers.t1,
+            user_agent: format!("blf-bridge/{}", env!("CARGO_PKG_VERSION")),
+        };
+        let mut rng = Rng::seeded(seed);
+        let subs = SubscriptionManager::new(env, rng.next_u64());
+        let proxy = Proxy::new(
+            proxy::ProxyEnv {
+                cfg: cfg.clone(),
+                profiles,
+                local: local.clone(),
+                upstream,
+            },
+            rng.next_u64(),
+        );
+        let next_ping = match cfg.upstream.keepalive {
+            crate::config::Keepalive::None => None,
+            _ => Some(now + std::time::Duration::from_secs(cfg.upstream.keepalive_interval_s)),
+        };
         Endpoint {
             cfg,
             local,
             upstream,
-            rng: Rng::seeded(seed),
+            txl: TransactionLayer::new(timers),
+            subs,
+            proxy,
+            owners: HashMap::new(),
+            rng,
             out: VecDeque::new(),
+            stats: Stats::default(),
+            next_ping,
         }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn subscriptions(&self) -> &SubscriptionManager {
+        &self.subs
+    }
+
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
     }
 
     /// A UDP datagram (one message) arrived.
     pub fn handle_datagram(&mut self, from: Flow, data: Bytes, now: Instant) {
         match SipMessage::parse(data) {
             Ok(m) => self.handle_message(from, m, now),
-            Err(e) => tracing::debug!(%from, error = %e, "dropping non-SIP datagram"),
+            Err(e) => {
+                self.stats.malformed_dropped += 1;
+                tracing::warn!(%from, error = %e, "dropping unparsable datagram");
+            }
         }
     }
 
     /// A framed message arrived (from UDP or a TCP stream).
-    pub fn handle_message(&mut self, from: Flow, msg: SipMessage, _now: Instant) {
-        let _ = (&self.cfg, &self.local, &self.upstream, &mut self.rng);
+    pub fn handle_message(&mut self, from: Flow, msg: SipMessage, now: Instant) {
+        self.stats.received += 1;
         if msg.is_request() {
-            if let Err(d) = crate::sip::validate::check_request(&msg) {
+            self.on_request(from, msg, now);
+        } else {
+            self.on_response(from, msg, now);
+        }
+        self.pump(now);
+    }
+
+    /// Did this come from the upstream? Same IP, and the upstream's port — unless
+    /// the upstream's IP is not one of the phones' (then any port: the upstream may
+    /// open TCP connections from ephemeral ports).
+    fn is_upstream(&self, from: &Flow) -> bool {
+        let ip = from.remote.ip();
+        ip == self.upstream.remote.ip()
+            && (from.remote.port() == self.upstream.remote.port() || !self.cfg.security.allows(ip))
+    }
+
+    fn on_request(&mut self, from: Flow, msg: SipMessage, now: Instant) {
+        if let Err(d) = crate::sip::validate::check_request(&msg) {
+            if msg.top_via().is_some_and(|v| v.is_ok()) {
+                self.stats.malformed_rejected += 1;
                 tracing::warn!(%from, code = d.code, reason = d.reason, "rejecting malformed request");
-                if msg.top_via().is_some_and(|v| v.is_ok()) {
-                    let resp = MessageBuilder::response_to(&msg, d.code, d.reason, None).finish();
-                    self.out.push_back(Transmit { flow: from, data: resp });
+                let resp = MessageBuilder::response_to(&msg, d.code, d.reason, None).finish();
+                let flow = reply_flow(&msg, &from);
+                self.out.push_back(Transmit { flow, data: resp });
+            } else {
+                self.stats.malformed_dropped += 1;
+                tracing::warn!(%from, reason = d.reason, "dropping malformed request without a usable Via");
+            }
+            return;
+        }
+        // RFC 3581 / RFC 3261 §18.2.1: stamp received/rport on the top Via.
+        let msg = match stamp_via(&msg, from.remote) {
+            Some(bytes) => match SipMessage::parse(bytes) {
+                Ok(m) => m,
+                Err(_) => return,
+            },
+            None => msg,
+        };
+        let from_upstream = self.is_upstream(&from);
+        if !from_upstream && !self.cfg.security.allows(from.remote.ip()) {
+            self.stats.forbidden += 1;
+            tracing::warn!(%from, method = %msg.method().map(|m| m.to_string()).unwrap_or_default(), "request from a source that is neither allowed nor the upstream: 403");
+            if msg.method() != Some(&Method::Ack) {
+                let resp = MessageBuilder::response_to(&msg, 403, "Forbidden", None).finish();
+                self.out.push_back(Transmit {
+                    flow: reply_flow(&msg, &from),
+                    data: resp,
+                });
+            }
+            return;
+        }
+        let reply_to = reply_flow(&msg, &from);
+        let key = match self.txl.on_request(&msg, from, reply_to, now) {
+            RequestDisposition::New(key) => key,
+            RequestDisposition::Retransmission | RequestDisposition::AckAbsorbed => return,
+            RequestDisposition::Ack => {
+                // ACK for a 2xx (or stray): routed by the proxy
+                self.proxy.on_ack(&msg, from, now);
+                return;
+            }
+        };
+        let method = msg.method().cloned().unwrap_or(Method::Options);
+        let in_dialog = msg.to_tag().is_some();
+
+        // Requests inside our upstream subscription dialogs (NOTIFY), recognised
+        // by their Call-ID (ours, random) whatever connection they arrive on.
+        if in_dialog && self.subs.on_upstream_request(key.clone(), &msg, now) {
+            return;
+        }
+        if !from_upstream {
+            // Requests inside a phone subscription the bridge terminates.
+            if in_dialog && self.subs.owns_dialog(&msg) {
+                if method == Method::Subscribe {
+                    self.subs.on_phone_subscribe(key, &msg, from, now);
+                } else {
+                    let resp = MessageBuilder::response_to(&msg, 405, "Method Not Allowed", None)
+                        .header("Allow", "SUBSCRIBE")
+                        .finish();
+                    let _ = self.txl.respond(&key, resp, now);
                 }
                 return;
             }
-            if msg.method() == Some(&Method::Options) {
-                let resp = MessageBuilder::response_to(&msg, 200, "OK", None).finish();
-                self.out.push_back(Transmit { flow: from, data: resp });
+            if !in_dialog
+                && method == Method::Subscribe
+                && self.subs.classify(&msg) == subscription::Classification::Translate
+            {
+                self.subs.on_phone_subscribe(key, &msg, from, now);
+                return;
             }
+        }
+        if self.addressed_to_us(&msg) && msg.header(HeaderName::Route).is_none() {
+            if in_dialog {
+                // a dialog of ours we do not know (e.g. after a restart): 481
+                let resp = MessageBuilder::response_to(&msg, 481, "Call/Transaction Does Not Exist", None).finish();
+                let _ = self.txl.respond(&key, resp, now);
+                return;
+            }
+            if method == Method::Options {
+                let resp = MessageBuilder::response_to(&msg, 200, "OK", None)
+                    .header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, PRACK, MESSAGE, REGISTER")
+                    .header("Allow-Events", "dialog, presence, message-summary")
+                    .header("Accept", "application/sdp, application/dialog-info+xml, application/pidf+xml")
+                    .finish();
+                let _ = self.txl.respond(&key, resp, now);
+                return;
+            }
+        }
+        if method == Method::Cancel {
+            let invite = self.txl.find_invite_for_cancel(&msg);
+            self.proxy.on_cancel(key, &msg, invite, now);
+            return;
+        }
+        self.proxy.on_request(key, &msg, from, from_upstream, now);
+    }
+
+    /// Is the Request-URI the bridge itself (our Contact user, or our address with
+    /// no user part)?
+    fn addressed_to_us(&self, msg: &SipMessage) -> bool {
+        let Some(u) = msg.request_uri().and_then(|u| Uri::parse(u).ok()) else {
+            return false;
+        };
+        if !u.is_sip() {
+            return false;
+        }
+        let host_is_us = self.is_local_host(u.host_unbracketed(), u.port);
+        host_is_us && (u.user.is_none() || u.user == Some(subscription::CONTACT_USER.as_bytes()))
+    }
+
+    fn is_local_host(&self, host: &str, port: Option<u16>) -> bool {
+        let port_ok = |p: u16| self.local.udp.map(|a| a.port()) == Some(p) || self.local.tcp.map(|a| a.port()) == Some(p);
+        let port_matches = port.map(port_ok).unwrap_or_else(|| port_ok(5060));
+        if host.eq_ignore_ascii_case(&self.local.advertise_host) {
+            return port_matches;
+        }
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            let bound = [self.local.udp, self.local.tcp]
+                .into_iter()
+                .flatten()
+                .any(|a| a.ip() == ip || (a.ip().is_unspecified() && ip.is_loopback()));
+            return bound && port_matches;
+        }
+        false
+    }
+
+    fn on_response(&mut self, from: Flow, msg: SipMessage, now: Instant) {
+        if let Err(d) = crate::sip::validate::check_response(&msg) {
+            self.stats.malformed_dropped += 1;
+            tracing::warn!(%from, reason = d.reason, "dropping malformed response");
+            return;
+        }
+        match self.txl.on_response(&msg, now) {
+            ResponseDisposition::PassUp(key) => {
+                let final_ = msg.status().is_some_and(|s| s >= 200);
+                let owner = if final_ && key.method() != &Method::Invite {
+                    self.owners.remove(&key)
+                } else {
+                    self.owners.get(&key).cloned()
+                };
+                match owner {
+                    Some(Owner::Sub(tag)) => {
+                        if final_ {
+                            self.subs.on_response(tag, &msg, now);
+                        }
+                    }
+                    Some(Owner::Proxy(tag)) => self.proxy.on_response(tag, &msg, now),
+                    Some(Owner::Ping) => {}
+                    None => {}
+                }
+            }
+            ResponseDisposition::Absorbed => {}
+            ResponseDisposition::Stray => self.proxy.on_stray_response(&msg, from, now),
         }
     }
 
@@ -79,18 +335,192 @@ impl Endpoint {
     }
 
     /// A timer set through [`Endpoint::poll_timeout`] fired.
-    pub fn handle_timeout(&mut self, _now: Instant) {}
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.txl.handle_timeout(now);
+        self.subs.handle_timeout(now);
+        self.proxy.handle_timeout(now);
+        if self.next_ping.is_some_and(|t| t <= now) {
+            self.send_keepalive(now);
+        }
+        self.pump(now);
+    }
+
+    fn send_keepalive(&mut self, now: Instant) {
+        let interval = std::time::Duration::from_secs(self.cfg.upstream.keepalive_interval_s);
+        self.next_ping = Some(now + interval);
+        match self.cfg.upstream.keepalive {
+            crate::config::Keepalive::None => {}
+            crate::config::Keepalive::Crlf => {
+                let data = if self.upstream.transport.is_reliable() {
+                    Bytes::from_static(b"\r\n\r\n")
+                } else {
+                    Bytes::from_static(b"\r\n")
+                };
+                self.out.push_back(Transmit {
+                    flow: self.upstream,
+                    data,
+                });
+            }
+            crate::config::Keepalive::Options => {
+                let t = self.upstream.transport;
+                let env_host = subscription::hostport(&self.local, t);
+                let branch = self.rng.branch();
+                let tag = self.rng.tag();
+                let cid = self.rng.token(20);
+                let domain = &self.cfg.upstream.domain;
+                let data = MessageBuilder::request(&Method::Options, &format!("sip:{domain}"))
+                    .header("Via", format_args!("SIP/2.0/{} {env_host};branch={branch};rport", t.via_name()))
+                    .header("Max-Forwards", 70)
+                    .header("From", format_args!("<sip:{}@{env_host}>;tag={tag}", subscription::CONTACT_USER))
+                    .header("To", format_args!("<sip:{domain}>"))
+                    .header("Call-ID", format_args!("{cid}@blf-bridge"))
+                    .header("CSeq", "1 OPTIONS")
+                    .header("User-Agent", format_args!("blf-bridge/{}", env!("CARGO_PKG_VERSION")))
+                    .finish();
+                self.start_client(self.upstream, data, Owner::Ping, now);
+            }
+        }
+    }
+
+    fn start_client(&mut self, flow: Flow, data: Bytes, owner: Owner, now: Instant) {
+        let Ok(msg) = SipMessage::parse(data) else {
+            tracing::error!("internal: built an unparsable request");
+            return;
+        };
+        match self.txl.send_request(flow, msg, now) {
+            Ok(key) => {
+                self.owners.insert(key, owner);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot start client transaction"),
+        }
+    }
+
+    /// Move work produced by the components into the transaction layer.
+    fn pump(&mut self, now: Instant) {
+        loop {
+            let mut progressed = false;
+            while let Some(o) = self.subs.poll_out() {
+                progressed = true;
+                match o {
+                    Out::Request { flow, data, tag } => self.start_client(flow, data, Owner::Sub(tag), now),
+                    Out::Response { key, data } => {
+                        if let Err(e) = self.txl.respond(&key, data, now) {
+                            tracing::debug!(error = %e, "response on a finished transaction");
+                        }
+                    }
+                }
+            }
+            while let Some(o) = self.proxy.poll_out() {
+                progressed = true;
+                match o {
+                    proxy::Out::Request { flow, data, tag } => self.start_client(flow, data, Owner::Proxy(tag), now),
+                    proxy::Out::Response { key, data } => {
+                        if let Err(e) = self.txl.respond(&key, data, now) {
+                            tracing::debug!(error = %e, "response on a finished transaction");
+                        }
+                    }
+                    proxy::Out::Stateless { flow, data } => self.out.push_back(Transmit { flow, data }),
+                }
+            }
+            while let Some(ev) = self.txl.poll_event() {
+                progressed = true;
+                match ev {
+                    TxEvent::Timeout(key) => match self.owners.remove(&key) {
+                        Some(Owner::Sub(tag)) => self.subs.on_request_timeout(tag, now),
+                        Some(Owner::Proxy(tag)) => self.proxy.on_request_timeout(tag, now),
+                        Some(Owner::Ping) => tracing::warn!("upstream did not answer the keep-alive OPTIONS"),
+                        None => {}
+                    },
+                    TxEvent::Terminated(key) => {
+                        if let Some(Owner::Proxy(tag)) = self.owners.remove(&key) {
+                            self.proxy.on_client_terminated(tag, now);
+                        }
+                    }
+                    TxEvent::AckTimeout(key) => self.proxy.on_ack_timeout(&key, now),
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
 
     /// The runtime closed (or lost) a TCP connection.
-    pub fn connection_closed(&mut self, _conn: ConnId) {}
+    pub fn connection_closed(&mut self, conn: ConnId) {
+        self.subs.connection_closed(conn);
+        self.proxy.connection_closed(conn);
+    }
 
     /// Next datagram / stream write to perform.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front()
+        if let Some(t) = self.out.pop_front() {
+            return Some(t);
+        }
+        self.txl.poll_transmit()
     }
 
     /// When [`Endpoint::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+        [self.txl.poll_timeout(), self.subs.poll_timeout(), self.proxy.poll_timeout(), self.next_ping]
+            .into_iter()
+            .flatten()
+            .min()
     }
+}
+
+/// Where responses to a request go (RFC 3261 §18.2.2, RFC 3581): the same TCP
+/// connection; over UDP the source address, and the source port when the request
+/// asked for `rport` (else the Via port).
+pub fn reply_flow(msg: &SipMessage, from: &Flow) -> Flow {
+    if from.transport.is_reliable() {
+        return *from;
+    }
+    let via = msg.top_via().and_then(|v| v.ok());
+    let port = match via {
+        Some(v) if v.rport().is_some() => from.remote.port(),
+        Some(v) => v.port.unwrap_or(5060),
+        None => from.remote.port(),
+    };
+    Flow {
+        transport: from.transport,
+        remote: SocketAddr::new(from.remote.ip(), port),
+        conn: None,
+    }
+}
+
+/// Add `received` (source IP differs from sent-by, or rport requested) and fill
+/// `rport` on the top Via. Returns the new bytes, or `None` when nothing changes.
+pub fn stamp_via(msg: &SipMessage, src: SocketAddr) -> Option<Bytes> {
+    let span = msg.top_via_span()?;
+    let raw = msg.slice(span);
+    let via = Via::parse(raw).ok()?;
+    let ip = src.ip().to_string();
+    let rport = via.rport();
+    let needs_received = rport.is_some() || via.host.trim_start_matches('[').trim_end_matches(']') != ip;
+    if !needs_received && rport.is_none() {
+        return None;
+    }
+    // rebuild the parameter list: drop existing received/rport, append ours
+    let mut out = Vec::with_capacity(raw.len() + 40);
+    let params_start = raw.len() - via.params.raw.len();
+    out.extend_from_slice(&raw[..params_start]);
+    for (name, value) in via.params.iter() {
+        if name.eq_ignore_ascii_case(b"received") || name.eq_ignore_ascii_case(b"rport") {
+            continue;
+        }
+        out.push(b';');
+        out.extend_from_slice(name);
+        if let Some(v) = value {
+            out.push(b'=');
+            out.extend_from_slice(v);
+        }
+    }
+    out.extend_from_slice(b";received=");
+    out.extend_from_slice(ip.as_bytes());
+    if rport.is_some() {
+        out.extend_from_slice(format!(";rport={}", src.port()).as_bytes());
+    }
+    let mut e = Editor::new(msg);
+    e.replace_value(span, &out);
+    Some(e.finish())
 }

@@ -1,19 +1,20 @@
 //! Wire formats of the requests and responses the translator originates.
 
 use super::manager::Env;
+use crate::endpoint::LocalAddrs;
 use super::types::{PhoneSub, Target, Upstream};
 use crate::sip::{MessageBuilder, Method, NameAddr, SipMessage, Transport};
 use bytes::Bytes;
 
 /// `host:port` the bridge advertises for a transport.
-pub fn hostport(env: &Env, transport: Transport) -> String {
+pub fn hostport(local: &LocalAddrs, transport: Transport) -> String {
     let port = match transport {
-        Transport::Udp => env.local.udp.or(env.local.tcp),
-        Transport::Tcp => env.local.tcp.or(env.local.udp),
+        Transport::Udp => local.udp.or(local.tcp),
+        Transport::Tcp => local.tcp.or(local.udp),
     }
     .map(|a| a.port())
     .unwrap_or(5060);
-    let host = &env.local.advertise_host;
+    let host = &local.advertise_host;
     if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]:{port}")
     } else {
@@ -25,7 +26,7 @@ pub fn via(env: &Env, transport: Transport, branch: &str) -> String {
     format!(
         "SIP/2.0/{} {};branch={branch};rport",
         transport.via_name(),
-        hostport(env, transport)
+        hostport(&env.local, transport)
     )
 }
 
@@ -33,11 +34,11 @@ pub fn via(env: &Env, transport: Transport, branch: &str) -> String {
 /// addressed to the bridge's own UAS dialogs.
 pub fn contact(env: &Env, transport: Transport) -> String {
     match transport {
-        Transport::Udp => format!("<sip:{}@{}>", CONTACT_USER, hostport(env, transport)),
+        Transport::Udp => format!("<sip:{}@{}>", CONTACT_USER, hostport(&env.local, transport)),
         Transport::Tcp => format!(
             "<sip:{}@{};transport=tcp>",
             CONTACT_USER,
-            hostport(env, transport)
+            hostport(&env.local, transport)
         ),
     }
 }

@@ -24,7 +24,8 @@ mod build;
 mod manager;
 mod types;
 
-pub use manager::{Env, Out, ReqTag, SubscriptionManager};
+pub use build::{CONTACT_USER, hostport};
+pub use manager::{Classification, Env, Out, ReqTag, SubscriptionManager};
 pub use types::{Package, PhoneState, PhoneSub, Target, UpState, Upstream};
 
 #[cfg(test)]
