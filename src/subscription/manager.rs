@@ -729,7 +729,7 @@ impl SubscriptionManager {
         up.state = UpState::Idle;
         if package == Package::Dialog {
             // a new dialog restarts the version sequence of the document stream
-            t.dialog_stream.reset_versions();
+            t.dialog_stream.new_subscription();
         }
         self.upstream_index.insert(call_id, (target, package));
         self.send_subscribe(target, package, false, now);
@@ -1012,7 +1012,7 @@ impl SubscriptionManager {
         let mut need_refresh = false;
         match package {
             Package::Dialog => match t.dialog_stream.apply_body(body) {
-                Ok(ApplyOutcome::Gap) => need_refresh = true,
+                Ok(ApplyOutcome::NeedRefresh { .. }) => need_refresh = true,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(target = %aor, error = %e, "unusable dialog-info from upstream"),
             },
