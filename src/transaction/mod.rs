@@ -1,1 +1,1064 @@
-//! (to be written)
+//! The RFC 3261 §17 transaction layer, sans-IO: fed with `(message, flow, time)`,
+//! it returns dispositions, and queues [`Transmit`]s and [`TxEvent`]s that the
+//! caller drains with [`TransactionLayer::poll_transmit`] and
+//! [`TransactionLayer::poll_event`]. Time only moves when the caller says so
+//! ([`TransactionLayer::handle_timeout`] at [`TransactionLayer::poll_timeout`]), so
+//! every schedule is testable with a simulated clock.
+//!
+//! The four machines, with the updates that matter for a proxy:
+//! - non-INVITE client (§17.1.2): Trying → Proceeding → Completed; Timer E
+//!   retransmits (UDP only) from T1 doubling up to T2, every T2 once a 1xx
+//!   arrived; Timer F (64·T1) reports [`TxEvent::Timeout`]; Timer K (T4 on UDP,
+//!   0 on TCP) absorbs response retransmissions.
+//! - non-INVITE server (§17.2.2 + RFC 4320): Trying → Proceeding → Completed.
+//!   Request retransmissions are answered byte-identically from the last response
+//!   sent. The layer never sends a provisional other than `100 Trying`, and that
+//!   only late: on a retransmission that arrives in Trying at least T2 after the
+//!   first reception. It never sends (nor lets the TU send) a 408. Timer J (64·T1
+//!   on UDP, 0 on TCP). A transaction the TU never answers is dropped silently
+//!   64·T1 after the request arrived (the client has given up by then).
+//! - INVITE client (§17.1.1 + RFC 6026): Calling → Proceeding → Accepted (2xx,
+//!   Timer M = 64·T1, every further 2xx passed up) or Completed (300-699: the
+//!   layer builds, sends and re-sends the hop-by-hop ACK; Timer D = max(32 s,
+//!   64·T1) on UDP, 0 on TCP). Timer A (UDP only) from T1 doubling; Timer B
+//!   (64·T1) reports [`TxEvent::Timeout`] while still Calling.
+//! - INVITE server (§17.2.1 + RFC 6026): `100 Trying` goes out at once; Proceeding
+//!   (the last provisional is re-sent on retransmissions) → Accepted (2xx, Timer
+//!   L = 64·T1; INVITE retransmissions absorbed, ACKs passed up) or Completed
+//!   (300-699; Timer G re-sends the final response on UDP, T1 doubling up to T2;
+//!   Timer H = 64·T1 reports [`TxEvent::AckTimeout`]) → Confirmed on the ACK
+//!   (Timer I = T4 on UDP, 0 on TCP).
+//!
+//! Per transaction only the request/response `Bytes` are kept (no parsed copies),
+//! and all timers live in one min-heap with lazy deletion: a heap entry is live
+//! only while its transaction still has that exact deadline set.
+
+mod key;
+#[cfg(test)]
+mod tests;
+
+pub use key::{ClientKey, MAGIC_COOKIE, ServerKey};
+
+use crate::flow::{Flow, Transmit};
+use crate::sip::{HeaderName, MessageBuilder, Method, SipMessage};
+use bytes::Bytes;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// The RFC 3261 base timers. Every other timer derives from these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    /// RTT estimate: first retransmission interval (default 500 ms).
+    pub t1: Duration,
+    /// Cap on the non-INVITE request and INVITE response retransmission interval
+    /// (default 4 s).
+    pub t2: Duration,
+    /// Maximum time a message stays in the network (default 5 s): Timers K and I.
+    pub t4: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Base timers are clamped to this so that no deadline arithmetic can overflow.
+const MAX_BASE_TIMER: Duration = Duration::from_secs(3600);
+/// T1 and T2 are at least this, so that a retransmission schedule always advances.
+const MIN_RETRANSMIT: Duration = Duration::from_millis(1);
+/// RFC 3261 Timer D lower bound on unreliable transports.
+const TIMER_D_MIN: Duration = Duration::from_secs(32);
+
+impl Timers {
+    /// 64·T1: Timers B, F, H, J, L and M.
+    fn t1x64(&self) -> Duration {
+        self.t1.saturating_mul(64)
+    }
+    /// Timer D on an unreliable transport: at least 32 s, and at least as long as
+    /// the server keeps retransmitting its final response (64·T1).
+    fn timer_d(&self) -> Duration {
+        self.t1x64().max(TIMER_D_MIN)
+    }
+    fn clamped(self) -> Timers {
+        Timers {
+            t1: self.t1.clamp(MIN_RETRANSMIT, MAX_BASE_TIMER),
+            t2: self.t2.clamp(MIN_RETRANSMIT, MAX_BASE_TIMER),
+            t4: self.t4.min(MAX_BASE_TIMER),
+        }
+    }
+}
+
+/// State of a live client transaction (a terminated one no longer exists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientState {
+    /// INVITE sent, no response yet (Timers A and B running).
+    Calling,
+    /// Non-INVITE sent, no response yet (Timers E and F running).
+    Trying,
+    /// A provisional response arrived.
+    Proceeding,
+    /// A final response arrived (non-INVITE: any; INVITE: 300-699).
+    Completed,
+    /// INVITE answered with 2xx (RFC 6026); further 2xx are passed up.
+    Accepted,
+}
+
+/// State of a live server transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServerState {
+    /// Non-INVITE received, nothing sent yet.
+    Trying,
+    /// A provisional response was sent (for INVITE: at least the layer's 100).
+    Proceeding,
+    /// A final response was sent (non-INVITE: any; INVITE: 300-699).
+    Completed,
+    /// INVITE answered with 2xx (RFC 6026).
+    Accepted,
+    /// The ACK for a 300-699 INVITE response arrived.
+    Confirmed,
+}
+
+/// What [`TransactionLayer::on_request`] made of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestDisposition {
+    /// A new server transaction: the TU handles the request and answers with
+    /// [`TransactionLayer::respond`]. For an INVITE the layer has already queued
+    /// `100 Trying`.
+    New(ServerKey),
+    /// A retransmission of a request with a live server transaction; the layer
+    /// has re-sent the stored response if one is due. Nothing for the TU to do.
+    Retransmission,
+    /// An ACK for a 300-699 response of a live INVITE server transaction,
+    /// consumed by the transaction.
+    AckAbsorbed,
+    /// An ACK that does not belong to a non-2xx INVITE server transaction (the ACK
+    /// for a 2xx, or a stray one): the TU routes it.
+    Ack,
+    /// No transaction can be formed (top Via missing or malformed; for the
+    /// RFC 2543 match also CSeq, Call-ID or Request-URI). The caller should have
+    /// rejected the request with 400 before.
+    Malformed,
+}
+
+/// What [`TransactionLayer::on_response`] made of a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseDisposition {
+    /// The client transaction passes this response to the TU.
+    PassUp(ClientKey),
+    /// Consumed by the client transaction (a retransmission, or a response the
+    /// current state ignores).
+    Absorbed,
+    /// No client transaction matches: a proxy forwards it statelessly, a UA drops
+    /// it.
+    Stray,
+}
+
+/// Either kind of transaction key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TxKey {
+    Client(ClientKey),
+    Server(ServerKey),
+}
+
+/// Something the TU must learn about without having asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxEvent {
+    /// Timer B or F fired before a final response arrived (RFC 3261 §17.1.1.2,
+    /// §17.1.2.2). Treat like a 408 from the peer; never send a 408 to a
+    /// non-INVITE upstream because of it (RFC 4320).
+    Timeout(ClientKey),
+    /// Timer H fired: the ACK for our 300-699 INVITE response never came.
+    AckTimeout(ServerKey),
+    /// The transaction is gone (after its last timer, or at once on a reliable
+    /// transport). Every transaction ends with exactly one such event, except the
+    /// ones the TU ends itself with `terminate_client` / `terminate_server`.
+    Terminated(TxKey),
+}
+
+/// Why the layer refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxError {
+    /// The bytes are not a parsable SIP message.
+    Unparsable,
+    /// [`TransactionLayer::send_request`] was given a response.
+    NotARequest,
+    /// ACK has no client transaction: the ACK for a 300-699 is built by the
+    /// layer, the ACK for a 2xx is sent by the TU directly.
+    AckIsNotATransaction,
+    /// The top Via is missing or malformed, or its branch lacks the magic cookie.
+    NoRfc3261Branch,
+    /// CSeq is missing, malformed or names another method than the request line.
+    CSeqMismatch,
+    /// A live client transaction already has this branch and method.
+    DuplicateTransaction,
+    /// [`TransactionLayer::respond`] was given bytes without a valid Status-Line.
+    NotAResponse,
+    /// No live transaction has this key.
+    NoTransaction,
+    /// RFC 4320: no provisional response to a non-INVITE from the TU (the layer
+    /// sends the late `100 Trying` itself).
+    ProvisionalToNonInvite,
+    /// RFC 4320 §4.2: a transaction-stateful element must not send 408 to a
+    /// non-INVITE; send nothing instead.
+    Timeout408ToNonInvite,
+    /// The transaction already sent a final response (for an INVITE in Accepted,
+    /// only further 2xx may be sent).
+    AlreadyFinal,
+}
+
+impl std::fmt::Display for TxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TxError::Unparsable => "not a parsable SIP message",
+            TxError::NotARequest => "not a request",
+            TxError::AckIsNotATransaction => "ACK does not start a client transaction",
+            TxError::NoRfc3261Branch => "top Via has no RFC 3261 branch",
+            TxError::CSeqMismatch => "CSeq missing, malformed or not matching the method",
+            TxError::DuplicateTransaction => {
+                "a client transaction with this branch and method exists"
+            }
+            TxError::NotAResponse => "no valid Status-Line",
+            TxError::NoTransaction => "no such transaction",
+            TxError::ProvisionalToNonInvite => {
+                "provisional responses to non-INVITE requests are not sent (RFC 4320)"
+            }
+            TxError::Timeout408ToNonInvite => "408 to a non-INVITE request is not sent (RFC 4320)",
+            TxError::AlreadyFinal => "the transaction already sent its final response",
+        })
+    }
+}
+
+impl std::error::Error for TxError {}
+
+// ------------------------------------------------------------------ internals
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerKind {
+    /// Timers A, E (client) and G (server).
+    Retransmit,
+    /// Every other timer: what it means depends on the state.
+    Timeout,
+}
+
+/// One heap entry. Live only while the transaction with `id` still has `at` as its
+/// deadline of `kind` (lazy deletion).
+#[derive(Debug)]
+struct TimerEntry {
+    at: Instant,
+    seq: u64,
+    id: u64,
+    kind: TimerKind,
+    key: TxKey,
+}
+
+impl PartialEq for TimerEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at && self.seq == other.seq
+    }
+}
+impl Eq for TimerEntry {}
+impl PartialOrd for TimerEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for TimerEntry {
+    /// Reversed: `BinaryHeap` is a max-heap, we want the earliest deadline (and,
+    /// among equal deadlines, the first scheduled) on top.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .at
+            .cmp(&self.at)
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+#[derive(Debug, Default)]
+struct TimerQueue {
+    heap: BinaryHeap<TimerEntry>,
+    seq: u64,
+}
+
+impl TimerQueue {
+    fn push(&mut self, at: Instant, id: u64, kind: TimerKind, key: TxKey) {
+        self.seq = self.seq.wrapping_add(1);
+        self.heap.push(TimerEntry {
+            at,
+            seq: self.seq,
+            id,
+            kind,
+            key,
+        });
+    }
+}
+
+#[derive(Debug)]
+struct ClientTx {
+    id: u64,
+    invite: bool,
+    state: ClientState,
+    flow: Flow,
+    /// The request while it may be retransmitted (and, for an INVITE, until the
+    /// final response, to build the ACK from); the ACK in INVITE Completed.
+    data: Bytes,
+    interval: Duration,
+    retransmit_at: Option<Instant>,
+    timeout_at: Option<Instant>,
+}
+
+impl ClientTx {
+    fn deadline(&self, kind: TimerKind) -> Option<Instant> {
+        match kind {
+            TimerKind::Retransmit => self.retransmit_at,
+            TimerKind::Timeout => self.timeout_at,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ServerTx {
+    id: u64,
+    invite: bool,
+    state: ServerState,
+    reply_to: Flow,
+    first_rx: Instant,
+    /// The request, kept only by a non-INVITE in Trying (to build the late 100).
+    request: Bytes,
+    /// The last response sent (re-sent on request retransmissions and by Timer G).
+    response: Bytes,
+    interval: Duration,
+    retransmit_at: Option<Instant>,
+    timeout_at: Option<Instant>,
+}
+
+impl ServerTx {
+    fn deadline(&self, kind: TimerKind) -> Option<Instant> {
+        match kind {
+            TimerKind::Retransmit => self.retransmit_at,
+            TimerKind::Timeout => self.timeout_at,
+        }
+    }
+}
+
+/// Owns every client and server transaction of an endpoint or proxy.
+#[derive(Debug)]
+pub struct TransactionLayer {
+    timers: Timers,
+    clients: HashMap<ClientKey, ClientTx>,
+    servers: HashMap<ServerKey, ServerTx>,
+    queue: TimerQueue,
+    next_id: u64,
+    out: VecDeque<Transmit>,
+    events: VecDeque<TxEvent>,
+}
+
+/// What to do with a transaction once its map borrow has ended.
+enum After {
+    Keep,
+    Terminate,
+}
+
+impl TransactionLayer {
+    /// An empty layer. Base timers are clamped to one hour (and T1, T2 to at least
+    /// 1 ms) so that deadline arithmetic cannot overflow or stall.
+    pub fn new(timers: Timers) -> Self {
+        TransactionLayer {
+            timers: timers.clamped(),
+            clients: HashMap::new(),
+            servers: HashMap::new(),
+            queue: TimerQueue::default(),
+            next_id: 0,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The timers in use.
+    pub fn timers(&self) -> Timers {
+        self.timers
+    }
+
+    fn new_id(&mut self) -> u64 {
+        self.next_id = self.next_id.wrapping_add(1);
+        self.next_id
+    }
+
+    // ------------------------------------------------------------- client side
+
+    /// Start a client transaction for `request` (already carrying our Via with a
+    /// unique `z9hG4bK` branch) and queue its first transmission to `flow`.
+    ///
+    /// The request bytes are kept (zero-copy) for retransmissions and, for an
+    /// INVITE, to build the ACK of a 300-699 response.
+    pub fn send_request(
+        &mut self,
+        flow: Flow,
+        request: Bytes,
+        now: Instant,
+    ) -> Result<ClientKey, TxError> {
+        let msg = SipMessage::parse(request).map_err(|_| TxError::Unparsable)?;
+        let method = msg.method().ok_or(TxError::NotARequest)?.clone();
+        if method == Method::Ack {
+            return Err(TxError::AckIsNotATransaction);
+        }
+        let branch = msg
+            .branch()
+            .filter(|b| key::has_magic_cookie(b))
+            .ok_or(TxError::NoRfc3261Branch)?;
+        match msg.cseq() {
+            Some(Ok(c)) if c.method == method.as_bytes() => {}
+            _ => return Err(TxError::CSeqMismatch),
+        }
+        let data = msg.message_bytes();
+        let key = ClientKey::new(key::sub_bytes(msg.buffer(), branch), method);
+        if self.clients.contains_key(&key) {
+            return Err(TxError::DuplicateTransaction);
+        }
+        let invite = *key.method() == Method::Invite;
+        let id = self.new_id();
+        let t = self.timers;
+        let mut tx = ClientTx {
+            id,
+            invite,
+            state: if invite {
+                ClientState::Calling
+            } else {
+                ClientState::Trying
+            },
+            flow,
+            data: data.clone(),
+            interval: t.t1,
+            retransmit_at: None,
+            timeout_at: Some(now + t.t1x64()),
+        };
+        if !flow.transport.is_reliable() {
+            tx.retransmit_at = Some(now + t.t1);
+            self.queue.push(
+                now + t.t1,
+                id,
+                TimerKind::Retransmit,
+                TxKey::Client(key.clone()),
+            );
+        }
+        self.queue.push(
+            now + t.t1x64(),
+            id,
+            TimerKind::Timeout,
+            TxKey::Client(key.clone()),
+        );
+        self.clients.insert(key.clone(), tx);
+        self.out.push_back(Transmit { flow, data });
+        self.maintain();
+        Ok(key)
+    }
+
+    /// Feed a response. It is matched by top Via branch and CSeq method.
+    pub fn on_response(&mut self, msg: &SipMessage, now: Instant) -> ResponseDisposition {
+        let Some(code) = msg.status() else {
+            return ResponseDisposition::Stray;
+        };
+        let Some(lookup) = ClientKey::for_response(msg) else {
+            return ResponseDisposition::Stray;
+        };
+        // Hand out the stored key: the lookup key borrows the response's buffer.
+        let Some(key) = self.clients.get_key_value(&lookup).map(|(k, _)| k.clone()) else {
+            return ResponseDisposition::Stray;
+        };
+        let Some(tx) = self.clients.get_mut(&key) else {
+            return ResponseDisposition::Stray;
+        };
+        if !(100..=699).contains(&code) || msg.defect().is_some() {
+            return ResponseDisposition::Absorbed;
+        }
+        let t = self.timers;
+        let reliable = tx.flow.transport.is_reliable();
+        let mut after = After::Keep;
+        let disposition = if tx.invite {
+            match tx.state {
+                ClientState::Calling | ClientState::Proceeding => {
+                    tx.retransmit_at = None;
+                    if code < 200 {
+                        // Timer B only covers Calling; the TU's Timer C takes over.
+                        tx.state = ClientState::Proceeding;
+                        tx.timeout_at = None;
+                    } else if code < 300 {
+                        tx.state = ClientState::Accepted;
+                        tx.data = Bytes::new();
+                        let at = now + t.t1x64();
+                        tx.timeout_at = Some(at);
+                        self.queue
+                            .push(at, tx.id, TimerKind::Timeout, TxKey::Client(key.clone()));
+                    } else {
+                        tx.state = ClientState::Completed;
+                        tx.data = build_ack(&tx.data, msg).unwrap_or_default();
+                        if !tx.data.is_empty() {
+                            self.out.push_back(Transmit {
+                                flow: tx.flow,
+                                data: tx.data.clone(),
+                            });
+                        }
+                        if reliable {
+                            tx.timeout_at = None;
+                            after = After::Terminate;
+                        } else {
+                            let at = now + t.timer_d();
+                            tx.timeout_at = Some(at);
+                            self.queue.push(
+                                at,
+                                tx.id,
+                                TimerKind::Timeout,
+                                TxKey::Client(key.clone()),
+                            );
+                        }
+                    }
+                    ResponseDisposition::PassUp(key.clone())
+                }
+                ClientState::Accepted if (200..300).contains(&code) => {
+                    ResponseDisposition::PassUp(key.clone())
+                }
+                ClientState::Completed if code >= 300 => {
+                    if !tx.data.is_empty() {
+                        self.out.push_back(Transmit {
+                            flow: tx.flow,
+                            data: tx.data.clone(),
+                        });
+                    }
+                    ResponseDisposition::Absorbed
+                }
+                _ => ResponseDisposition::Absorbed,
+            }
+        } else {
+            match tx.state {
+                ClientState::Trying | ClientState::Proceeding if code < 200 => {
+                    // Timer E keeps its current deadline; from then on it runs every T2.
+                    tx.state = ClientState::Proceeding;
+                    ResponseDisposition::PassUp(key.clone())
+                }
+                ClientState::Trying | ClientState::Proceeding => {
+                    tx.state = ClientState::Completed;
+                    tx.retransmit_at = None;
+                    tx.data = Bytes::new();
+                    if reliable {
+                        tx.timeout_at = None;
+                        after = After::Terminate;
+                    } else {
+                        let at = now + t.t4;
+                        tx.timeout_at = Some(at);
+                        self.queue
+                            .push(at, tx.id, TimerKind::Timeout, TxKey::Client(key.clone()));
+                    }
+                    ResponseDisposition::PassUp(key.clone())
+                }
+                _ => ResponseDisposition::Absorbed,
+            }
+        };
+        if let After::Terminate = after {
+            self.remove_client(&key);
+        }
+        self.maintain();
+        disposition
+    }
+
+    /// Drop a client transaction without further events, e.g. an INVITE in
+    /// Proceeding whose CANCEL got no final response within 64·T1 (RFC 3261 §9.1).
+    /// Returns whether it existed.
+    pub fn terminate_client(&mut self, key: &ClientKey) -> bool {
+        let found = self.clients.remove(key).is_some();
+        self.maintain();
+        found
+    }
+
+    fn remove_client(&mut self, key: &ClientKey) {
+        if let Some((k, _)) = self.clients.remove_entry(key) {
+            self.events.push_back(TxEvent::Terminated(TxKey::Client(k)));
+        }
+    }
+
+    fn fire_client(&mut self, key: &ClientKey, e: &TimerEntry, now: Instant) {
+        let t = self.timers;
+        let Some(tx) = self.clients.get_mut(key) else {
+            return;
+        };
+        if tx.id != e.id || tx.deadline(e.kind) != Some(e.at) {
+            return;
+        }
+        match e.kind {
+            TimerKind::Retransmit => {
+                tx.retransmit_at = None;
+                let interval = match tx.state {
+                    ClientState::Calling => tx.interval.saturating_mul(2),
+                    ClientState::Trying => tx.interval.saturating_mul(2).min(t.t2),
+                    ClientState::Proceeding if !tx.invite => t.t2,
+                    _ => return,
+                };
+                tx.interval = interval;
+                self.out.push_back(Transmit {
+                    flow: tx.flow,
+                    data: tx.data.clone(),
+                });
+                let at = next_deadline(e.at, interval, now);
+                tx.retransmit_at = Some(at);
+                self.queue
+                    .push(at, tx.id, TimerKind::Retransmit, TxKey::Client(key.clone()));
+            }
+            TimerKind::Timeout => {
+                tx.timeout_at = None;
+                tx.retransmit_at = None;
+                if matches!(
+                    tx.state,
+                    ClientState::Calling | ClientState::Trying | ClientState::Proceeding
+                ) {
+                    // Timer B (Calling) or F (Trying/Proceeding): no final response.
+                    self.events.push_back(TxEvent::Timeout(key.clone()));
+                }
+                // Timers D, K, M just end the transaction.
+                self.remove_client(key);
+            }
+        }
+    }
+
+    /// Current state of a client transaction; `None` once terminated.
+    pub fn client_state(&self, key: &ClientKey) -> Option<ClientState> {
+        self.clients.get(key).map(|tx| tx.state)
+    }
+
+    // ------------------------------------------------------------- server side
+
+    /// Feed a request that arrived on `from`; responses of its transaction go to
+    /// `reply_to` (the caller applies RFC 3261 §18.2.2 / RFC 3581 to pick it).
+    ///
+    /// A new non-INVITE request is kept (zero-copy) until its final response, to
+    /// build the late 100 from. A new INVITE gets `100 Trying` at once. A retransmission is answered from
+    /// the stored response where the state calls for it, and a non-INVITE
+    /// retransmission in Trying at least T2 after the first reception gets the
+    /// late `100 Trying` of RFC 4320.
+    pub fn on_request(
+        &mut self,
+        msg: &SipMessage,
+        from: Flow,
+        reply_to: Flow,
+        now: Instant,
+    ) -> RequestDisposition {
+        let Some(method) = msg.method() else {
+            return RequestDisposition::Malformed;
+        };
+        if *method == Method::Ack {
+            return self.on_ack(msg, now);
+        }
+        let Some(key) = ServerKey::lookup(msg, method.clone()) else {
+            return RequestDisposition::Malformed;
+        };
+        if let Some(tx) = self.servers.get_mut(&key) {
+            match tx.state {
+                ServerState::Trying => {
+                    if now.saturating_duration_since(tx.first_rx) >= self.timers.t2 {
+                        // RFC 4320 §4.1: the client's Timer E has reached T2.
+                        if let Ok(req) = SipMessage::parse(tx.request.clone()) {
+                            tx.response = trying_for(&req);
+                            tx.request = Bytes::new();
+                            tx.state = ServerState::Proceeding;
+                            self.out.push_back(Transmit {
+                                flow: tx.reply_to,
+                                data: tx.response.clone(),
+                            });
+                        }
+                    }
+                }
+                ServerState::Proceeding | ServerState::Completed => {
+                    self.out.push_back(Transmit {
+                        flow: tx.reply_to,
+                        data: tx.response.clone(),
+                    });
+                }
+                // Accepted: the TU re-sends its 2xx; Confirmed: nothing to send.
+                ServerState::Accepted | ServerState::Confirmed => {}
+            }
+            tracing::trace!(%from, "request retransmission");
+            return RequestDisposition::Retransmission;
+        }
+
+        let key = key.compact();
+        let invite = *method == Method::Invite;
+        let id = self.new_id();
+        let mut tx = ServerTx {
+            id,
+            invite,
+            state: ServerState::Trying,
+            reply_to,
+            first_rx: now,
+            request: Bytes::new(),
+            response: Bytes::new(),
+            interval: self.timers.t1,
+            retransmit_at: None,
+            timeout_at: None,
+        };
+        if invite {
+            // §17.2.1: we cannot know the TU answers within 200 ms.
+            tx.state = ServerState::Proceeding;
+            tx.response = trying_for(msg);
+            self.out.push_back(Transmit {
+                flow: reply_to,
+                data: tx.response.clone(),
+            });
+        } else {
+            tx.request = msg.message_bytes();
+            // Not an RFC 3261 timer: forget a transaction the TU never answers once
+            // the client has certainly given up (its Timer F).
+            let at = now + self.timers.t1x64();
+            tx.timeout_at = Some(at);
+            self.queue
+                .push(at, id, TimerKind::Timeout, TxKey::Server(key.clone()));
+        }
+        self.servers.insert(key.clone(), tx);
+        self.maintain();
+        RequestDisposition::New(key)
+    }
+
+    fn on_ack(&mut self, msg: &SipMessage, now: Instant) -> RequestDisposition {
+        let Some(key) = ServerKey::lookup(msg, Method::Invite) else {
+            return RequestDisposition::Malformed;
+        };
+        let key = if self.servers.contains_key(&key) {
+            key
+        } else {
+            // RFC 2543: the ACK to an initial INVITE carries the To tag of our
+            // response, which the INVITE did not have.
+            let Some(untagged) = key.without_to_tag() else {
+                return RequestDisposition::Ack;
+            };
+            let matches = self.servers.get(&untagged).is_some_and(|tx| {
+                SipMessage::parse(tx.response.clone())
+                    .is_ok_and(|r| r.to_tag().is_some() && r.to_tag() == msg.to_tag())
+            });
+            if !matches {
+                return RequestDisposition::Ack;
+            }
+            untagged
+        };
+        let Some(tx) = self.servers.get_mut(&key) else {
+            return RequestDisposition::Ack;
+        };
+        match tx.state {
+            ServerState::Completed => {
+                tx.state = ServerState::Confirmed;
+                tx.retransmit_at = None;
+                tx.response = Bytes::new();
+                if tx.reply_to.transport.is_reliable() {
+                    tx.timeout_at = None;
+                    self.remove_server(&key);
+                } else {
+                    let at = now + self.timers.t4;
+                    tx.timeout_at = Some(at);
+                    self.queue
+                        .push(at, tx.id, TimerKind::Timeout, TxKey::Server(key.clone()));
+                }
+                self.maintain();
+                RequestDisposition::AckAbsorbed
+            }
+            ServerState::Confirmed => RequestDisposition::AckAbsorbed,
+            // Accepted: the ACK for our 2xx is the TU's (RFC 6026 §7.1).
+            _ => RequestDisposition::Ack,
+        }
+    }
+
+    /// The TU answers on a server transaction; the status is read from the
+    /// Status-Line of `response`, which is sent as is.
+    pub fn respond(
+        &mut self,
+        key: &ServerKey,
+        response: Bytes,
+        now: Instant,
+    ) -> Result<(), TxError> {
+        let code = status_code(&response).ok_or(TxError::NotAResponse)?;
+        let tx = self.servers.get_mut(key).ok_or(TxError::NoTransaction)?;
+        let t = self.timers;
+        let reliable = tx.reply_to.transport.is_reliable();
+        let mut after = After::Keep;
+        if tx.invite {
+            match tx.state {
+                ServerState::Proceeding | ServerState::Trying => {
+                    if code < 200 {
+                        tx.state = ServerState::Proceeding;
+                        tx.response = response.clone();
+                    } else if code < 300 {
+                        tx.state = ServerState::Accepted;
+                        tx.response = Bytes::new();
+                        let at = now + t.t1x64();
+                        tx.timeout_at = Some(at);
+                        self.queue
+                            .push(at, tx.id, TimerKind::Timeout, TxKey::Server(key.clone()));
+                    } else {
+                        tx.state = ServerState::Completed;
+                        tx.response = response.clone();
+                        if !reliable {
+                            tx.interval = t.t1;
+                            let at = now + t.t1;
+                            tx.retransmit_at = Some(at);
+                            self.queue.push(
+                                at,
+                                tx.id,
+                                TimerKind::Retransmit,
+                                TxKey::Server(key.clone()),
+                            );
+                        }
+                        let at = now + t.t1x64();
+                        tx.timeout_at = Some(at);
+                        self.queue
+                            .push(at, tx.id, TimerKind::Timeout, TxKey::Server(key.clone()));
+                    }
+                }
+                ServerState::Accepted if (200..300).contains(&code) => {}
+                _ => return Err(TxError::AlreadyFinal),
+            }
+        } else {
+            match tx.state {
+                ServerState::Trying | ServerState::Proceeding => {
+                    if code < 200 {
+                        return Err(TxError::ProvisionalToNonInvite);
+                    }
+                    if code == 408 {
+                        return Err(TxError::Timeout408ToNonInvite);
+                    }
+                    tx.state = ServerState::Completed;
+                    tx.request = Bytes::new();
+                    tx.response = response.clone();
+                    if reliable {
+                        tx.timeout_at = None;
+                        after = After::Terminate;
+                    } else {
+                        let at = now + t.t1x64();
+                        tx.timeout_at = Some(at);
+                        self.queue
+                            .push(at, tx.id, TimerKind::Timeout, TxKey::Server(key.clone()));
+                    }
+                }
+                _ => return Err(TxError::AlreadyFinal),
+            }
+        }
+        self.out.push_back(Transmit {
+            flow: tx.reply_to,
+            data: response,
+        });
+        if let After::Terminate = after {
+            self.remove_server(key);
+        }
+        self.maintain();
+        Ok(())
+    }
+
+    /// The live INVITE server transaction a CANCEL refers to (same branch and
+    /// sent-by, or the RFC 2543 fields), so the TU can answer it with 487. It is
+    /// returned in any state: when [`TransactionLayer::server_state`] shows a final
+    /// response was already sent, the CANCEL has no effect beyond its own 200.
+    pub fn find_invite_for_cancel(&self, cancel: &SipMessage) -> Option<ServerKey> {
+        if cancel.method() != Some(&Method::Cancel) {
+            return None;
+        }
+        let key = ServerKey::lookup(cancel, Method::Invite)?;
+        self.servers.get_key_value(&key).map(|(k, _)| k.clone())
+    }
+
+    /// Drop a server transaction without further events or transmissions.
+    /// Returns whether it existed.
+    pub fn terminate_server(&mut self, key: &ServerKey) -> bool {
+        let found = self.servers.remove(key).is_some();
+        self.maintain();
+        found
+    }
+
+    fn remove_server(&mut self, key: &ServerKey) {
+        if let Some((k, _)) = self.servers.remove_entry(key) {
+            self.events.push_back(TxEvent::Terminated(TxKey::Server(k)));
+        }
+    }
+
+    fn fire_server(&mut self, key: &ServerKey, e: &TimerEntry, now: Instant) {
+        let t = self.timers;
+        let Some(tx) = self.servers.get_mut(key) else {
+            return;
+        };
+        if tx.id != e.id || tx.deadline(e.kind) != Some(e.at) {
+            return;
+        }
+        match e.kind {
+            TimerKind::Retransmit => {
+                tx.retransmit_at = None;
+                if tx.state != ServerState::Completed || !tx.invite {
+                    return;
+                }
+                // Timer G.
+                tx.interval = tx.interval.saturating_mul(2).min(t.t2);
+                self.out.push_back(Transmit {
+                    flow: tx.reply_to,
+                    data: tx.response.clone(),
+                });
+                let at = next_deadline(e.at, tx.interval, now);
+                tx.retransmit_at = Some(at);
+                self.queue
+                    .push(at, tx.id, TimerKind::Retransmit, TxKey::Server(key.clone()));
+            }
+            TimerKind::Timeout => {
+                tx.timeout_at = None;
+                tx.retransmit_at = None;
+                if tx.invite && tx.state == ServerState::Completed {
+                    // Timer H.
+                    self.events.push_back(TxEvent::AckTimeout(key.clone()));
+                }
+                // Timers I, J, L and the unanswered non-INVITE guard.
+                self.remove_server(key);
+            }
+        }
+    }
+
+    /// Current state of a server transaction; `None` once terminated.
+    pub fn server_state(&self, key: &ServerKey) -> Option<ServerState> {
+        self.servers.get(key).map(|tx| tx.state)
+    }
+
+    // ------------------------------------------------------------------ driving
+
+    /// Run every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while self.queue.heap.peek().is_some_and(|e| e.at <= now) {
+            let Some(e) = self.queue.heap.pop() else {
+                break;
+            };
+            match &e.key {
+                TxKey::Client(k) => self.fire_client(k, &e, now),
+                TxKey::Server(k) => self.fire_server(k, &e, now),
+            }
+        }
+        self.maintain();
+    }
+
+    /// When [`TransactionLayer::handle_timeout`] must be called next (the earliest
+    /// live deadline).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.queue.heap.peek().map(|e| e.at)
+    }
+
+    /// Next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// Next event for the TU.
+    pub fn poll_event(&mut self) -> Option<TxEvent> {
+        self.events.pop_front()
+    }
+
+    /// Live (client, server) transactions.
+    pub fn len(&self) -> (usize, usize) {
+        (self.clients.len(), self.servers.len())
+    }
+
+    /// No live transaction at all.
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty() && self.servers.is_empty()
+    }
+
+    /// Drop dead entries from the top of the timer heap (so that `poll_timeout` is
+    /// exact) and rebuild the heap when dead entries dominate it.
+    fn maintain(&mut self) {
+        let TransactionLayer {
+            clients,
+            servers,
+            queue,
+            ..
+        } = self;
+        let live = |e: &TimerEntry| match &e.key {
+            TxKey::Client(k) => clients
+                .get(k)
+                .is_some_and(|tx| tx.id == e.id && tx.deadline(e.kind) == Some(e.at)),
+            TxKey::Server(k) => servers
+                .get(k)
+                .is_some_and(|tx| tx.id == e.id && tx.deadline(e.kind) == Some(e.at)),
+        };
+        while queue.heap.peek().is_some_and(|e| !live(e)) {
+            queue.heap.pop();
+        }
+        // At most two live entries per transaction.
+        let bound = 2 * (clients.len() + servers.len());
+        if queue.heap.len() > 1024 && queue.heap.len() > 4 * bound {
+            queue.heap.retain(live);
+        }
+    }
+}
+
+/// The next retransmission deadline: `interval` after the one that fired, or
+/// after `now` if the caller was so late that this is already past.
+fn next_deadline(fired: Instant, interval: Duration, now: Instant) -> Instant {
+    let at = fired + interval;
+    if at <= now { now + interval } else { at }
+}
+
+/// The status code of a Status-Line (`SIP/2.0 NNN ...`), 100-699 only.
+fn status_code(b: &[u8]) -> Option<u16> {
+    let head = b.get(..11)?;
+    if !head[..8].eq_ignore_ascii_case(b"SIP/2.0 ") || !head[8..11].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if !matches!(b.get(11), None | Some(b' ' | b'\r' | b'\n')) {
+        return None;
+    }
+    let code = head[8..11]
+        .iter()
+        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    (100..=699).contains(&code).then_some(code)
+}
+
+/// `100 Trying` for `req` (RFC 3261 §8.2.6.1: Timestamp copied, no To tag added).
+fn trying_for(req: &SipMessage) -> Bytes {
+    let mut b = MessageBuilder::response_to(req, 100, "Trying", None);
+    if let Some(ts) = req.header_value_by_name("Timestamp") {
+        b.header_bytes("Timestamp", ts);
+    }
+    b.finish()
+}
+
+/// The ACK for a 300-699 response to `invite` (RFC 3261 §17.1.1.3): the INVITE's
+/// Request-URI, top Via only, Route headers, From, Call-ID and CSeq number; To from
+/// the response (with its tag); Max-Forwards 70; no body.
+fn build_ack(invite: &Bytes, response: &SipMessage) -> Option<Bytes> {
+    let req = SipMessage::parse(invite.clone()).ok()?;
+    let uri = req.request_uri()?;
+    let via = req.slice(req.top_via_span()?);
+    let seq = req.cseq()?.ok()?.seq;
+    let to = response
+        .header_value(HeaderName::To)
+        .or_else(|| req.header_value(HeaderName::To));
+    let mut b = Vec::with_capacity(256 + uri.len() + via.len());
+    b.extend_from_slice(b"ACK ");
+    b.extend_from_slice(uri);
+    b.extend_from_slice(b" SIP/2.0\r\n");
+    let mut push = |name: &str, value: &[u8]| {
+        b.extend_from_slice(name.as_bytes());
+        b.extend_from_slice(b": ");
+        b.extend_from_slice(value);
+        b.extend_from_slice(b"\r\n");
+    };
+    push("Via", via);
+    push("Max-Forwards", b"70");
+    for h in req.headers_named(HeaderName::Route) {
+        push("Route", req.value(h));
+    }
+    if let Some(v) = req.header_value(HeaderName::From) {
+        push("From", v);
+    }
+    if let Some(v) = to {
+        push("To", v);
+    }
+    if let Some(v) = req.header_value(HeaderName::CallId) {
+        push("Call-ID", v);
+    }
+    push("CSeq", format!("{seq} ACK").as_bytes());
+    push("Content-Length", b"0");
+    b.extend_from_slice(b"\r\n");
+    Some(Bytes::from(b))
+}
