@@ -22,7 +22,7 @@ use crate::sip::typed::Via;
 use crate::sip::{Editor, HeaderName, MessageBuilder, Method, SipMessage, Transport, Uri};
 use crate::subscription::{self, Out, ReqTag, SubscriptionManager};
 use crate::transaction::{
-    ClientKey, RequestDisposition, ResponseDisposition, ServerKey, Timers, TransactionLayer, TxEvent,
+    ClientKey, RequestDisposition, ResponseDisposition, ServerKey, Timers, TransactionLayer, TxEvent, TxKey,
 };
 use crate::util::Rng;
 use bytes::Bytes;
@@ -207,6 +207,10 @@ impl Endpoint {
         let key = match self.txl.on_request(&msg, from, reply_to, now) {
             RequestDisposition::New(key) => key,
             RequestDisposition::Retransmission | RequestDisposition::AckAbsorbed => return,
+            RequestDisposition::Malformed => {
+                tracing::warn!(%from, "dropping request that cannot be matched to a transaction");
+                return;
+            }
             RequestDisposition::Ack => {
                 // ACK for a 2xx (or stray): routed by the proxy
                 self.proxy.on_ack(&msg, from, now);
@@ -383,11 +387,7 @@ impl Endpoint {
     }
 
     fn start_client(&mut self, flow: Flow, data: Bytes, owner: Owner, now: Instant) {
-        let Ok(msg) = SipMessage::parse(data) else {
-            tracing::error!("internal: built an unparsable request");
-            return;
-        };
-        match self.txl.send_request(flow, msg, now) {
+        match self.txl.send_request(flow, data, now) {
             Ok(key) => {
                 self.owners.insert(key, owner);
             }
@@ -431,11 +431,12 @@ impl Endpoint {
                         Some(Owner::Ping) => tracing::warn!("upstream did not answer the keep-alive OPTIONS"),
                         None => {}
                     },
-                    TxEvent::Terminated(key) => {
+                    TxEvent::Terminated(TxKey::Client(key)) => {
                         if let Some(Owner::Proxy(tag)) = self.owners.remove(&key) {
                             self.proxy.on_client_terminated(tag, now);
                         }
                     }
+                    TxEvent::Terminated(TxKey::Server(_)) => {}
                     TxEvent::AckTimeout(key) => self.proxy.on_ack_timeout(&key, now),
                 }
             }
