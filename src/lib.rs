@@ -23,6 +23,6 @@ pub mod profile;
 pub mod proxy;
 pub mod runtime;
 pub mod sip;
-// pub mod subscription; // enabled once presence, profile and transaction land
+pub mod subscription;
 pub mod transaction;
 pub mod util;

@@ -19,10 +19,10 @@ use crate::flow::{ConnId, Flow, Transmit};
 use crate::profile::ProfileSet;
 use crate::proxy::{self, Proxy};
 use crate::sip::typed::Via;
-use crate::sip::{Editor, HeaderName, MessageBuilder, Method, SipMessage, Transport, Uri};
+use crate::sip::{Editor, HeaderName, MessageBuilder, Method, SipMessage, Uri};
 use crate::subscription::{self, Out, ReqTag, SubscriptionManager};
 use crate::transaction::{
-    ClientKey, RequestDisposition, ResponseDisposition, ServerKey, Timers, TransactionLayer, TxEvent, TxKey,
+    ClientKey, RequestDisposition, ResponseDisposition, Timers, TransactionLayer, TxEvent, TxKey,
 };
 use crate::util::Rng;
 use bytes::Bytes;

@@ -9,7 +9,7 @@ use crate::endpoint::LocalAddrs;
 use crate::flow::Flow;
 use crate::presence::{self, ApplyOutcome, DialogStream, MergedState, PresenceStream, TargetView};
 use crate::profile::{Mode, OfflineStrategy, ProfileSet, Rendering};
-use crate::sip::typed::SubStateKind;
+use crate::sip::typed::SubStateValue;
 use crate::sip::{HeaderName, Method, SipMessage};
 use crate::transaction::ServerKey;
 use crate::util::Rng;
@@ -57,12 +57,12 @@ pub enum Out {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
-    PhoneExpire { phone: u64, gen: u32 },
+    PhoneExpire { phone: u64, generation: u32 },
     PhoneHold { phone: u64 },
-    UpRefresh { target: u64, package: Package, gen: u32, cseq: u32 },
-    UpRetry { target: u64, package: Package, gen: u32 },
-    UpTimerN { target: u64, package: Package, gen: u32 },
-    Linger { target: u64, gen: u32 },
+    UpRefresh { target: u64, package: Package, generation: u32, cseq: u32 },
+    UpRetry { target: u64, package: Package, generation: u32 },
+    UpTimerN { target: u64, package: Package, generation: u32 },
+    Linger { target: u64, generation: u32 },
 }
 
 /// The subscription translator. See the module docs.
@@ -328,7 +328,7 @@ impl SubscriptionManager {
             t.linger_until = None;
         }
         if expires > 0 {
-            self.schedule(now + Duration::from_secs(expires as u64), Timer::PhoneExpire { phone: id, gen: 0 });
+            self.schedule(now + Duration::from_secs(expires as u64), Timer::PhoneExpire { phone: id, generation: 0 });
         }
         let ready = self.targets.get(&target_id).is_some_and(Target::ready);
         if ready {
@@ -418,20 +418,21 @@ impl SubscriptionManager {
         sub.flow = flow;
         sub.timer_gen += 1;
         sub.force_full = true;
-        let gen = sub.timer_gen;
+        let generation = sub.timer_gen;
         if expires == 0 {
             sub.expires_at = now;
             tracing::info!(phone = %flow, call_id = %sub.call_id, "phone unsubscribed");
             self.terminate_phone(id, "terminated;reason=timeout", true, now);
         } else {
             sub.expires_at = now + Duration::from_secs(expires as u64);
-            self.schedule(sub.expires_at, Timer::PhoneExpire { phone: id, gen });
-            if sub.state != PhoneState::Holding {
+            let at = sub.expires_at;
+            let holding = sub.state == PhoneState::Holding;
+            self.schedule(at, Timer::PhoneExpire { phone: id, generation });
+            if !holding {
                 self.update_phone(id, now);
             }
         }
     }
-
     /// Send the held first NOTIFY (`deadline`: the hold deadline passed before the
     /// upstream answered).
     fn release_first_notify(&mut self, id: u64, deadline: bool, now: Instant) {
@@ -561,8 +562,8 @@ impl SubscriptionManager {
             if t.watchers.is_empty() {
                 t.linger_gen += 1;
                 t.linger_until = Some(now + linger);
-                let (tid, gen) = (t.id, t.linger_gen);
-                self.schedule(now + linger, Timer::Linger { target: tid, gen });
+                let (tid, generation) = (t.id, t.linger_gen);
+                self.schedule(now + linger, Timer::Linger { target: tid, generation });
             }
         }
     }
@@ -690,7 +691,7 @@ impl SubscriptionManager {
         if unsubscribe {
             up.state = UpState::Unsubscribing;
         }
-        let gen = up.generation;
+        let generation = up.generation;
         let cseq = up.cseq;
         *t.upstream_mut(package) = up;
         self.out.push_back(Out::Request {
@@ -699,14 +700,14 @@ impl SubscriptionManager {
             tag: ReqTag::Upstream {
                 target,
                 package,
-                generation: gen,
+                generation,
                 cseq,
                 unsubscribe,
             },
         });
         if !unsubscribe {
             // Timer N: a NOTIFY must follow within 64·T1 (RFC 6665 §4.1.2.4)
-            self.schedule(now + self.env.t1 * 64, Timer::UpTimerN { target, package, gen });
+            self.schedule(now + self.env.t1 * 64, Timer::UpTimerN { target, package, generation });
         }
     }
 
@@ -753,7 +754,7 @@ impl SubscriptionManager {
             retry_after.unwrap_or(base).min(s.retry_max_s.max(retry_after.unwrap_or(0)))
         };
         up.state = if stop { UpState::Stopped } else { UpState::Backoff };
-        let gen = up.generation;
+        let generation = up.generation;
         // the stream is no longer known
         match package {
             Package::Dialog => t.dialog_stream.set_unknown(),
@@ -761,7 +762,7 @@ impl SubscriptionManager {
         }
         tracing::warn!(target = %aor, package = package.event(), error = %why, retry_in_s = delay, "upstream subscription failed");
         let at = now + Duration::from_secs(delay) + Duration::from_millis(jitter);
-        self.schedule(at, Timer::UpRetry { target, package, gen });
+        self.schedule(at, Timer::UpRetry { target, package, generation });
         self.recompute(target, now);
     }
 
@@ -887,10 +888,10 @@ impl SubscriptionManager {
                     return;
                 }
                 up.expires_at = Some(now + Duration::from_secs(granted as u64));
-                let gen = up.generation;
+                let generation = up.generation;
                 let cseq = up.cseq;
                 let at = now + self.refresh_delay(granted);
-                self.schedule(at, Timer::UpRefresh { target, package, gen, cseq });
+                self.schedule(at, Timer::UpRefresh { target, package, generation, cseq });
                 tracing::debug!(target = %aor, package = package.event(), granted, "upstream subscription active");
             }
             401 | 407 => {
@@ -1001,7 +1002,7 @@ impl SubscriptionManager {
             (
                 s.state,
                 s.expires,
-                s.reason.map(|r| String::from_utf8_lossy(r).to_ascii_lowercase()),
+                s.reason.map(|r| r.to_string().to_ascii_lowercase()),
                 s.retry_after,
             )
         });
@@ -1025,7 +1026,7 @@ impl SubscriptionManager {
         }
         if let Some((state, expires, reason, retry_after)) = sub_state {
             match state {
-                SubStateKind::Terminated => {
+                SubStateValue::Terminated => {
                     self.recompute(target, now);
                     self.on_upstream_terminated(target, package, reason.as_deref(), retry_after, now);
                     return true;
@@ -1094,8 +1095,8 @@ impl SubscriptionManager {
 
     fn fire(&mut self, timer: Timer, now: Instant) {
         match timer {
-            Timer::PhoneExpire { phone, gen } => {
-                if self.phones.get(&phone).is_some_and(|p| p.timer_gen == gen) {
+            Timer::PhoneExpire { phone, generation } => {
+                if self.phones.get(&phone).is_some_and(|p| p.timer_gen == generation) {
                     tracing::info!(phone, "phone subscription expired");
                     self.terminate_phone(phone, "terminated;reason=timeout", true, now);
                 }
@@ -1105,38 +1106,38 @@ impl SubscriptionManager {
                     self.release_first_notify(phone, true, now);
                 }
             }
-            Timer::UpRefresh { target, package, gen, cseq } => {
+            Timer::UpRefresh { target, package, generation, cseq } => {
                 let due = self.targets.get(&target).is_some_and(|t| {
                     let u = t.upstream(package);
-                    u.generation == gen && u.cseq == cseq && u.state == UpState::Active && !u.in_flight
+                    u.generation == generation && u.cseq == cseq && u.state == UpState::Active && !u.in_flight
                 });
                 if due {
                     self.send_subscribe(target, package, false, now);
                 }
             }
-            Timer::UpRetry { target, package, gen } => {
+            Timer::UpRetry { target, package, generation } => {
                 let due = self.targets.get(&target).is_some_and(|t| {
                     let u = t.upstream(package);
-                    u.generation == gen && matches!(u.state, UpState::Backoff | UpState::Stopped)
+                    u.generation == generation && matches!(u.state, UpState::Backoff | UpState::Stopped)
                 });
                 if due {
                     self.resubscribe_fresh(target, package, now);
                 }
             }
-            Timer::UpTimerN { target, package, gen } => {
+            Timer::UpTimerN { target, package, generation } => {
                 let failed = self.targets.get(&target).is_some_and(|t| {
                     let u = t.upstream(package);
-                    u.generation == gen && !u.notified && u.state != UpState::Unsubscribing
+                    u.generation == generation && !u.notified && u.state != UpState::Unsubscribing
                 });
                 if failed {
                     self.upstream_failed(target, package, "no NOTIFY within Timer N".into(), None, false, now);
                 }
             }
-            Timer::Linger { target, gen } => {
+            Timer::Linger { target, generation } => {
                 let expired = self
                     .targets
                     .get(&target)
-                    .is_some_and(|t| t.linger_gen == gen && t.watchers.is_empty());
+                    .is_some_and(|t| t.linger_gen == generation && t.watchers.is_empty());
                 if expired {
                     self.drop_target(target, now);
                 }
@@ -1147,11 +1148,15 @@ impl SubscriptionManager {
     fn drop_target(&mut self, target: u64, now: Instant) {
         let Some(t) = self.targets.get(&target) else { return };
         tracing::info!(target = %t.aor, "no phone watches the target any more: unsubscribing upstream");
-        for p in [Package::Dialog, Package::Presence] {
-            let u = t.upstream(p);
-            if u.remote_tag.is_some() && matches!(u.state, UpState::Active) {
-                self.send_subscribe(target, p, true, now);
-            }
+        let active: Vec<Package> = [Package::Dialog, Package::Presence]
+            .into_iter()
+            .filter(|&p| {
+                let u = t.upstream(p);
+                u.remote_tag.is_some() && matches!(u.state, UpState::Active)
+            })
+            .collect();
+        for p in active {
+            self.send_subscribe(target, p, true, now);
         }
         if let Some(t) = self.targets.remove(&target) {
             self.by_aor.remove(&t.aor);

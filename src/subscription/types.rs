@@ -78,7 +78,9 @@ pub struct PhoneSub {
     pub state: PhoneState,
     #[serde(with = "instant_serde::option")]
     pub hold_until: Option<Instant>,
-    /// The last document sent (without version), to send only on changes.
+    /// The last document sent (without version), to send only on changes. Not
+    /// stored: after a restore the next update sends full state anyway.
+    #[serde(skip)]
     pub last_doc: Option<RenderedDoc>,
     /// A NOTIFY transaction is outstanding (one at a time keeps CSeq order).
     pub notify_in_flight: bool,
