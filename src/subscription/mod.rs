@@ -28,5 +28,3 @@ pub use build::{CONTACT_USER, hostport};
 pub use manager::{Classification, Env, Out, ReqTag, SubscriptionManager};
 pub use types::{Package, PhoneState, PhoneSub, Target, UpState, Upstream};
 
-#[cfg(test)]
-mod tests;
