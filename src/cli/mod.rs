@@ -1,2 +1,184 @@
-//! (to be written)
-pub fn main() -> i32 { 0 }
+//! The `blf-bridge` command line.
+//!
+//! Each subcommand is an `Args` struct with an `execute` method returning the
+//! process exit code; adding one is a variant in [`Command`] and an arm in
+//! [`Command::execute`].
+//!
+//! Exit codes: [`EXIT_OK`], [`EXIT_FAILURE`] (the bridge failed to start or
+//! stopped abnormally), [`EXIT_CONFIG`] (bad configuration or usage).
+
+mod check;
+mod logging;
+mod run;
+
+pub use check::CheckArgs;
+pub use logging::{LogFormat, init_logging};
+pub use run::RunArgs;
+
+use crate::config::Config;
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// Success.
+pub const EXIT_OK: i32 = 0;
+/// Runtime failure (cannot bind, cannot resolve the upstream, ...).
+pub const EXIT_FAILURE: i32 = 1;
+/// Invalid configuration or command line.
+pub const EXIT_CONFIG: i32 = 2;
+
+const LONG_ABOUT: &str = "\
+blf-bridge sits between BLF phones and a hosted PBX. It answers the phones' \
+dialog SUBSCRIBEs itself, subscribes upstream to both `dialog` and `presence`, \
+merges them and renders dialog-info each phone model understands, so offline \
+extensions show up on the BLF keys. Everything else is proxied.
+
+Start with `blf-bridge check --config FILE`, then `blf-bridge run --config FILE`. \
+Log verbosity follows RUST_LOG (default `info`, e.g. RUST_LOG=blf_bridge=debug); \
+logs go to stderr.";
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "blf-bridge",
+    version,
+    about = "Subscription-translating SIP proxy: offline extensions on dialog-only BLF phones",
+    long_about = LONG_ABOUT,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, env = "BLF_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the bridge until SIGINT/SIGTERM.
+    ///
+    /// Exits 0 after a graceful stop, 1 when the bridge cannot start (a port in
+    /// use, the upstream does not resolve) or fails, 2 for a bad configuration.
+    Run(RunArgs),
+    /// Validate a configuration file.
+    ///
+    /// Prints a short summary and exits 0, or prints each error as
+    /// `file:line: message` on stderr and exits 2. Neither binds sockets nor
+    /// resolves names.
+    Check(CheckArgs),
+}
+
+impl Command {
+    /// Run the subcommand; returns the exit code.
+    pub fn execute(self, global: &GlobalOpts) -> i32 {
+        match self {
+            Command::Run(a) => a.execute(global),
+            Command::Check(a) => a.execute(global),
+        }
+    }
+}
+
+/// Options every subcommand sees.
+#[derive(Debug, Clone, Copy)]
+pub struct GlobalOpts {
+    pub log_format: LogFormat,
+}
+
+/// `--config FILE`, shared by the subcommands that read a configuration.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArg {
+    /// Configuration file (TOML); see blf-bridge.example.toml.
+    #[arg(short, long, value_name = "FILE", env = "BLF_BRIDGE_CONFIG")]
+    pub config: PathBuf,
+}
+
+impl ConfigArg {
+    /// Load and validate the file; on failure print each error to stderr as
+    /// `file:line: message` and return [`EXIT_CONFIG`].
+    pub fn load(&self) -> Result<Config, i32> {
+        Config::load(&self.config).map_err(|errors| {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            EXIT_CONFIG
+        })
+    }
+}
+
+/// The `blf-bridge` binary: parse `std::env::args`, run, return the exit code.
+pub fn main() -> i32 {
+    main_from(std::env::args_os())
+}
+
+/// [`main`] with explicit arguments (the first is the program name).
+pub fn main_from<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    match Cli::try_parse_from(args) {
+        Ok(cli) => {
+            let global = GlobalOpts {
+                log_format: cli.log_format,
+            };
+            cli.command.execute(&global)
+        }
+        Err(e) => {
+            // --help and --version land here too, with exit code 0.
+            let _ = e.print();
+            e.exit_code()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_subcommands_and_global_log_format() {
+        let cli = Cli::try_parse_from([
+            "blf-bridge",
+            "run",
+            "--config",
+            "x.toml",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.log_format, LogFormat::Json);
+        match cli.command {
+            Command::Run(a) => assert_eq!(a.config.config, PathBuf::from("x.toml")),
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["blf-bridge", "check", "-c", "y.toml"]).unwrap();
+        assert!(matches!(cli.command, Command::Check(_)));
+        let e = Cli::try_parse_from(["blf-bridge", "run", "--config", "x", "--log-format", "xml"])
+            .unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_CONFIG);
+        let e = Cli::try_parse_from(["blf-bridge"]).unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_CONFIG);
+    }
+
+    #[test]
+    fn missing_config_file_exits_2() {
+        assert_eq!(
+            main_from([
+                "blf-bridge",
+                "check",
+                "--config",
+                "/nonexistent/blf-bridge.toml"
+            ]),
+            EXIT_CONFIG
+        );
+    }
+}

@@ -1,1 +1,454 @@
-//! (to be written)
+//! The thin tokio runtime around the sans-IO [`Endpoint`]: sockets, timers,
+//! signals and nothing else.
+//!
+//! Tasks:
+//! - the **core task** owns the endpoint (no locks): it `select!`s over UDP
+//!   receive, events from connection tasks, the endpoint's next timeout and
+//!   shutdown, and after every event performs all of the endpoint's
+//!   [`Transmit`]s;
+//! - an **acceptor** hands accepted TCP connections to the core task, which
+//!   enforces [`RuntimeOptions::max_tcp_connections`];
+//! - one **task per TCP connection** frames incoming bytes
+//!   ([`StreamFramer`](crate::sip::StreamFramer)) and writes what the core
+//!   queued for it through a bounded queue.
+//!
+//! TCP transmits go to `flow.conn` if it is still open, else to any open
+//! connection to `flow.remote`, else over a new connection (connect timeout
+//! [`RuntimeOptions::tcp_connect_timeout`]). Connections are reused in both
+//! directions: a connection a phone opened carries the bridge's requests to it.
+//! Every connection has a [`ConnId`]; when one ends the
+//! endpoint hears `connection_closed`.
+//!
+//! A peer that does not read cannot block the core: when its queue
+//! ([`RuntimeOptions::tcp_write_queue`]) is full the connection is closed. A
+//! connection without traffic in either direction for
+//! [`RuntimeOptions::tcp_idle_timeout`] is closed; traffic the endpoint sends
+//! counts, so connections it keeps using stay open.
+//!
+//! Shutdown (SIGINT/SIGTERM with [`RuntimeOptions::handle_signals`], or a
+//! [`ShutdownHandle`]) is graceful: the core hears
+//! [`SansIoCore::begin_shutdown`] and is served until it is drained or
+//! [`RuntimeOptions::shutdown_grace`] has passed; then its last transmits are
+//! sent, the listeners closed and each connection writes out its queue (again
+//! bounded by the grace period).
+
+mod conn;
+mod event_loop;
+pub mod net;
+
+use crate::config::Config;
+use crate::endpoint::{Endpoint, LocalAddrs};
+use crate::flow::{ConnId, Flow, Transmit};
+use crate::sip::{SipMessage, Transport};
+use bytes::Bytes;
+use conn::ConnParams;
+use event_loop::{EventLoop, SignalFuture};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Default for [`RuntimeOptions::max_tcp_connections`].
+pub const DEFAULT_MAX_TCP_CONNECTIONS: usize = 4096;
+/// Default for [`RuntimeOptions::tcp_idle_timeout`]: 10 minutes.
+pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default for [`RuntimeOptions::tcp_connect_timeout`].
+pub const DEFAULT_TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the runtime drives: the methods of [`Endpoint`]. It is a trait so the
+/// runtime can be exercised with a scripted core in tests; the bridge itself
+/// always runs an [`Endpoint`] (see [`Runtime::start`]).
+pub trait SansIoCore {
+    /// A UDP datagram (one message) arrived.
+    fn handle_datagram(&mut self, from: Flow, data: Bytes, now: Instant);
+    /// A framed message arrived on a TCP connection.
+    fn handle_message(&mut self, from: Flow, msg: SipMessage, now: Instant);
+    /// A CRLFCRLF keep-alive arrived on a TCP connection.
+    fn handle_keepalive_ping(&mut self, from: Flow);
+    /// The deadline from [`SansIoCore::poll_timeout`] passed.
+    fn handle_timeout(&mut self, now: Instant);
+    /// A TCP connection ended.
+    fn connection_closed(&mut self, conn: ConnId);
+    /// The next message to send.
+    fn poll_transmit(&mut self) -> Option<Transmit>;
+    /// When `handle_timeout` is due next.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// A graceful stop begins (SIGINT/SIGTERM or [`ShutdownHandle::shutdown`]):
+    /// the place to end subscriptions and the like. The runtime keeps serving
+    /// until [`SansIoCore::is_drained`] or [`RuntimeOptions::shutdown_grace`]
+    /// has passed. Default: nothing to do.
+    fn begin_shutdown(&mut self, _now: Instant) {}
+    /// Whether the work started by `begin_shutdown` is done. Default: `true`.
+    fn is_drained(&self) -> bool {
+        true
+    }
+}
+
+impl SansIoCore for Endpoint {
+    fn handle_datagram(&mut self, from: Flow, data: Bytes, now: Instant) {
+        Endpoint::handle_datagram(self, from, data, now)
+    }
+    fn handle_message(&mut self, from: Flow, msg: SipMessage, now: Instant) {
+        Endpoint::handle_message(self, from, msg, now)
+    }
+    fn handle_keepalive_ping(&mut self, from: Flow) {
+        Endpoint::handle_keepalive_ping(self, from)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Endpoint::handle_timeout(self, now)
+    }
+    fn connection_closed(&mut self, conn: ConnId) {
+        Endpoint::connection_closed(self, conn)
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        Endpoint::poll_transmit(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Endpoint::poll_timeout(self)
+    }
+}
+
+/// Knobs of the runtime that are not in the configuration file.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Seed for the endpoint's random source (branches, tags). `None`: from the
+    /// OS. Tests fix it.
+    pub seed: Option<u64>,
+    /// Stop on SIGINT/SIGTERM (Ctrl-C elsewhere). The CLI sets it; in-process
+    /// tests leave it off and use [`ShutdownHandle`].
+    pub handle_signals: bool,
+    /// An accepted TCP connection is closed at once while this many connections
+    /// (accepted or opened by the bridge) are open. Connections the bridge
+    /// opens itself are never refused.
+    pub max_tcp_connections: usize,
+    /// Close a TCP connection after this long without traffic in either direction.
+    pub tcp_idle_timeout: Duration,
+    /// Give up opening a TCP connection after this long.
+    pub tcp_connect_timeout: Duration,
+    /// Close a TCP connection whose peer has not taken a message for this long.
+    pub tcp_write_timeout: Duration,
+    /// Messages queued per TCP connection; when full, the peer is considered
+    /// dead and the connection is closed.
+    pub tcp_write_queue: usize,
+    /// Datagrams larger than this are dropped with a warning. Defaults to
+    /// [`crate::sip::MAX_MESSAGE_SIZE`]; larger values are capped there.
+    pub max_datagram_size: usize,
+    /// How long name resolution of `[upstream] proxy` may take at start-up.
+    pub resolve_timeout: Duration,
+    /// How long a graceful stop waits for the core to drain
+    /// ([`SansIoCore::is_drained`]), and then for connections to write out
+    /// their queues.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            seed: None,
+            handle_signals: false,
+            max_tcp_connections: DEFAULT_MAX_TCP_CONNECTIONS,
+            tcp_idle_timeout: DEFAULT_TCP_IDLE_TIMEOUT,
+            tcp_connect_timeout: DEFAULT_TCP_CONNECT_TIMEOUT,
+            tcp_write_timeout: Duration::from_secs(30),
+            tcp_write_queue: 256,
+            max_datagram_size: crate::sip::MAX_MESSAGE_SIZE,
+            resolve_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Limits the core task applies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub max_tcp_connections: usize,
+    pub tcp_write_queue: usize,
+    pub max_datagram_size: usize,
+    pub shutdown_grace: Duration,
+}
+
+/// Why the runtime could not start or stopped abnormally.
+#[derive(Debug)]
+pub enum RuntimeError {
+    /// A listener could not be bound.
+    Bind {
+        transport: Transport,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    /// `[upstream] proxy` did not resolve.
+    Resolve { proxy: String, detail: String },
+    /// No host to advertise could be found.
+    Advertise(String),
+    /// Signal handlers could not be installed.
+    Signals(io::Error),
+    /// The core task ended abnormally (a panic in the endpoint).
+    Core(String),
+}
+
+impl fmt::Display for RuntimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuntimeError::Bind {
+                transport,
+                addr,
+                source,
+            } => write!(f, "cannot listen on {transport} {addr}: {source}"),
+            RuntimeError::Resolve { proxy, detail } => {
+                write!(f, "cannot resolve upstream proxy {proxy}: {detail}")
+            }
+            RuntimeError::Advertise(m) => f.write_str(m),
+            RuntimeError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            RuntimeError::Core(m) => write!(f, "core task failed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for RuntimeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RuntimeError::Bind { source, .. } => Some(source),
+            RuntimeError::Signals(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Asks a running [`Runtime`] to stop gracefully. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    tx: Arc<watch::Sender<bool>>,
+}
+
+impl ShutdownHandle {
+    /// Request a graceful stop (idempotent).
+    pub fn shutdown(&self) {
+        self.tx.send_replace(true);
+    }
+}
+
+/// A started bridge: its bound addresses, a way to stop it and its completion.
+/// Dropping every [`ShutdownHandle`] and the `Runtime` itself also stops it.
+#[derive(Debug)]
+pub struct Runtime {
+    local: LocalAddrs,
+    upstream: SocketAddr,
+    shutdown: ShutdownHandle,
+    task: JoinHandle<()>,
+}
+
+impl Runtime {
+    /// Bind the listeners of `cfg`, resolve the upstream, create the
+    /// [`Endpoint`] and start serving. Returns once the sockets are bound.
+    pub async fn start(cfg: Arc<Config>, opts: RuntimeOptions) -> Result<Runtime, RuntimeError> {
+        let seed = opts
+            .seed
+            .unwrap_or_else(|| crate::util::Rng::from_entropy().next_u64());
+        Self::start_with(cfg, opts, move |cfg, local, upstream, now| {
+            Endpoint::new(cfg, local, upstream, seed, now)
+        })
+        .await
+    }
+
+    /// Like [`Runtime::start`] with any core; `make_core` receives the
+    /// configuration, the bound addresses, the resolved upstream and the start
+    /// time (the arguments of [`Endpoint::new`] but the seed).
+    pub async fn start_with<C, F>(
+        cfg: Arc<Config>,
+        opts: RuntimeOptions,
+        make_core: F,
+    ) -> Result<Runtime, RuntimeError>
+    where
+        C: SansIoCore + Send + 'static,
+        F: FnOnce(Arc<Config>, LocalAddrs, SocketAddr, Instant) -> C,
+    {
+        let signals = if opts.handle_signals {
+            signal_future().map_err(RuntimeError::Signals)?
+        } else {
+            Box::pin(std::future::pending())
+        };
+        let (udp, tcp) = bind(&cfg).await?;
+        let udp_local = udp.as_ref().and_then(|s| s.local_addr().ok());
+        let tcp_local = tcp.as_ref().and_then(|s| s.local_addr().ok());
+        // The listener that talks to the upstream decides the preferred family
+        // and, when it is bound to a specific IP, the advertised host.
+        let primary = match cfg.upstream.transport {
+            Transport::Udp => udp_local.or(tcp_local),
+            Transport::Tcp => tcp_local.or(udp_local),
+        };
+        let upstream = net::resolve_upstream(
+            &cfg.upstream.proxy_host,
+            cfg.upstream.proxy_port,
+            primary,
+            opts.resolve_timeout,
+        )
+        .await?;
+        let advertise_host = net::advertise_host(
+            cfg.listen.advertise.as_deref(),
+            primary.map(|a| a.ip()),
+            upstream,
+        )?;
+        let local = LocalAddrs {
+            udp: udp_local,
+            tcp: tcp_local,
+            advertise_host,
+        };
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            udp = %display_opt(local.udp),
+            tcp = %display_opt(local.tcp),
+            upstream = %cfg.upstream.proxy,
+            upstream_addr = %upstream,
+            upstream_transport = %cfg.upstream.transport,
+            advertise = %local.advertise_host,
+            "blf-bridge started"
+        );
+        let core = make_core(
+            cfg.clone(),
+            local.clone(),
+            upstream,
+            tokio::time::Instant::now().into_std(),
+        );
+        let limits = Limits {
+            max_tcp_connections: opts.max_tcp_connections,
+            tcp_write_queue: opts.tcp_write_queue,
+            max_datagram_size: opts.max_datagram_size.min(crate::sip::MAX_MESSAGE_SIZE),
+            shutdown_grace: opts.shutdown_grace,
+        };
+        let params = ConnParams {
+            idle_timeout: opts.tcp_idle_timeout,
+            connect_timeout: opts.tcp_connect_timeout,
+            write_timeout: opts.tcp_write_timeout,
+            local_ip: tcp_local.map(|a| a.ip()),
+        };
+        let (tx, rx) = watch::channel(false);
+        let event_loop = EventLoop::new(core, udp, tcp, limits, params);
+        let task = tokio::spawn(event_loop.run(rx, signals));
+        Ok(Runtime {
+            local,
+            upstream,
+            shutdown: ShutdownHandle { tx: Arc::new(tx) },
+            task,
+        })
+    }
+
+    /// The bound addresses and the advertised host.
+    pub fn local_addrs(&self) -> &LocalAddrs {
+        &self.local
+    }
+
+    /// The bound UDP address, if UDP is configured.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.local.udp
+    }
+
+    /// The bound TCP address, if TCP is configured.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.local.tcp
+    }
+
+    /// The resolved upstream proxy address.
+    pub fn upstream_addr(&self) -> SocketAddr {
+        self.upstream
+    }
+
+    /// A handle that stops the runtime.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Wait until the runtime has stopped (after a shutdown request or signal).
+    pub async fn wait(self) -> Result<(), RuntimeError> {
+        let Runtime { shutdown, task, .. } = self;
+        let r = task.await;
+        drop(shutdown);
+        r.map_err(|e| RuntimeError::Core(e.to_string()))
+    }
+
+    /// Request a graceful stop and wait for it.
+    pub async fn shutdown(self) -> Result<(), RuntimeError> {
+        self.shutdown.shutdown();
+        self.wait().await
+    }
+}
+
+/// Start the bridge for `cfg` and serve until stopped (with
+/// [`RuntimeOptions::handle_signals`], by SIGINT/SIGTERM).
+pub async fn run(cfg: Arc<Config>, opts: RuntimeOptions) -> Result<(), RuntimeError> {
+    Runtime::start(cfg, opts).await?.wait().await
+}
+
+fn display_opt(a: Option<SocketAddr>) -> String {
+    a.map_or_else(|| "-".to_string(), |a| a.to_string())
+}
+
+/// Bind the configured listeners. When both are on port 0 and the same IP,
+/// TCP first tries the port UDP got, so the bridge has one port as in production.
+async fn bind(cfg: &Config) -> Result<(Option<UdpSocket>, Option<TcpListener>), RuntimeError> {
+    let udp = match cfg.listen.udp {
+        Some(addr) => Some(
+            UdpSocket::bind(addr)
+                .await
+                .map_err(|source| RuntimeError::Bind {
+                    transport: Transport::Udp,
+                    addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let udp_local = udp.as_ref().and_then(|s| s.local_addr().ok());
+    let tcp =
+        match cfg.listen.tcp {
+            Some(addr) => {
+                let same_port = match udp_local {
+                    Some(u)
+                        if addr.port() == 0
+                            && cfg.listen.udp.is_some_and(|c| c.ip() == addr.ip()) =>
+                    {
+                        TcpListener::bind(SocketAddr::new(addr.ip(), u.port()))
+                            .await
+                            .ok()
+                    }
+                    _ => None,
+                };
+                match same_port {
+                    Some(l) => Some(l),
+                    None => Some(TcpListener::bind(addr).await.map_err(|source| {
+                        RuntimeError::Bind {
+                            transport: Transport::Tcp,
+                            addr,
+                            source,
+                        }
+                    })?),
+                }
+            }
+            None => None,
+        };
+    Ok((udp, tcp))
+}
+
+#[cfg(unix)]
+fn signal_future() -> io::Result<SignalFuture> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(Box::pin(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    }))
+}
+
+#[cfg(not(unix))]
+fn signal_future() -> io::Result<SignalFuture> {
+    Ok(Box::pin(async {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }))
+}

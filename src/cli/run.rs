@@ -1,0 +1,50 @@
+//! `blf-bridge run`: load the configuration, start the runtime, serve until
+//! SIGINT/SIGTERM.
+
+use super::{ConfigArg, EXIT_FAILURE, EXIT_OK, GlobalOpts, init_logging};
+use crate::runtime::{self, RuntimeOptions};
+use clap::Args;
+use std::sync::Arc;
+
+/// Arguments of `blf-bridge run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+impl RunArgs {
+    /// Exit code: 0 after a graceful stop, 2 for a bad configuration, 1 when the
+    /// bridge cannot start (bind, resolve) or fails.
+    pub fn execute(&self, global: &GlobalOpts) -> i32 {
+        let cfg = match self.config.load() {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        init_logging(global.log_format);
+        let rt = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the async runtime");
+                return EXIT_FAILURE;
+            }
+        };
+        let opts = RuntimeOptions {
+            handle_signals: true,
+            ..RuntimeOptions::default()
+        };
+        let code = match rt.block_on(runtime::run(Arc::new(cfg), opts)) {
+            Ok(()) => EXIT_OK,
+            Err(e) => {
+                tracing::error!(error = %e, "blf-bridge failed");
+                EXIT_FAILURE
+            }
+        };
+        // Do not wait for connection tasks left over after the grace period.
+        rt.shutdown_background();
+        code
+    }
+}

@@ -1,0 +1,244 @@
+//! One task per TCP connection: it frames what the peer sends (RFC 3261 §18.3,
+//! RFC 5626 keep-alives) and hands the messages to the core task, and it writes
+//! what the core queued for this connection. The core never awaits a socket: it
+//! only `try_send`s into the connection's bounded queue.
+//!
+//! A connection ends when the peer closes it, on a read/write error, on a
+//! framing error (garbage, oversize message, bad Content-Length — one warn line
+//! with the peer and the reason), after the idle timeout, when a write does not
+//! complete within the write timeout, or when the core drops the queue. Its last
+//! act is a [`CoreEvent::Closed`] so the core can tell the endpoint.
+
+use crate::flow::ConnId;
+use crate::sip::{SipMessage, StreamError, StreamFramer, StreamItem};
+use bytes::Bytes;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Read buffer per connection. Kept small: with thousands of idle phone
+/// connections this is the dominant per-connection memory.
+const READ_CHUNK: usize = 4096;
+
+/// What connection tasks (and the acceptor) tell the core task.
+#[derive(Debug)]
+pub(crate) enum CoreEvent {
+    /// The listener accepted a connection; the core registers it and starts its task.
+    Accepted {
+        stream: TcpStream,
+        remote: SocketAddr,
+    },
+    /// A framed message arrived on a connection.
+    Message {
+        conn: ConnId,
+        remote: SocketAddr,
+        msg: SipMessage,
+    },
+    /// A CRLFCRLF keep-alive ping arrived.
+    Ping { conn: ConnId, remote: SocketAddr },
+    /// The connection task ended.
+    Closed { conn: ConnId },
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+pub(crate) enum CloseReason {
+    PeerClosed,
+    Read(io::Error),
+    Write(io::Error),
+    WriteTimeout,
+    Framing(StreamError),
+    Idle,
+    /// The core dropped the write queue (shutdown, or it gave up on the peer).
+    Dropped,
+    /// The core task is gone.
+    CoreGone,
+    ConnectFailed(String),
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("closed by peer"),
+            CloseReason::Read(e) => write!(f, "read error: {e}"),
+            CloseReason::Write(e) => write!(f, "write error: {e}"),
+            CloseReason::WriteTimeout => f.write_str("peer does not read (write timed out)"),
+            CloseReason::Framing(e) => write!(f, "{e}"),
+            CloseReason::Idle => f.write_str("idle timeout"),
+            CloseReason::Dropped => f.write_str("closed by the bridge"),
+            CloseReason::CoreGone => f.write_str("bridge stopping"),
+            CloseReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
+        }
+    }
+}
+
+impl CloseReason {
+    /// Worth a warn line (the peer misbehaved or is unreachable), as opposed to
+    /// the ordinary end of a connection (debug).
+    fn is_warning(&self) -> bool {
+        matches!(
+            self,
+            CloseReason::Framing(_) | CloseReason::WriteTimeout | CloseReason::ConnectFailed(_)
+        )
+    }
+}
+
+/// Settings shared by all connection tasks.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnParams {
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub write_timeout: Duration,
+    /// Source address for outgoing connections (the TCP listener's IP when it is
+    /// a specific address), so the peer sees the advertised address.
+    pub local_ip: Option<IpAddr>,
+}
+
+/// Everything a connection task owns besides its socket and queue. `_guard` is
+/// dropped when the task ends, which is how shutdown learns that all
+/// connections are done.
+pub(crate) struct ConnTask {
+    pub id: ConnId,
+    pub remote: SocketAddr,
+    pub events: mpsc::Sender<CoreEvent>,
+    pub params: Arc<ConnParams>,
+    pub _guard: mpsc::Sender<()>,
+}
+
+impl ConnTask {
+    /// Serve a connection the listener accepted.
+    pub async fn run_accepted(self, stream: TcpStream, rx: mpsc::Receiver<Bytes>) {
+        let reason = self.serve(stream, rx).await;
+        self.finish(reason).await;
+    }
+
+    /// Open a connection to `self.remote` (bounded by the connect timeout), then
+    /// serve it. Messages the core queued meanwhile are sent once connected.
+    pub async fn run_outbound(self, rx: mpsc::Receiver<Bytes>) {
+        let reason = match connect(self.remote, &self.params).await {
+            Ok(stream) => {
+                tracing::debug!(peer = %self.remote, conn = self.id.0, "TCP connection opened");
+                self.serve(stream, rx).await
+            }
+            Err(e) => CloseReason::ConnectFailed(e),
+        };
+        self.finish(reason).await;
+    }
+
+    async fn finish(self, reason: CloseReason) {
+        if reason.is_warning() {
+            tracing::warn!(peer = %self.remote, conn = self.id.0, %reason, "TCP connection closed");
+        } else {
+            tracing::debug!(peer = %self.remote, conn = self.id.0, %reason, "TCP connection closed");
+        }
+        // Fails only when the core is gone, which then needs no notice.
+        let _ = self.events.send(CoreEvent::Closed { conn: self.id }).await;
+    }
+
+    async fn serve(&self, stream: TcpStream, mut rx: mpsc::Receiver<Bytes>) -> CloseReason {
+        // SIP messages are small and latency matters more than segment count.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(peer = %self.remote, error = %e, "cannot set TCP_NODELAY");
+        }
+        let (id, remote, params) = (self.id, self.remote, &*self.params);
+        let (mut rd, mut wr) = stream.into_split();
+        // Last traffic in either direction, in ms since `origin`: the idle timer
+        // counts from the later of the last read and the last completed write, so
+        // a connection the endpoint keeps using (e.g. for NOTIFYs) stays open.
+        let origin = Instant::now();
+        let last = AtomicU64::new(0);
+        let writer = async {
+            while let Some(data) = rx.recv().await {
+                match tokio::time::timeout(params.write_timeout, wr.write_all(&data)).await {
+                    Ok(Ok(())) => last.store(millis_since(origin), Ordering::Relaxed),
+                    Ok(Err(e)) => return CloseReason::Write(e),
+                    Err(_) => return CloseReason::WriteTimeout,
+                }
+            }
+            CloseReason::Dropped
+        };
+        tokio::pin!(writer);
+        let mut framer = StreamFramer::new();
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let idle_at = Duration::from_millis(last.load(Ordering::Relaxed))
+                .checked_add(params.idle_timeout)
+                .and_then(|d| origin.checked_add(d))
+                .unwrap_or_else(far_future);
+            tokio::select! {
+                reason = &mut writer => return reason,
+                r = rd.read(&mut buf) => {
+                    let n = match r {
+                        Ok(0) => return CloseReason::PeerClosed,
+                        Ok(n) => n,
+                        Err(e) => return CloseReason::Read(e),
+                    };
+                    last.store(millis_since(origin), Ordering::Relaxed);
+                    framer.push(buf.get(..n).unwrap_or_default());
+                    loop {
+                        let ev = match framer.next_item() {
+                            Ok(Some(StreamItem::Message(msg))) => CoreEvent::Message { conn: id, remote, msg },
+                            Ok(Some(StreamItem::Ping)) => CoreEvent::Ping { conn: id, remote },
+                            Ok(Some(StreamItem::Pong)) => continue,
+                            Ok(None) => break,
+                            Err(e) => return CloseReason::Framing(e),
+                        };
+                        if self.events.send(ev).await.is_err() {
+                            return CloseReason::CoreGone;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(idle_at) => {
+                    let idle_for = millis_since(origin).saturating_sub(last.load(Ordering::Relaxed));
+                    if u128::from(idle_for) >= params.idle_timeout.as_millis() {
+                        return CloseReason::Idle;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn connect(remote: SocketAddr, p: &ConnParams) -> Result<TcpStream, String> {
+    let local = p
+        .local_ip
+        .filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == remote.is_ipv4());
+    let attempt = async {
+        match local {
+            Some(ip) => {
+                let sock = if ip.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                sock.bind(SocketAddr::new(ip, 0))?;
+                sock.connect(remote).await
+            }
+            None => TcpStream::connect(remote).await,
+        }
+    };
+    match tokio::time::timeout(p.connect_timeout, attempt).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {} ms",
+            p.connect_timeout.as_millis()
+        )),
+    }
+}
+
+/// A deadline that never comes in practice (tokio's own "far future" is ~30 years).
+pub(crate) fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+}
+
+fn millis_since(origin: Instant) -> u64 {
+    u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,456 @@
+//! The core task: the only owner of the sans-IO core. It waits for the next
+//! event (datagram, message from a connection task, timer, shutdown), feeds it
+//! to the core and then performs every [`Transmit`] the core produced. Nothing
+//! here awaits a TCP peer, so a slow peer cannot stall the bridge.
+
+use super::conn::{ConnParams, ConnTask, CoreEvent, far_future};
+use super::net;
+use super::{Limits, SansIoCore};
+use crate::flow::{ConnId, Flow, Transmit};
+use crate::sip::Transport;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+/// Receive buffer: one byte more than the largest message, so an oversize
+/// datagram is seen as such rather than silently truncated.
+const UDP_BUF: usize = crate::sip::MAX_MESSAGE_SIZE + 1;
+
+/// How long a UDP send may wait for socket buffer space before the datagram is
+/// dropped (the transaction layer retransmits).
+const UDP_SEND_WAIT: Duration = Duration::from_millis(100);
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) so the acceptor
+/// does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Events queued from connection tasks to the core.
+const EVENT_QUEUE: usize = 1024;
+
+/// A future resolving to the name of the signal that asked us to stop.
+pub(crate) type SignalFuture = Pin<Box<dyn Future<Output = &'static str> + Send>>;
+
+/// A TCP connection as the core sees it.
+struct Conn {
+    remote: SocketAddr,
+    tx: mpsc::Sender<Bytes>,
+    abort: AbortHandle,
+}
+
+/// The open TCP connections, by id and by remote address.
+#[derive(Default)]
+struct ConnTable {
+    by_id: HashMap<ConnId, Conn>,
+    by_remote: HashMap<SocketAddr, Vec<ConnId>>,
+    next_id: u64,
+}
+
+impl ConnTable {
+    fn alloc(&mut self) -> ConnId {
+        self.next_id += 1;
+        ConnId(self.next_id)
+    }
+
+    fn insert(&mut self, id: ConnId, conn: Conn) {
+        self.by_remote.entry(conn.remote).or_default().push(id);
+        self.by_id.insert(id, conn);
+    }
+
+    fn remove(&mut self, id: ConnId) -> Option<Conn> {
+        let conn = self.by_id.remove(&id)?;
+        if let Some(ids) = self.by_remote.get_mut(&conn.remote) {
+            ids.retain(|&i| i != id);
+            if ids.is_empty() {
+                self.by_remote.remove(&conn.remote);
+            }
+        }
+        Some(conn)
+    }
+
+    /// The connection to use for `flow`: `flow.conn` if it is still open and
+    /// goes to `flow.remote`, else the newest open connection to `flow.remote`.
+    fn route(&self, flow: &Flow) -> Option<ConnId> {
+        flow.conn
+            .filter(|id| self.by_id.get(id).is_some_and(|c| c.remote == flow.remote))
+            .or_else(|| {
+                self.by_remote
+                    .get(&flow.remote)
+                    .and_then(|ids| ids.last().copied())
+            })
+    }
+}
+
+pub(crate) struct EventLoop<C> {
+    pub core: C,
+    pub udp: Option<UdpSocket>,
+    pub udp_local: Option<SocketAddr>,
+    pub limits: Limits,
+    pub params: Arc<ConnParams>,
+    conns: ConnTable,
+    events_tx: mpsc::Sender<CoreEvent>,
+    events_rx: mpsc::Receiver<CoreEvent>,
+    guard_tx: mpsc::Sender<()>,
+    guard_rx: mpsc::Receiver<()>,
+    acceptor: Option<AbortHandle>,
+}
+
+impl<C: SansIoCore> EventLoop<C> {
+    pub fn new(
+        core: C,
+        udp: Option<UdpSocket>,
+        tcp: Option<TcpListener>,
+        limits: Limits,
+        params: ConnParams,
+    ) -> Self {
+        let udp_local = udp.as_ref().and_then(|s| s.local_addr().ok());
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let (guard_tx, guard_rx) = mpsc::channel(1);
+        let acceptor = tcp.map(|l| tokio::spawn(accept_loop(l, events_tx.clone())).abort_handle());
+        EventLoop {
+            core,
+            udp,
+            udp_local,
+            limits,
+            params: Arc::new(params),
+            conns: ConnTable::default(),
+            events_tx,
+            events_rx,
+            guard_tx,
+            guard_rx,
+            acceptor,
+        }
+    }
+
+    /// Run until `shutdown` turns true (or all its senders are dropped) or
+    /// `signals` fires, then stop gracefully: the core is told
+    /// ([`SansIoCore::begin_shutdown`]) and served until it reports
+    /// [`SansIoCore::is_drained`] or the grace period ends, then the
+    /// connections are closed.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, mut signals: SignalFuture) {
+        let mut buf = vec![0u8; UDP_BUF];
+        let mut drain_until: Option<Instant> = None;
+        loop {
+            self.flush().await;
+            if drain_until.is_some() && self.core.is_drained() {
+                break;
+            }
+            let draining = drain_until.is_some();
+            let deadline = self.core.poll_timeout().map(Instant::from_std);
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop), if !draining => {
+                    tracing::info!("shutdown requested");
+                    drain_until = Some(self.begin_drain());
+                }
+                sig = &mut signals, if !draining => {
+                    tracing::info!(signal = sig, "stopping");
+                    drain_until = Some(self.begin_drain());
+                }
+                _ = tokio::time::sleep_until(drain_until.unwrap_or_else(far_future)), if draining => {
+                    tracing::warn!("grace period over before the endpoint finished shutting down");
+                    break;
+                }
+                r = recv_udp(self.udp.as_ref(), &mut buf) => self.on_datagram(r, &buf),
+                Some(ev) = self.events_rx.recv() => self.on_event(ev),
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
+                    self.core.handle_timeout(now());
+                }
+            }
+        }
+        self.stop().await;
+    }
+
+    /// Tell the core to wind down; returns the end of the grace period.
+    fn begin_drain(&mut self) -> Instant {
+        self.core.begin_shutdown(now());
+        Instant::now() + self.limits.shutdown_grace
+    }
+
+    fn on_datagram(&mut self, r: io::Result<(usize, SocketAddr)>, buf: &[u8]) {
+        let (n, from) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                // ICMP errors reported on the socket and the like: not fatal.
+                tracing::debug!(error = %e, "UDP receive error");
+                return;
+            }
+        };
+        let from = net::normalize(from);
+        if n > self.limits.max_datagram_size {
+            tracing::warn!(peer = %from, size = n, "dropping oversize datagram");
+            return;
+        }
+        let Some(data) = buf.get(..n) else {
+            return;
+        };
+        self.core
+            .handle_datagram(Flow::udp(from), Bytes::copy_from_slice(data), now());
+    }
+
+    fn on_event(&mut self, ev: CoreEvent) {
+        match ev {
+            CoreEvent::Accepted { stream, remote } => self.on_accepted(stream, remote),
+            CoreEvent::Message { conn, remote, msg } => {
+                // Messages still queued from a connection the core already gave
+                // up on are dropped: their connection is gone.
+                if self.conns.by_id.contains_key(&conn) {
+                    self.core
+                        .handle_message(Flow::tcp(remote, Some(conn)), msg, now());
+                } else {
+                    tracing::debug!(peer = %remote, conn = conn.0, "dropping message from a closed connection");
+                }
+            }
+            CoreEvent::Ping { conn, remote } => {
+                if self.conns.by_id.contains_key(&conn) {
+                    self.core
+                        .handle_keepalive_ping(Flow::tcp(remote, Some(conn)));
+                }
+            }
+            CoreEvent::Closed { conn } => {
+                if self.conns.remove(conn).is_some() {
+                    self.core.connection_closed(conn);
+                }
+            }
+        }
+    }
+
+    fn on_accepted(&mut self, stream: tokio::net::TcpStream, remote: SocketAddr) {
+        if self.conns.by_id.len() >= self.limits.max_tcp_connections {
+            tracing::warn!(
+                peer = %remote,
+                limit = self.limits.max_tcp_connections,
+                "too many TCP connections, refusing"
+            );
+            return;
+        }
+        let id = self.conns.alloc();
+        let (tx, rx) = mpsc::channel(self.limits.tcp_write_queue.max(1));
+        let task = self.conn_task(id, remote);
+        let abort = tokio::spawn(task.run_accepted(stream, rx)).abort_handle();
+        tracing::debug!(peer = %remote, conn = id.0, "TCP connection accepted");
+        self.conns.insert(id, Conn { remote, tx, abort });
+    }
+
+    fn conn_task(&self, id: ConnId, remote: SocketAddr) -> ConnTask {
+        ConnTask {
+            id,
+            remote,
+            events: self.events_tx.clone(),
+            params: self.params.clone(),
+            _guard: self.guard_tx.clone(),
+        }
+    }
+
+    /// Perform everything the core wants sent.
+    async fn flush(&mut self) {
+        while let Some(t) = self.core.poll_transmit() {
+            match t.flow.transport {
+                Transport::Udp => self.send_udp(t).await,
+                Transport::Tcp => self.send_tcp(t),
+            }
+        }
+    }
+
+    async fn send_udp(&mut self, t: Transmit) {
+        let peer = t.flow.remote;
+        let Some(sock) = &self.udp else {
+            tracing::warn!(%peer, "no UDP listener configured, dropping UDP message");
+            return;
+        };
+        let dest = net::for_socket(peer, self.udp_local);
+        match sock.try_send_to(&t.data, dest) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match tokio::time::timeout(UDP_SEND_WAIT, sock.send_to(&t.data, dest)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(%peer, error = %e, "UDP send failed"),
+                    Err(_) => tracing::warn!(%peer, "UDP socket busy, datagram dropped"),
+                }
+            }
+            Err(e) => tracing::warn!(%peer, error = %e, "UDP send failed"),
+        }
+    }
+
+    fn send_tcp(&mut self, t: Transmit) {
+        let mut flow = t.flow;
+        let mut data = t.data;
+        // At most two rounds: if the chosen connection has just ended, forget it
+        // and route again (another connection to the peer, or a new one).
+        for _ in 0..2 {
+            let Some(id) = self.conns.route(&flow) else {
+                self.connect(flow.remote, data);
+                return;
+            };
+            let Some(conn) = self.conns.by_id.get(&id) else {
+                return;
+            };
+            match conn.tx.try_send(data) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(
+                        peer = %flow.remote,
+                        conn = id.0,
+                        "peer is not reading (write queue full), closing the connection"
+                    );
+                    self.close(id);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(d)) => {
+                    self.close(id);
+                    data = d;
+                    flow.conn = None;
+                }
+            }
+        }
+    }
+
+    /// Open a new connection to `remote` with `data` queued on it.
+    fn connect(&mut self, remote: SocketAddr, data: Bytes) {
+        let id = self.conns.alloc();
+        let (tx, rx) = mpsc::channel(self.limits.tcp_write_queue.max(1));
+        if tx.try_send(data).is_err() {
+            return; // a fresh channel with capacity >= 1 always takes one
+        }
+        let task = self.conn_task(id, remote);
+        let abort = tokio::spawn(task.run_outbound(rx)).abort_handle();
+        tracing::debug!(peer = %remote, conn = id.0, "opening TCP connection");
+        self.conns.insert(id, Conn { remote, tx, abort });
+    }
+
+    /// The core gives up on a connection: stop its task now and tell the core.
+    fn close(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.remove(id) {
+            conn.abort.abort();
+            self.core.connection_closed(id);
+        }
+    }
+
+    /// The end of a graceful stop: send what the core still has queued, stop
+    /// accepting, let every connection write out its queue and close (bounded
+    /// by the grace period), then return.
+    async fn stop(mut self) {
+        self.flush().await;
+        if let Some(a) = self.acceptor.take() {
+            a.abort();
+        }
+        let open = self.conns.by_id.len();
+        let EventLoop {
+            conns,
+            events_rx,
+            guard_tx,
+            mut guard_rx,
+            limits,
+            ..
+        } = self;
+        // Dropping the queues ends each writer once its queue is written;
+        // dropping the event receiver unblocks readers waiting to hand us a message.
+        drop(conns);
+        drop(events_rx);
+        drop(guard_tx);
+        if open > 0 {
+            tracing::debug!(connections = open, "closing TCP connections");
+        }
+        if tokio::time::timeout(limits.shutdown_grace, guard_rx.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some TCP connections did not finish writing in time");
+        }
+        tracing::info!("stopped");
+    }
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+async fn recv_udp(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Accepts connections and hands them to the core task, which decides whether
+/// to keep them. Runs until aborted at shutdown or the core is gone.
+async fn accept_loop(listener: TcpListener, events: mpsc::Sender<CoreEvent>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                let remote = net::normalize(remote);
+                if events
+                    .send(CoreEvent::Accepted { stream, remote })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "TCP accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn conn(remote: SocketAddr) -> Conn {
+        let (tx, _rx) = mpsc::channel(1);
+        let abort = tokio::spawn(async {}).abort_handle();
+        Conn { remote, tx, abort }
+    }
+
+    #[tokio::test]
+    async fn routing_prefers_the_named_connection_then_the_newest_to_the_peer() {
+        let (phone, pbx) = (sa("10.0.0.5:40000"), sa("192.0.2.1:5060"));
+        let mut t = ConnTable::default();
+        let a = t.alloc();
+        t.insert(a, conn(phone));
+        let b = t.alloc();
+        t.insert(b, conn(phone));
+        let c = t.alloc();
+        t.insert(c, conn(pbx));
+        assert_ne!(a, b);
+
+        assert_eq!(t.route(&Flow::tcp(phone, Some(a))), Some(a));
+        assert_eq!(
+            t.route(&Flow::tcp(phone, None)),
+            Some(b),
+            "newest to the peer"
+        );
+        // a named connection to another peer is not used for this peer
+        assert_eq!(t.route(&Flow::tcp(phone, Some(c))), Some(b));
+        assert_eq!(t.route(&Flow::tcp(sa("10.0.0.6:1"), None)), None);
+
+        assert!(t.remove(b).is_some());
+        assert!(t.remove(b).is_none(), "removed once");
+        assert_eq!(
+            t.route(&Flow::tcp(phone, Some(b))),
+            Some(a),
+            "stale id falls back"
+        );
+        t.remove(a);
+        assert_eq!(t.route(&Flow::tcp(phone, None)), None);
+        assert!(
+            !t.by_remote.contains_key(&phone),
+            "no empty entries left behind"
+        );
+        assert_eq!(t.route(&Flow::tcp(pbx, None)), Some(c));
+    }
+}

@@ -1,0 +1,240 @@
+//! The `blf-bridge` binary as an operator uses it: --version, --help, `check`
+//! on good and bad files, and `run` serving OPTIONS on loopback until SIGTERM.
+//! Waits are bounded; nothing asserts on timing.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_blf-bridge");
+const WAIT: Duration = Duration::from_secs(15);
+
+fn bridge(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("BLF_LOG_FORMAT")
+        .env_remove("BLF_BRIDGE_CONFIG")
+        .output()
+        .expect("the binary runs")
+}
+
+/// A fresh file under the test target directory.
+fn write_file(name: &str, text: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "cli-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn config_text(udp_port: u16, upstream_port: u16) -> String {
+    format!(
+        "[listen]\nudp = \"127.0.0.1:{udp_port}\"\n\n[upstream]\nproxy = \"127.0.0.1:{upstream_port}\"\n\
+         domain = \"pbx.test\"\n\n[[account]]\nuser = \"1001\"\npassword = \"secret\"\n"
+    )
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = bridge(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("blf-bridge {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn help_lists_the_subcommands_and_options() {
+    let out = bridge(&["--help"]);
+    assert!(out.status.success());
+    let s = text(&out.stdout);
+    for needle in ["run", "check", "--log-format", "RUST_LOG", "BLF_LOG_FORMAT"] {
+        assert!(s.contains(needle), "--help lacks {needle}:\n{s}");
+    }
+    let out = bridge(&["run", "--help"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("--config <FILE>"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = bridge(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = bridge(&["run"]);
+    assert_eq!(out.status.code(), Some(2), "run without --config");
+    assert!(text(&out.stderr).contains("--config"));
+}
+
+#[test]
+fn check_accepts_a_good_config() {
+    let p = write_file("good.toml", &config_text(5060, 5070));
+    let out = bridge(&["check", "--config", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains(": OK"), "{s}");
+    assert!(s.contains("127.0.0.1:5070"), "{s}");
+    assert!(!s.contains("secret"), "no passwords in the summary: {s}");
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("blf-bridge.example.toml");
+    let out = bridge(&["check", "--config", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("pbx.example.com"));
+}
+
+#[test]
+fn check_reports_errors_with_file_and_line() {
+    // line 2: not an address; line 8: unknown transport
+    let bad = config_text(5060, 5070)
+        .replace("udp = \"127.0.0.1:5060\"", "udp = \"nowhere\"")
+        .replace(
+            "domain = \"pbx.test\"\n",
+            "domain = \"pbx.test\"\ntransport = \"sctp\"\n",
+        );
+    let p = write_file("bad.toml", &bad);
+    let path = p.to_str().unwrap();
+    let out = bridge(&["check", "--config", path]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("{path}:2: listen.udp")), "{err}");
+    assert!(
+        err.contains(&format!("{path}:7: upstream.transport")),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+
+    let missing = format!("{path}.does-not-exist");
+    let out = bridge(&["check", "--config", &missing]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains(&missing));
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_exit(child: &mut Child) -> ExitStatus {
+    let until = Instant::now() + WAIT;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("blf-bridge did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn options(local: SocketAddr) -> String {
+    format!(
+        "OPTIONS sip:bridge@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-cli\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:1001@pbx.test>;tag=x\r\nTo: <sip:bridge@127.0.0.1>\r\n\
+         Call-ID: cli-run\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn run_serves_options_and_stops_on_sigterm() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap(); // stands in for the PBX
+    let port = free_udp_port();
+    let cfg = write_file(
+        "run.toml",
+        &config_text(port, upstream.local_addr().unwrap().port()),
+    );
+    let log = write_file("run.log", "");
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .env_remove("BLF_LOG_FORMAT")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+
+    // Retry until the bridge is up; each attempt waits for a reply.
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let req = options(c.local_addr().unwrap());
+    let bridge_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let until = Instant::now() + WAIT;
+    let mut buf = [0u8; 4096];
+    let reply = loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "bridge exited early: {}",
+            text(&std::fs::read(&log).unwrap())
+        );
+        assert!(Instant::now() < until, "no reply from the bridge");
+        c.send_to(req.as_bytes(), bridge_addr).unwrap();
+        if let Ok((n, from)) = c.recv_from(&mut buf) {
+            assert_eq!(from, bridge_addr);
+            break text(&buf[..n]);
+        }
+    };
+    assert!(reply.starts_with("SIP/2.0 200 "), "{reply}");
+    assert!(reply.contains("Call-ID: cli-run"), "{reply}");
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let st = wait_exit(&mut child);
+    let logs = text(&std::fs::read(&log).unwrap());
+    assert_eq!(st.code(), Some(0), "logs:\n{logs}");
+    assert!(logs.contains("blf-bridge started"), "{logs}");
+    assert!(logs.contains(&format!("udp=127.0.0.1:{port}")), "{logs}");
+    assert!(logs.contains("SIGTERM"), "{logs}");
+}
+
+#[test]
+fn run_exits_1_when_the_port_is_taken_and_logs_json() {
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cfg = write_file("taken.toml", &config_text(port, 9));
+    let out = Command::new(BIN)
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .env("BLF_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("\"level\":\"ERROR\""))
+        .unwrap_or_else(|| panic!("no JSON error line in:\n{err}"));
+    assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+    assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+    drop(taken);
+}
+
+#[test]
+fn run_with_a_bad_config_exits_2() {
+    let p = write_file("bad-run.toml", "[listen]\nudp = 5\n");
+    let out = bridge(&["run", "--config", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains(&format!("{}:2:", p.display())));
+}
