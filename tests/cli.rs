@@ -148,7 +148,7 @@ fn wait_exit(child: &mut Child) -> ExitStatus {
 
 fn options(local: SocketAddr) -> String {
     format!(
-        "OPTIONS sip:bridge@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-cli\r\n\
+        "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-cli\r\n\
          Max-Forwards: 70\r\nFrom: <sip:1001@pbx.test>;tag=x\r\nTo: <sip:bridge@127.0.0.1>\r\n\
          Call-ID: cli-run\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
     )

@@ -53,7 +53,7 @@ async fn start_bridge(o: RuntimeOptions) -> (Runtime, UdpSocket) {
 
 fn options(transport: &str, local: SocketAddr, call_id: &str) -> String {
     format!(
-        "OPTIONS sip:bridge@127.0.0.1 SIP/2.0\r\n\
+        "OPTIONS sip:127.0.0.1 SIP/2.0\r\n\
          Via: SIP/2.0/{transport} {local};branch=z9hG4bK-{call_id}\r\n\
          Max-Forwards: 70\r\n\
          From: <sip:1001@pbx.test>;tag=a1\r\n\

@@ -17,9 +17,17 @@ impl CheckArgs {
     /// Exit code 0 with a summary on stdout, or 2 with `file:line: message`
     /// lines on stderr.
     pub fn execute(&self, _global: &GlobalOpts) -> i32 {
-        match self.config.load() {
-            Ok(cfg) => {
+        match self.config.load_with_profiles() {
+            Ok((cfg, profiles)) => {
                 print!("{}", summary(&cfg));
+                println!(
+                    "  profiles:      {} ({})",
+                    profiles.names().join(", "),
+                    cfg.profiles_dir
+                        .as_ref()
+                        .map(|d| format!("built-in + {}", d.display()))
+                        .unwrap_or_else(|| "built-in".to_string())
+                );
                 EXIT_OK
             }
             Err(code) => code,

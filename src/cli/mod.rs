@@ -9,10 +9,12 @@
 
 mod check;
 mod logging;
+mod profiles;
 mod run;
 
 pub use check::CheckArgs;
 pub use logging::{LogFormat, init_logging};
+pub use profiles::{ProfilesArgs, RenderArgs};
 pub use run::RunArgs;
 
 use crate::config::Config;
@@ -69,6 +71,12 @@ pub enum Command {
     /// `file:line: message` on stderr and exits 2. Neither binds sockets nor
     /// resolves names.
     Check(CheckArgs),
+    /// List the device profiles (built-in and from `[profiles] dir`) with their
+    /// User-Agent patterns, in the order phones are matched.
+    Profiles(ProfilesArgs),
+    /// Print the exact NOTIFY body a phone of a given model gets for a state,
+    /// so a profile can be checked without a phone.
+    Render(RenderArgs),
 }
 
 impl Command {
@@ -77,6 +85,8 @@ impl Command {
         match self {
             Command::Run(a) => a.execute(global),
             Command::Check(a) => a.execute(global),
+            Command::Profiles(a) => a.execute(global),
+            Command::Render(a) => a.execute(global),
         }
     }
 }
@@ -106,6 +116,33 @@ impl ConfigArg {
             EXIT_CONFIG
         })
     }
+
+    /// Load the configuration and the profiles it points at (built-ins plus
+    /// `[profiles] dir`); errors are printed as `file:line: message`.
+    pub fn load_with_profiles(&self) -> Result<(Config, crate::profile::ProfileSet), i32> {
+        let cfg = self.load()?;
+        let profiles = load_profiles(cfg.profiles_dir.as_deref())?;
+        if profiles.get(&cfg.default_profile).is_none() {
+            eprintln!(
+                "{}: profiles.default: no profile named '{}' (known: {})",
+                cfg.source,
+                cfg.default_profile,
+                profiles.names().join(", ")
+            );
+            return Err(EXIT_CONFIG);
+        }
+        Ok((cfg, profiles))
+    }
+}
+
+/// Built-in profiles plus those in `dir`; errors printed, exit code returned.
+pub fn load_profiles(dir: Option<&std::path::Path>) -> Result<crate::profile::ProfileSet, i32> {
+    crate::profile::ProfileSet::load(dir).map_err(|errors| {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        EXIT_CONFIG
+    })
 }
 
 /// The `blf-bridge` binary: parse `std::env::args`, run, return the exit code.

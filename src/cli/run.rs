@@ -17,7 +17,7 @@ impl RunArgs {
     /// Exit code: 0 after a graceful stop, 2 for a bad configuration, 1 when the
     /// bridge cannot start (bind, resolve) or fails.
     pub fn execute(&self, global: &GlobalOpts) -> i32 {
-        let cfg = match self.config.load() {
+        let (cfg, profiles) = match self.config.load_with_profiles() {
             Ok(c) => c,
             Err(code) => return code,
         };
@@ -34,6 +34,7 @@ impl RunArgs {
         };
         let opts = RuntimeOptions {
             handle_signals: true,
+            profiles: Some(Arc::new(profiles)),
             ..RuntimeOptions::default()
         };
         let code = match rt.block_on(runtime::run(Arc::new(cfg), opts)) {

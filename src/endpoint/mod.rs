@@ -286,7 +286,9 @@ impl Endpoint {
 
     fn is_local_host(&self, host: &str, port: Option<u16>) -> bool {
         let port_ok = |p: u16| self.local.udp.map(|a| a.port()) == Some(p) || self.local.tcp.map(|a| a.port()) == Some(p);
-        let port_matches = port.map(port_ok).unwrap_or_else(|| port_ok(5060));
+        // no port: the request reached us, so it is for us (phones often leave
+        // the port out of the bridge's address)
+        let port_matches = port.map(port_ok).unwrap_or(true);
         if host.eq_ignore_ascii_case(&self.local.advertise_host) {
             return port_matches;
         }

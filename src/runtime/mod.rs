@@ -143,6 +143,8 @@ pub struct RuntimeOptions {
     /// ([`SansIoCore::is_drained`]), and then for connections to write out
     /// their queues.
     pub shutdown_grace: Duration,
+    /// Device profiles (built-in ones when `None`).
+    pub profiles: Option<Arc<crate::profile::ProfileSet>>,
 }
 
 impl Default for RuntimeOptions {
@@ -158,6 +160,7 @@ impl Default for RuntimeOptions {
             max_datagram_size: crate::sip::MAX_MESSAGE_SIZE,
             resolve_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(2),
+            profiles: None,
         }
     }
 }
@@ -248,8 +251,12 @@ impl Runtime {
         let seed = opts
             .seed
             .unwrap_or_else(|| crate::util::Rng::from_entropy().next_u64());
+        let profiles = opts
+            .profiles
+            .clone()
+            .unwrap_or_else(|| Arc::new(crate::profile::ProfileSet::builtin()));
         Self::start_with(cfg, opts, move |cfg, local, upstream, now| {
-            Endpoint::new(cfg, local, upstream, seed, now)
+            Endpoint::new(cfg, profiles, local, upstream, seed, now)
         })
         .await
     }

@@ -138,14 +138,26 @@ impl SubscriptionManager {
 
     // ------------------------------------------------------------ classification
 
+    /// The profile of the phone that sent `msg`: the first whose User-Agent
+    /// pattern matches, else `[profiles] default`.
+    pub fn profile_for(&self, msg: &SipMessage) -> &crate::profile::Profile {
+        let p = self.env.profiles.select(msg.user_agent());
+        if p.name() == crate::profile::GENERIC {
+            if let Some(d) = self.env.profiles.get(&self.env.cfg.default_profile) {
+                return d;
+            }
+        }
+        p
+    }
+
     /// Should this out-of-dialog SUBSCRIBE from a phone be translated?
     pub fn classify(&self, msg: &SipMessage) -> Classification {
         let is_dialog = matches!(msg.event(), Some(Ok(e)) if e.is("dialog"));
         if !is_dialog {
             return Classification::Passthrough;
         }
-        let profile = self.env.profiles.select(msg.user_agent());
-        match profile.mode {
+        let profile = self.profile_for(msg);
+        match profile.mode() {
             Mode::Translate => Classification::Translate,
             Mode::Passthrough => Classification::Passthrough,
         }
@@ -236,9 +248,9 @@ impl SubscriptionManager {
             let data = build::response(msg, 400, "Missing Contact", None, &[]);
             return self.respond(key, data);
         };
-        let profile = self.env.profiles.select(msg.user_agent());
-        let profile_name = profile.name.clone();
-        let reject = match &profile.offline {
+        let profile = self.profile_for(msg);
+        let profile_name = profile.name().to_string();
+        let reject = match profile.offline() {
             OfflineStrategy::FailSubscription { reject_code, retry_after, .. } => Some((*reject_code, *retry_after)),
             OfflineStrategy::Render => None,
         };
@@ -379,7 +391,7 @@ impl SubscriptionManager {
             .targets
             .get(&sub.target)
             .is_some_and(|t| t.view.state == MergedState::Offline);
-        let reject = self.env.profiles.get(&sub.profile).and_then(|p| match &p.offline {
+        let reject = self.env.profiles.get(&sub.profile).and_then(|p| match p.offline() {
             OfflineStrategy::FailSubscription { reject_code, retry_after, .. } => Some((*reject_code, *retry_after)),
             OfflineStrategy::Render => None,
         });
