@@ -19,6 +19,10 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Consecutive transient failures during which an upstream stream keeps its last
+/// known state.
+const TRANSIENT_FAILURES_KEPT: u32 = 3;
+
 /// Everything the manager needs to know about its surroundings.
 #[derive(Clone)]
 pub struct Env {
@@ -767,10 +771,14 @@ impl SubscriptionManager {
         };
         up.state = if stop { UpState::Stopped } else { UpState::Backoff };
         let generation = up.generation;
-        // the stream is no longer known
-        match package {
-            Package::Dialog => t.dialog_stream.set_unknown(),
-            Package::Presence => t.presence_stream.set_unknown(),
+        // A rejection, or repeated failures, make the stream unknown. A single
+        // transient failure keeps the last known state while we retry, so lamps
+        // do not flap on an upstream hiccup.
+        if stop || up.failures >= TRANSIENT_FAILURES_KEPT {
+            match package {
+                Package::Dialog => t.dialog_stream.set_unknown(),
+                Package::Presence => t.presence_stream.set_unknown(),
+            }
         }
         tracing::warn!(target = %aor, package = package.event(), error = %why, retry_in_s = delay, "upstream subscription failed");
         let at = now + Duration::from_secs(delay) + Duration::from_millis(jitter);
@@ -894,8 +902,8 @@ impl SubscriptionManager {
                     .and_then(|e| e.ok())
                     .unwrap_or(self.env.cfg.subscriptions.upstream_expires);
                 up.state = UpState::Active;
-                up.failures = 0;
-                up.last_error = None;
+                // failures are reset by the first NOTIFY, not by the 2xx: an
+                // upstream that accepts but never notifies must still back off
                 if granted == 0 {
                     return;
                 }
@@ -1003,6 +1011,8 @@ impl SubscriptionManager {
         }
         up.ever_notified = true;
         up.notified = true;
+        up.failures = 0;
+        up.last_error = None;
         if up.state == UpState::Subscribing {
             up.state = UpState::Active;
         }
@@ -1018,12 +1028,14 @@ impl SubscriptionManager {
                 s.retry_after,
             )
         });
-        // body
+        // body (a terminating NOTIFY without a body carries no state)
         let body = msg.body();
-        let t = self.targets.get_mut(&target).expect("target exists");
+        let terminated = matches!(sub_state, Some((SubStateValue::Terminated, ..)));
+        let Some(t) = self.targets.get_mut(&target) else { return true };
         let aor = t.aor.clone();
         let mut need_refresh = false;
         match package {
+            _ if terminated && body.is_empty() => {}
             Package::Dialog => match t.dialog_stream.apply_body(body) {
                 Ok(ApplyOutcome::NeedRefresh { .. }) => need_refresh = true,
                 Ok(_) => {}
@@ -1039,8 +1051,8 @@ impl SubscriptionManager {
         if let Some((state, expires, reason, retry_after)) = sub_state {
             match state {
                 SubStateValue::Terminated => {
-                    self.recompute(target, now);
                     self.on_upstream_terminated(target, package, reason.as_deref(), retry_after, now);
+                    self.recompute(target, now);
                     return true;
                 }
                 _ => {

@@ -235,6 +235,7 @@ pub struct FakeSub {
 pub struct FakePbx {
     pub subs: Vec<FakeSub>,
     pub seen: Vec<SipMessage>,
+    keys: Vec<(String, String, Option<Vec<u8>>, Option<u16>)>,
     n: u32,
 }
 
@@ -249,11 +250,42 @@ pub const PIDF_OPEN: &str = "<?xml version=\"1.0\"?>\n<presence xmlns=\"urn:ietf
 pub const PIDF_CLOSED: &str = "<?xml version=\"1.0\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"1002@pbx.test\">\n  <tuple xmlns=\"urn:ietf:params:xml:ns:pidf\" id=\"0x7f3c99fbb888\">\n    <status xmlns=\"urn:ietf:params:xml:ns:pidf\">\n      <basic>closed</basic>\n    </status>\n  </tuple>\n</presence>\n";
 
 impl FakePbx {
-    /// Take every message the bridge sent to the upstream.
+    /// Take every message the bridge sent to the upstream, without
+    /// retransmissions (a request whose Call-ID, CSeq and branch were seen).
     pub fn take(&mut self, sim: &mut Sim) -> Vec<SipMessage> {
-        let v = sim.take_to(UPSTREAM);
+        let v: Vec<SipMessage> = sim
+            .take_to(UPSTREAM)
+            .into_iter()
+            .filter(|m| {
+                let key = (
+                    hv(m, HeaderName::CallId),
+                    hv(m, HeaderName::CSeq),
+                    m.branch().map(|b| b.to_vec()),
+                    m.status(),
+                );
+                m.is_request().then(|| !self.keys.contains(&key)).unwrap_or(true) && {
+                    self.keys.push(key);
+                    true
+                }
+            })
+            .collect();
         self.seen.extend(v.iter().cloned());
         v
+    }
+
+    /// Let time pass in 100 ms steps, answering every SUBSCRIBE with 200 as it
+    /// arrives. Returns the SUBSCRIBEs seen.
+    pub fn run(&mut self, sim: &mut Sim, d: Duration) -> Vec<SipMessage> {
+        let mut subs = Vec::new();
+        let end = sim.now + d;
+        while sim.now < end {
+            sim.advance(Duration::from_millis(100));
+            let msgs = self.take(sim);
+            let s: Vec<SipMessage> = msgs.into_iter().filter(|m| is_method(m, Method::Subscribe)).collect();
+            self.accept(sim, &s, 600);
+            subs.extend(s);
+        }
+        subs
     }
 
     /// Answer the SUBSCRIBEs in `msgs` with 200 (and `Expires: expires`), recording
