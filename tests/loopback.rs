@@ -194,3 +194,21 @@ fn subscribe_over_tcp() {
     assert!(text.contains(";transport=tcp>"), "our Contact says TCP: {text}");
     assert_eq!(upstream_subscriptions(&b, Duration::from_millis(1500)).len(), 2);
 }
+
+#[test]
+fn health_command_probes_a_running_bridge() {
+    let b = start_bridge();
+    let out = Command::new(BIN)
+        .args(["health", "--addr", &format!("127.0.0.1:{}", b.port)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SIP/2.0 200"));
+    drop(b);
+    let dead = UdpSocket::bind("127.0.0.1:0").unwrap(); // bound, never answers
+    let out = Command::new(BIN)
+        .args(["health", "--timeout-ms", "600", "--addr", &dead.local_addr().unwrap().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -8,11 +8,13 @@
 //! stopped abnormally), [`EXIT_CONFIG`] (bad configuration or usage).
 
 mod check;
+mod health;
 mod logging;
 mod profiles;
 mod run;
 
 pub use check::CheckArgs;
+pub use health::HealthArgs;
 pub use logging::{LogFormat, init_logging};
 pub use profiles::{ProfilesArgs, RenderArgs};
 pub use run::RunArgs;
@@ -77,6 +79,9 @@ pub enum Command {
     /// Print the exact NOTIFY body a phone of a given model gets for a state,
     /// so a profile can be checked without a phone.
     Render(RenderArgs),
+    /// Ask a running bridge whether it answers (OPTIONS over UDP); exits 0 on
+    /// 200, 1 otherwise. Used by the container health check.
+    Health(HealthArgs),
 }
 
 impl Command {
@@ -87,6 +92,7 @@ impl Command {
             Command::Check(a) => a.execute(global),
             Command::Profiles(a) => a.execute(global),
             Command::Render(a) => a.execute(global),
+            Command::Health(a) => a.execute(global),
         }
     }
 }

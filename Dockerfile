@@ -1,0 +1,32 @@
+# blf-bridge container image.
+#
+#   docker build -t blf-bridge .
+#   docker run -d --name blf-bridge --network host \
+#     -v /etc/blf-bridge:/etc/blf-bridge:ro blf-bridge
+#
+# Host networking is recommended: SIP carries addresses inside messages, and the
+# phones must reach the bridge at the address it advertises (see README).
+
+FROM rust:1-bookworm AS build
+WORKDIR /src
+# dependencies first, for layer caching
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir src && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
+    && cargo build --release --locked \
+    && rm -rf src target/release/deps/blf_bridge* target/release/blf-bridge*
+COPY src ./src
+COPY profiles ./profiles
+RUN cargo build --release --locked && strip target/release/blf-bridge
+
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin blf \
+    && mkdir -p /etc/blf-bridge/profiles
+COPY --from=build /src/target/release/blf-bridge /usr/local/bin/blf-bridge
+COPY blf-bridge.example.toml /etc/blf-bridge/blf-bridge.example.toml
+COPY profiles/*.toml /usr/share/blf-bridge/profiles/
+USER blf
+EXPOSE 5060/udp 5060/tcp
+HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 \
+    CMD ["blf-bridge", "health", "--addr", "127.0.0.1:5060"]
+ENTRYPOINT ["blf-bridge"]
+CMD ["run", "--config", "/etc/blf-bridge/blf-bridge.toml"]
