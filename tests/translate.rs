@@ -812,6 +812,10 @@ fn last_phone_leaving_unsubscribes_upstream_after_linger() {
     let unsub = subscribes(&pbx.take(&mut sim));
     assert_eq!(unsub.len(), 2);
     assert!(unsub.iter().all(|s| s.expires().unwrap().unwrap() == 0 && s.to_tag().is_some()));
+    // the upstream's final NOTIFY for the ended subscription is still answered 200
+    let r = pbx.notify(&mut sim, "dialog", "terminated;reason=timeout", Some(DUMMY_IDLE));
+    assert_eq!(responses(&r), vec![200]);
+    assert!(sim.ep.subscriptions().target_by_aor("sip:1002@pbx.test").is_none());
 }
 
 // ------------------------------------------------------------------ profiles

@@ -79,6 +79,9 @@ pub struct SubscriptionManager {
     phone_index: HashMap<(String, String), u64>,
     /// Upstream Call-ID → (target, package).
     upstream_index: HashMap<String, (u64, Package)>,
+    /// Call-IDs of upstream subscriptions we just ended, with when: their last
+    /// NOTIFYs still get a 200 rather than a 481.
+    retired: HashMap<String, Instant>,
     timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
     timer_seq: u64,
     next_id: u64,
@@ -104,6 +107,7 @@ impl SubscriptionManager {
             phones: HashMap::new(),
             phone_index: HashMap::new(),
             upstream_index: HashMap::new(),
+            retired: HashMap::new(),
             timers: BinaryHeap::new(),
             timer_seq: 0,
             next_id: 1,
@@ -727,6 +731,13 @@ impl SubscriptionManager {
         }
     }
 
+    /// Remember an ended upstream dialog for a while (64·T1).
+    fn retire(&mut self, call_id: String, now: Instant) {
+        let keep = self.env.t1 * 64;
+        self.retired.retain(|_, at| now.saturating_duration_since(*at) < keep);
+        self.retired.insert(call_id, now);
+    }
+
     /// Start a fresh upstream dialog for this package (new Call-ID and tag).
     fn resubscribe_fresh(&mut self, target: u64, package: Package, now: Instant) {
         let call_id = format!("{}@blf-bridge", self.rng.token(20));
@@ -735,6 +746,7 @@ impl SubscriptionManager {
         let up = t.upstream_mut(package);
         let old = std::mem::replace(&mut up.call_id, call_id.clone());
         self.upstream_index.remove(&old);
+        let old_had_dialog = up.remote_tag.is_some();
         up.local_tag = tag;
         up.remote_tag = None;
         up.remote_target = None;
@@ -749,6 +761,9 @@ impl SubscriptionManager {
             t.dialog_stream.new_subscription();
         }
         self.upstream_index.insert(call_id, (target, package));
+        if old_had_dialog {
+            self.retire(old, now);
+        }
         self.send_subscribe(target, package, false, now);
     }
 
@@ -980,6 +995,11 @@ impl SubscriptionManager {
         let Some(cid) = msg.call_id() else { return false };
         let cid = String::from_utf8_lossy(cid).into_owned();
         let Some(&(target, package)) = self.upstream_index.get(&cid) else {
+            if self.retired.contains_key(&cid) && msg.method() == Some(&Method::Notify) {
+                let data = build::response(msg, 200, "OK", None, &[]);
+                self.respond(key, data);
+                return true;
+            }
             return false;
         };
         if msg.method() != Some(&Method::Notify) {
@@ -1186,6 +1206,8 @@ impl SubscriptionManager {
             self.by_aor.remove(&t.aor);
             self.upstream_index.remove(&t.dialog.call_id);
             self.upstream_index.remove(&t.presence.call_id);
+            self.retire(t.dialog.call_id, now);
+            self.retire(t.presence.call_id, now);
         }
     }
 }
