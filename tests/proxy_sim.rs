@@ -836,7 +836,7 @@ fn path_mode_when_the_phone_supports_it() {
 }
 
 #[test]
-fn registrar_ignoring_path_switches_new_phones_to_contact_rewriting() {
+fn registrar_ignoring_path_moves_phones_to_contact_rewriting() {
     let mut sim = Sim::new("");
     sim.udp_from(P1002, &register("1002", 5063, 1, "Supported: path\n"));
     let up = one(sim.take_to(UPSTREAM), "REGISTER");
@@ -851,7 +851,12 @@ fn registrar_ignoring_path_switches_new_phones_to_contact_rewriting() {
             "Contact: <sip:1002@127.0.0.1:5063;transport=udp>;expires=600\r\n",
         ),
     );
-    sim.take_to(P1002);
+    // the phone is asked to come back soon, so that its binding can move
+    let ok = one(sim.take_to(P1002), "200");
+    assert_eq!(
+        values(&ok, HeaderName::Contact),
+        ["<sip:1002@127.0.0.1:5063;transport=udp>;expires=60"]
+    );
     assert_eq!(sim.ep.proxy().registrations().registrar_path, Some(false));
     // that phone is still known by its Contact: the upstream's requests to it pass
     sim.udp_from(
@@ -863,7 +868,34 @@ fn registrar_ignoring_path_switches_new_phones_to_contact_rewriting() {
         Method::Invite
     ));
     assert_eq!(status(&one(sim.take_to(UPSTREAM), "100 Trying")), 100);
-    // a new phone offering Path gets its Contact rewritten instead
+    // its next REGISTER moves to a token Contact and removes the direct one
+    sim.udp_from(P1002, &register("1002", 5063, 2, "Supported: path\n"));
+    let up = one(sim.take_to(UPSTREAM), "re-REGISTER 1002");
+    assert!(up.header(HeaderName::Path).is_none());
+    let c = values(&up, HeaderName::Contact);
+    assert_eq!(c.len(), 2, "{c:?}");
+    assert!(c[0].starts_with("<sip:b-"));
+    assert_eq!(c[1], "<sip:1002@127.0.0.1:5063;transport=udp>;expires=0");
+    sim.udp_from(
+        UPSTREAM,
+        &reply(
+            &up,
+            200,
+            "OK",
+            Some("k"),
+            &format!("Contact: {};expires=600\r\n", c[0]),
+        ),
+    );
+    let ok = one(sim.take_to(P1002), "200");
+    assert_eq!(
+        values(&ok, HeaderName::Contact),
+        ["<sip:1002@127.0.0.1:5063;transport=udp>;expires=600"]
+    );
+    // and the one after that is an ordinary refresh
+    sim.udp_from(P1002, &register("1002", 5063, 3, "Supported: path\n"));
+    let up = one(sim.take_to(UPSTREAM), "refresh 1002");
+    assert_eq!(values(&up, HeaderName::Contact), [c[0].clone()]);
+    // a new phone offering Path gets its Contact rewritten from the start
     sim.udp_from(P1001, &register("1001", 5062, 1, "Supported: path\n"));
     let up = one(sim.take_to(UPSTREAM), "REGISTER 1001");
     assert!(up.header(HeaderName::Path).is_none());
@@ -1147,4 +1179,130 @@ Content-Length: 0
     assert_eq!(status(&r), 403);
     assert!(sim.pending.is_empty(), "{:?}", sim.pending);
     assert_eq!(sim.ep.proxy().stats().forbidden, 1);
+}
+
+#[test]
+fn cancel_from_the_upstream_reaches_the_ringing_phone() {
+    let mut sim = Sim::new("");
+    let contact = register_phone(&mut sim, "1001", 5062, "");
+    let tok_uri = contact
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_string();
+    sim.udp_from(UPSTREAM, &inbound_invite(&tok_uri, "ic"));
+    sim.take_to(UPSTREAM);
+    let inv = one(sim.take_to(P1001), "INVITE to phone");
+    sim.udp_from(P1001, &reply(&inv, 180, "Ringing", Some("pc"), ""));
+    sim.take_to(UPSTREAM);
+    // the caller gives up: the upstream CANCELs hop-by-hop to the bridge
+    sim.udp_from(
+        UPSTREAM,
+        &format!(
+            "CANCEL {tok_uri} SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKkic
+Max-Forwards: 70
+From: <sip:1003@pbx.test>;tag=cic
+To: <sip:1001@pbx.test>
+Call-ID: ic@caller
+CSeq: 1 CANCEL
+Content-Length: 0
+
+"
+        ),
+    );
+    assert_eq!(status(&one(sim.take_to(UPSTREAM), "200 CANCEL")), 200);
+    let c = one(sim.take_to(P1001), "CANCEL to phone");
+    assert!(is_method(&c, Method::Cancel));
+    assert_eq!(c.branch(), inv.branch());
+    assert_eq!(
+        ruri(&c),
+        ruri(&inv),
+        "the CANCEL names what the INVITE named"
+    );
+    sim.udp_from(P1001, &reply(&c, 200, "OK", Some("pc"), ""));
+    sim.udp_from(
+        P1001,
+        &reply(&inv, 487, "Request Terminated", Some("pc"), ""),
+    );
+    let r = one(sim.take_to(UPSTREAM), "487 upstream");
+    assert_eq!((status(&r), r.vias().count()), (487, 1));
+    assert!(is_method(
+        &one(sim.take_to(P1001), "ACK for 487"),
+        Method::Ack
+    ));
+}
+
+#[test]
+fn options_to_the_bridge_is_answered_and_options_to_a_user_is_proxied() {
+    let mut sim = Sim::new("");
+    let opt = |ruri: &str, b: &str| {
+        format!(
+            "OPTIONS {ruri} SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK{b};rport
+Max-Forwards: 70
+From: <sip:1001@pbx.test>;tag=o{b}
+To: <{ruri}>
+Call-ID: {b}@phone
+CSeq: 1 OPTIONS
+Content-Length: 0
+
+"
+        )
+    };
+    sim.udp_from(P1001, &opt("sip:127.0.0.1:5060", "ka1"));
+    assert_eq!(status(&one(sim.take_to(P1001), "200 from the bridge")), 200);
+    assert!(sim.take_to(UPSTREAM).is_empty());
+    // a user at the bridge's address: addressed to the upstream domain instead
+    sim.udp_from(P1001, &opt("sip:1002@127.0.0.1:5060", "ka2"));
+    let up = one(sim.take_to(UPSTREAM), "OPTIONS upstream");
+    assert_eq!(ruri(&up), "sip:1002@pbx.test");
+}
+
+#[test]
+fn tcp_phone_is_reached_on_its_connection_and_after_it_closes_on_its_contact() {
+    let mut sim = Sim::new("");
+    let phone_src = "127.0.0.1:40100";
+    let reg = register("1001", 5062, 1, "")
+        .replace("SIP/2.0/UDP 127.0.0.1:5062", "SIP/2.0/TCP 127.0.0.1:5062")
+        .replace(";transport=udp", ";transport=tcp");
+    sim.tcp_from(phone_src, 9, &reg);
+    let up = one(sim.take_to(UPSTREAM), "REGISTER");
+    let contact = values(&up, HeaderName::Contact).remove(0);
+    sim.udp_from(
+        UPSTREAM,
+        &reply(
+            &up,
+            200,
+            "OK",
+            Some("k"),
+            &format!("Contact: {contact};expires=600\r\n"),
+        ),
+    );
+    let (flow, ok) = sim.take_flows_to(phone_src).remove(0);
+    assert_eq!((status(&ok), flow.conn.map(|c| c.0)), (200, Some(9)));
+    let tok_uri = contact.trim_matches(['<', '>']).to_string();
+    sim.udp_from(UPSTREAM, &inbound_invite(&tok_uri, "t1"));
+    sim.take_to(UPSTREAM);
+    let (flow, inv) = sim.take_flows_to(phone_src).remove(0);
+    assert_eq!(
+        (flow.transport, flow.conn.map(|c| c.0)),
+        (Transport::Tcp, Some(9))
+    );
+    assert_eq!(inv.top_via().unwrap().unwrap().transport, "TCP");
+    // the connection drops: the next request opens one to the Contact's address
+    sim.ep.connection_closed(blf_bridge::flow::ConnId(9));
+    sim.udp_from(UPSTREAM, &inbound_invite(&tok_uri, "t2"));
+    sim.take_to(UPSTREAM);
+    let (flow, _) = one_flow(sim.take_flows_to(P1001));
+    assert_eq!((flow.transport, flow.conn), (Transport::Tcp, None));
+}
+
+fn one_flow(mut v: Vec<(Flow, SipMessage)>) -> (Flow, SipMessage) {
+    assert_eq!(
+        v.len(),
+        1,
+        "{:?}",
+        v.iter().map(|(_, m)| text(m)).collect::<Vec<_>>()
+    );
+    v.remove(0)
 }

@@ -160,7 +160,16 @@ struct RegCtx {
     /// Tokens of the request's Contacts, with the expiry each asked for.
     tokens: Vec<(String, Option<u32>)>,
     wildcard: bool,
+    /// Tokens whose directly registered Contact this request asks to remove.
+    removes_direct: Vec<String>,
+    /// The registrar ignored our Path: tell the phone to re-register soon, so
+    /// that the binding moves to Contact rewriting.
+    shorten: bool,
 }
+
+/// Expiry handed to a phone whose REGISTER the registrar accepted while ignoring
+/// our Path: its next REGISTER (then with a rewritten Contact) comes this soon.
+const PATH_FALLBACK_EXPIRES: u32 = 60;
 
 /// One forwarded request (a response context, §16.7).
 #[derive(Debug)]
@@ -531,8 +540,15 @@ impl Proxy {
                         OwnUser::Binding(t) => self.regs.get(t),
                         _ => None,
                     });
+            let registered = self.regs.by_phone_contact(eff_raw);
             target = if let Some(t) = &flow_token {
-                token::decode(&self.key, t).ok_or(Reject::new(403, "Forbidden"))?
+                let f = token::decode(&self.key, t).ok_or(Reject::new(403, "Forbidden"))?;
+                // The phone's current registration beats a Record-Route minted
+                // on a TCP connection that may be gone since.
+                match registered {
+                    Some(b) if f.conn.is_some() && b.flow.remote.ip() == f.remote.ip() => b.flow,
+                    _ => f,
+                }
             } else if let Some(t) = &path_token {
                 self.regs
                     .get(t)
@@ -540,7 +556,7 @@ impl Proxy {
                     .ok_or(Reject::new(403, "Forbidden"))?
             } else if let Some(b) = ruri_binding {
                 b.flow
-            } else if let Some(b) = self.regs.by_phone_contact(eff_raw) {
+            } else if let Some(b) = registered {
                 b.flow
             } else {
                 return Err(Reject::new(403, "Forbidden"));
@@ -639,6 +655,9 @@ impl Proxy {
             for (span, with) in &r.contact_edits {
                 e.replace_span(*span, with.as_bytes());
             }
+            for c in &r.extra_contacts {
+                e.append_header("Contact", c.as_bytes());
+            }
             if let Some(p) = &r.path {
                 e.push_path(p.as_bytes());
             }
@@ -690,6 +709,8 @@ impl Proxy {
         );
         let mut edits = Vec::new();
         let mut tokens = Vec::new();
+        let mut removes_direct = Vec::new();
+        let mut extra_contacts = Vec::new();
         for (_, c) in &contacts {
             let uri = String::from_utf8_lossy(c.uri).into_owned();
             let rng = &mut self.rng;
@@ -697,6 +718,12 @@ impl Proxy {
                 .regs
                 .upsert(&aor, &uri, phone, mode, || rng.token(16), now);
             let token = b.token.clone();
+            if mode == BindingMode::Contact && b.direct_registered {
+                // The registrar holds the phone's own Contact from a REGISTER whose
+                // Path it ignored: replace it with the token Contact.
+                extra_contacts.push(format!("<{uri}>;expires=0"));
+                removes_direct.push(token.clone());
+            }
             let asked = c
                 .params
                 .value("expires")
@@ -720,6 +747,7 @@ impl Proxy {
             .flatten();
         RegisterEdit {
             contact_edits: edits,
+            extra_contacts,
             path,
             ctx: RegCtx {
                 aor,
@@ -727,6 +755,8 @@ impl Proxy {
                 mode,
                 tokens,
                 wildcard,
+                removes_direct,
+                shorten: false,
             },
         }
     }
@@ -861,8 +891,11 @@ impl Proxy {
             }
             f.final_code = Some(code);
             let register = f.register.clone();
-            if let Some(r) = register.filter(|_| (200..300).contains(&code)) {
-                self.registered(&r, msg, now);
+            if let Some(r) = register.filter(|_| (200..300).contains(&code))
+                && self.registered(&r, msg, now)
+                && let Some(reg) = self.ctxs.get_mut(&id).and_then(|f| f.register.as_mut())
+            {
+                reg.shorten = true;
             }
             self.relay(id, msg, code);
             self.remove_ctx(id);
@@ -888,8 +921,20 @@ impl Proxy {
             let line = msg.start_line_span();
             e.replace_span(line, b"SIP/2.0 500 Server Internal Error\r\n");
         }
-        if let Some(r) = reg.filter(|_| (200..300).contains(&code)) {
-            let _ = r;
+        if let Some(r) = reg.filter(|r| r.shorten && (200..300).contains(&code)) {
+            for (span, c) in msg.contacts() {
+                let Ok(c) = c else { continue };
+                let mine = r.tokens.iter().any(|(t, _)| {
+                    self.regs
+                        .get(t.as_bytes())
+                        .is_some_and(|b| b.contact.as_bytes().eq_ignore_ascii_case(c.uri))
+                });
+                if mine {
+                    e.replace_span(span, &with_expires(&c, PATH_FALLBACK_EXPIRES));
+                }
+            }
+        }
+        if reg.is_some() && (200..300).contains(&code) {
             let here = self.here();
             for (_, c) in msg.contacts() {
                 let Ok(c) = c else { continue };
@@ -932,15 +977,22 @@ impl Proxy {
         });
     }
 
-    /// A REGISTER got a 2xx: update the bindings it names.
-    fn registered(&mut self, r: &RegCtx, msg: &SipMessage, now: Instant) {
+    /// A REGISTER got a 2xx: update the bindings it names. Returns whether the
+    /// registrar ignored the Path of this REGISTER.
+    fn registered(&mut self, r: &RegCtx, msg: &SipMessage, now: Instant) -> bool {
         let default = msg.expires().and_then(|e| e.ok()).unwrap_or(3600);
         if r.wildcard {
             for t in self.regs.tokens_of(&r.aor) {
                 self.regs.remove(&t);
             }
-            return;
+            return false;
         }
+        for t in &r.removes_direct {
+            if let Some(b) = self.regs.get_mut(t) {
+                b.direct_registered = false;
+            }
+        }
+        let mut path_ignored = false;
         if r.mode == BindingMode::Path && !r.tokens.is_empty() {
             let ours = {
                 let here = self.here();
@@ -958,11 +1010,12 @@ impl Proxy {
                     tracing::info!("the registrar supports Path (RFC 3327)");
                 } else {
                     tracing::warn!(
-                        "the registrar ignored our Path header: new registrations will use Contact rewriting"
+                        "the registrar ignored our Path header: registrations move to Contact rewriting (phones are asked to re-register within a minute)"
                     );
                 }
                 self.regs.registrar_path = Some(ours);
             }
+            path_ignored = !ours;
         }
         // What the registrar granted, per token.
         let mut granted: HashMap<String, u32> = HashMap::new();
@@ -1009,10 +1062,17 @@ impl Proxy {
                 None => 0,
             };
             match self.regs.confirm(t, r.flow, exp, now) {
-                Some(at) => self.schedule(at, TimerRef::Binding(t.clone())),
+                Some(at) => {
+                    self.schedule(at, TimerRef::Binding(t.clone()));
+                    if path_ignored && let Some(b) = self.regs.get_mut(t) {
+                        b.mode = BindingMode::Contact;
+                        b.direct_registered = true;
+                    }
+                }
                 None => tracing::debug!(token = %t, "binding removed"),
             }
         }
+        path_ignored
     }
 
     /// A response that matches no client transaction (e.g. a retransmitted 2xx
@@ -1212,8 +1272,41 @@ impl Proxy {
 /// The edits for a REGISTER and what its 2xx must update.
 struct RegisterEdit {
     contact_edits: Vec<(crate::sip::Span, String)>,
+    /// Contact values to add (removals of directly registered Contacts).
+    extra_contacts: Vec<String>,
     path: Option<String>,
     ctx: RegCtx,
+}
+
+/// A Contact value with its `expires` parameter lowered to at most `secs`.
+fn with_expires(c: &NameAddr<'_>, secs: u32) -> Vec<u8> {
+    let mut v = Vec::with_capacity(c.uri.len() + c.params.raw.len() + 16);
+    if let Some(d) = c.display {
+        v.extend_from_slice(d);
+        v.push(b' ');
+    }
+    v.push(b'<');
+    v.extend_from_slice(c.uri);
+    v.push(b'>');
+    let mut seen = false;
+    for (name, value) in c.params.iter() {
+        v.push(b';');
+        v.extend_from_slice(name);
+        if name.eq_ignore_ascii_case(b"expires") {
+            seen = true;
+            let granted = value
+                .and_then(|x| crate::sip::typed::parse_delta(x).ok())
+                .unwrap_or(secs);
+            v.extend_from_slice(format!("={}", granted.min(secs)).as_bytes());
+        } else if let Some(val) = value {
+            v.push(b'=');
+            v.extend_from_slice(val);
+        }
+    }
+    if !seen {
+        v.extend_from_slice(format!(";expires={secs}").as_bytes());
+    }
+    v
 }
 
 /// A Request-URI that names the bridge, re-addressed to the upstream domain

@@ -11,6 +11,10 @@
 //!   `sip:b-<token>@bridge`; the 2xx's Contact list gets the original URIs back
 //!   so that the phone recognises its bindings.
 //!
+//! A registrar that ignores Path (no Path echoed in its 2xx) is remembered: the
+//! phone is told to come back within a minute, and its next REGISTER carries a
+//! token Contact plus the removal of its directly registered one.
+//!
 //! A binding's token is stable: a re-REGISTER of the same Contact for the same
 //! AoR reuses it (and so does the retry after a 401), and the binding expires with
 //! the registrar's binding (the expiry the 2xx grants). All of it is plain data
@@ -46,6 +50,10 @@ pub struct Binding {
     pub mode: BindingMode,
     /// The registrar accepted it at least once.
     pub confirmed: bool,
+    /// The registrar ignored our Path and holds the phone's own Contact: the next
+    /// REGISTER switches the binding to Contact rewriting and removes that one.
+    #[serde(default)]
+    pub direct_registered: bool,
     #[serde(with = "instant_serde")]
     pub expires_at: Instant,
 }
@@ -60,6 +68,9 @@ pub struct Registrations {
     /// (AoR, Contact URI) → token. Rebuilt on restore.
     #[serde(skip)]
     by_contact: HashMap<(String, String), String>,
+    /// Lower-cased Contact URI → token. Rebuilt on restore.
+    #[serde(skip)]
+    by_uri: HashMap<String, String>,
 }
 
 /// How long a binding the registrar has not yet accepted is kept (covers the
@@ -73,6 +84,11 @@ impl Registrations {
             .bindings
             .values()
             .map(|b| ((b.aor.clone(), b.contact.clone()), b.token.clone()))
+            .collect();
+        self.by_uri = self
+            .bindings
+            .values()
+            .map(|b| (b.contact.to_ascii_lowercase(), b.token.clone()))
             .collect();
     }
 
@@ -90,9 +106,8 @@ impl Registrations {
 
     /// A binding whose phone Contact is exactly `uri` (any AoR).
     pub fn by_phone_contact(&self, uri: &[u8]) -> Option<&Binding> {
-        self.bindings
-            .values()
-            .find(|b| b.contact.as_bytes().eq_ignore_ascii_case(uri))
+        let uri = std::str::from_utf8(uri).ok()?.to_ascii_lowercase();
+        self.by_uri.get(&uri).and_then(|t| self.bindings.get(t))
     }
 
     /// The binding for (AoR, Contact): the existing one, or a new pending one
@@ -120,10 +135,13 @@ impl Registrations {
                         flow,
                         mode,
                         confirmed: false,
+                        direct_registered: false,
                         expires_at: now + PENDING_LIFETIME,
                     },
                 );
                 self.by_contact.insert(key, token.clone());
+                self.by_uri
+                    .insert(contact.to_ascii_lowercase(), token.clone());
                 token
             }
         };
@@ -158,10 +176,19 @@ impl Registrations {
         Some(b.expires_at)
     }
 
+    pub fn get_mut(&mut self, token: &str) -> Option<&mut Binding> {
+        self.bindings.get_mut(token)
+    }
+
     pub fn remove(&mut self, token: &str) -> Option<Binding> {
         let b = self.bindings.remove(token)?;
-        if self.by_contact.get(&(b.aor.clone(), b.contact.clone())) == Some(&b.token) {
-            self.by_contact.remove(&(b.aor.clone(), b.contact.clone()));
+        let key = (b.aor.clone(), b.contact.clone());
+        if self.by_contact.get(&key) == Some(&b.token) {
+            self.by_contact.remove(&key);
+        }
+        let uri = b.contact.to_ascii_lowercase();
+        if self.by_uri.get(&uri) == Some(&b.token) {
+            self.by_uri.remove(&uri);
         }
         Some(b)
     }
