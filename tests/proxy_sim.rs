@@ -515,11 +515,18 @@ fn call_between_two_phones_spirals_through_the_bridge() {
         "INVITE sip:1002@pbx.test SIP/2.0",
         &format!("INVITE {} SIP/2.0", c1002.trim_matches(['<', '>'])),
     );
-    let back = text_up.replacen(
-        "Via: ",
-        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKspk\r\nVia: ",
-        1,
-    );
+    // (and record-routes itself)
+    let back = text_up
+        .replacen(
+            "Via: ",
+            "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKspk\r\nVia: ",
+            1,
+        )
+        .replacen(
+            "Record-Route: ",
+            "Record-Route: <sip:127.0.0.1:5070;lr>\r\nRecord-Route: ",
+            1,
+        );
     sim.raw_from(Flow::udp(addr(UPSTREAM)), back.as_bytes());
     sim.take_to(UPSTREAM);
     let at_1002 = one(
@@ -528,11 +535,46 @@ fn call_between_two_phones_spirals_through_the_bridge() {
     );
     assert_eq!(ruri(&at_1002), "sip:1002@127.0.0.1:5063;transport=udp");
     assert_eq!(at_1002.vias().count(), 4);
-    assert_eq!(
-        values(&at_1002, HeaderName::RecordRoute).len(),
-        2,
-        "the bridge record-routes each pass"
+    let rr = values(&at_1002, HeaderName::RecordRoute);
+    assert_eq!(rr.len(), 3, "the bridge record-routes each pass: {rr:?}");
+    assert_ne!(rr[0], rr[2], "each pass names its own phone");
+
+    // 1001 hangs up along its route set (the Record-Route reversed): the BYE
+    // passes the bridge twice with the same Request-URI, a spiral again
+    sim.udp_from(
+        P1001,
+        &format!(
+            "BYE sip:1002@127.0.0.1:5063 SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKspbye;rport
+Route: {}, {}, {}
+Max-Forwards: 70
+From: <sip:1001@pbx.test>;tag=o1
+To: <sip:1002@pbx.test>;tag=t1002
+Call-ID: out1@phone
+CSeq: 2 BYE
+Content-Length: 0
+
+",
+            rr[2], rr[1], rr[0]
+        ),
     );
+    let bye = one(sim.take_to(UPSTREAM), "BYE upstream");
+    assert_eq!(
+        values(&bye, HeaderName::Route),
+        [rr[1].clone(), rr[0].clone()]
+    );
+    // the upstream pops itself and routes to the bridge again
+    let again = text(&bye)
+        .replacen(
+            "Via: ",
+            "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKspk2\r\nVia: ",
+            1,
+        )
+        .replace(&format!("{}, ", rr[1]), "");
+    sim.raw_from(Flow::udp(addr(UPSTREAM)), again.as_bytes());
+    let b = one(sim.take_to(P1002), "BYE reaches 1002");
+    assert!(is_method(&b, Method::Bye));
+    assert!(b.header(HeaderName::Route).is_none());
     assert_eq!(sim.ep.proxy().stats().loops, 0);
 }
 

@@ -153,10 +153,13 @@ impl Here<'_> {
 }
 
 /// FNV-1a 64 over the fields RFC 3261 §16.6 step 8 names for loop detection:
-/// Request-URI, Call-ID, From tag, To tag, CSeq number, Proxy-Require. (The
-/// topmost Via and Proxy-Authorization are left out on purpose: the first
-/// differs on every hop and the second when a phone answers a challenge, which
-/// would hide a real loop.)
+/// Request-URI, Call-ID, From tag, To tag, CSeq number, Proxy-Require — plus
+/// the Route set as received. (The topmost Via and Proxy-Authorization are left
+/// out on purpose: the first differs on every hop and the second when a phone
+/// answers a challenge, which would hide a real loop.) The Route set matters
+/// for in-dialog requests between two phones of the bridge: the request passes
+/// the bridge twice with the same Request-URI, but with a shorter Route set the
+/// second time — a spiral, not a loop.
 pub fn loop_hash(msg: &SipMessage) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |b: &[u8]| {
@@ -176,6 +179,9 @@ pub fn loop_hash(msg: &SipMessage) -> u64 {
     eat(&seq.to_be_bytes());
     for t in msg.option_tags(HeaderName::ProxyRequire) {
         eat(t);
+    }
+    for r in msg.values(HeaderName::Route) {
+        eat(msg.slice(r));
     }
     h
 }
