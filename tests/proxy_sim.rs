@@ -1348,3 +1348,53 @@ fn one_flow(mut v: Vec<(Flow, SipMessage)>) -> (Flow, SipMessage) {
     );
     v.remove(0)
 }
+
+#[test]
+fn in_dialog_refer_with_replaces_info_and_update_pass_untouched() {
+    let mut sim = Sim::new("");
+    let rr = "<sip:127.0.0.1:5070;lr>";
+    for (method, extra) in [
+        (
+            "REFER",
+            "Refer-To: <sip:1003@pbx.test?Replaces=abc%40host%3Bto-tag%3D1%3Bfrom-tag%3D2>\nReferred-By: <sip:1001@pbx.test>\n",
+        ),
+        ("INFO", "Content-Type: application/dtmf-relay\n"),
+        ("UPDATE", "Supported: timer\n"),
+        ("PRACK", "RAck: 1 1 INVITE\n"),
+    ] {
+        let req = format!(
+            "{method} sip:1002@127.0.0.1:5063 SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK{method}1
+Route: <sip:f-whatever@127.0.0.1:5060;lr>, {rr}
+Max-Forwards: 70
+From: <sip:1001@pbx.test>;tag=d1
+To: <sip:1002@pbx.test>;tag=d2
+Call-ID: dlg1@phone
+CSeq: 5 {method}
+{extra}Content-Length: 0
+
+"
+        );
+        sim.udp_from(P1001, &req);
+        let up = one(sim.take_to(UPSTREAM), method);
+        assert_eq!(up.method().unwrap().as_str(), method);
+        assert_eq!(values(&up, HeaderName::Route), [rr]);
+        // everything but Via, Max-Forwards and Route is as the phone sent it
+        let strip = |m: &SipMessage| -> Vec<String> {
+            text(m)
+                .split("\r\n")
+                .filter(|l| {
+                    !l.starts_with("Via:")
+                        && !l.starts_with("Max-Forwards:")
+                        && !l.starts_with("Route:")
+                })
+                .map(str::to_owned)
+                .collect()
+        };
+        let orig = SipMessage::parse(Bytes::from(req.replace('\n', "\r\n"))).unwrap();
+        assert_eq!(strip(&up), strip(&orig), "{method}");
+        assert!(up.header(HeaderName::RecordRoute).is_none());
+        sim.udp_from(UPSTREAM, &reply(&up, 200, "OK", None, ""));
+        assert_eq!(status(&one(sim.take_to(P1001), "200")), 200);
+    }
+}
