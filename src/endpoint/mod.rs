@@ -103,6 +103,7 @@ impl Endpoint {
                 profiles,
                 local: local.clone(),
                 upstream,
+                t1: timers.t1,
             },
             rng.next_u64(),
         );
@@ -213,7 +214,7 @@ impl Endpoint {
             }
             RequestDisposition::Ack => {
                 // ACK for a 2xx (or stray): routed by the proxy
-                self.proxy.on_ack(&msg, from, now);
+                self.proxy.on_ack(&msg, from, from_upstream, now);
                 return;
             }
         };
@@ -422,6 +423,10 @@ impl Endpoint {
                         }
                     }
                     proxy::Out::Stateless { flow, data } => self.out.push_back(Transmit { flow, data }),
+                    proxy::Out::TerminateClient { key } => {
+                        self.txl.terminate_client(&key);
+                        self.owners.remove(&key);
+                    }
                 }
             }
             while let Some(ev) = self.txl.poll_event() {

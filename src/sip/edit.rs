@@ -232,7 +232,10 @@ impl<'m> Editor<'m> {
         let buf = self.msg.buffer();
         let start = self.msg.start_line_span().start as usize;
         let end = self.msg.body_span().end as usize;
-        self.splices.sort_by_key(|s| (s.at.start, s.seq));
+        // At one offset, insertions go before a replacement that starts there (else
+        // the replacement would move past the offset and the insertion be lost).
+        self.splices
+            .sort_by_key(|s| (s.at.start, s.at.end > s.at.start, s.seq));
         let extra: usize = self.splices.iter().map(|s| s.data.len()).sum();
         let mut out = BytesMut::with_capacity(end - start + extra);
         let mut pos = start;
@@ -348,6 +351,18 @@ l: 4\r\n\r\n\x00\x01\xff\xfe";
         );
         let m = parse("OPTIONS sip:a@b SIP/2.0\r\nl: 0\r\n\r\nINVITE junk");
         assert_eq!(&Editor::new(&m).finish()[..], b"OPTIONS sip:a@b SIP/2.0\r\nl: 0\r\n\r\n");
+    }
+
+    #[test]
+    fn insertion_where_a_removed_line_starts_is_kept() {
+        // Record-Route goes after the last Via, which is where the Route line starts.
+        let m = parse("NOTIFY sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nRoute: <sip:us;lr>\r\nl: 0\r\n\r\n");
+        let mut e = Editor::new(&m);
+        e.pop_route().push_record_route(b"<sip:us;lr>");
+        assert_eq!(
+            &e.finish()[..],
+            b"NOTIFY sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nRecord-Route: <sip:us;lr>\r\nl: 0\r\n\r\n"
+        );
     }
 
     #[test]
