@@ -259,11 +259,19 @@ impl Cidr {
         };
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
                 u128::from(n) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -362,17 +370,21 @@ impl Config {
         let listen_span = raw.listen.span();
         let rl = raw.listen.into_inner();
         let addr = |v: &Option<Spanned<String>>, key: &str, errors: &mut Vec<ConfigError>| {
-            v.as_ref().and_then(|s| match s.get_ref().parse::<SocketAddr>() {
-                Ok(a) => Some(a),
-                Err(_) => {
-                    err_at(
-                        errors,
-                        s.span().start,
-                        format!("listen.{key}: '{}' is not an address:port (e.g. \"0.0.0.0:5060\")", s.get_ref()),
-                    );
-                    None
-                }
-            })
+            v.as_ref()
+                .and_then(|s| match s.get_ref().parse::<SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        err_at(
+                            errors,
+                            s.span().start,
+                            format!(
+                                "listen.{key}: '{}' is not an address:port (e.g. \"0.0.0.0:5060\")",
+                                s.get_ref()
+                            ),
+                        );
+                        None
+                    }
+                })
         };
         let udp = addr(&rl.udp, "udp", &mut errors);
         let tcp = addr(&rl.tcp, "tcp", &mut errors);
@@ -391,20 +403,36 @@ impl Config {
         let (proxy_host, proxy_port) = match split_host_port(ru.proxy.get_ref()) {
             Ok(hp) => hp,
             Err(m) => {
-                err_at(&mut errors, ru.proxy.span().start, format!("upstream.proxy: {m}"));
+                err_at(
+                    &mut errors,
+                    ru.proxy.span().start,
+                    format!("upstream.proxy: {m}"),
+                );
                 (String::new(), 5060)
             }
         };
         if ru.domain.get_ref().trim().is_empty() {
-            err_at(&mut errors, ru.domain.span().start, "upstream.domain must not be empty".into());
+            err_at(
+                &mut errors,
+                ru.domain.span().start,
+                "upstream.domain must not be empty".into(),
+            );
         }
-        let transport = match ru.transport.as_ref().map(|t| t.get_ref().to_ascii_lowercase()) {
+        let transport = match ru
+            .transport
+            .as_ref()
+            .map(|t| t.get_ref().to_ascii_lowercase())
+        {
             None => Transport::Udp,
             Some(t) if t == "udp" => Transport::Udp,
             Some(t) if t == "tcp" => Transport::Tcp,
             Some(t) => {
                 let span = ru.transport.as_ref().map(|s| s.span().start).unwrap_or(0);
-                err_at(&mut errors, span, format!("upstream.transport: '{t}' is not udp or tcp"));
+                err_at(
+                    &mut errors,
+                    span,
+                    format!("upstream.transport: '{t}' is not udp or tcp"),
+                );
                 Transport::Udp
             }
         };
@@ -427,7 +455,11 @@ impl Config {
             None | Some("offline") => EmptyPresence::Offline,
             Some("unknown") => EmptyPresence::Unknown,
             Some(o) => {
-                let span = ru.empty_presence.as_ref().map(|s| s.span().start).unwrap_or(0);
+                let span = ru
+                    .empty_presence
+                    .as_ref()
+                    .map(|s| s.span().start)
+                    .unwrap_or(0);
                 err_at(
                     &mut errors,
                     span,
@@ -454,7 +486,11 @@ impl Config {
             None => 30,
             Some(v) if *v.get_ref() >= 5 => *v.get_ref(),
             Some(v) => {
-                err_at(&mut errors, v.span().start, "upstream.keepalive_interval must be >= 5 seconds".into());
+                err_at(
+                    &mut errors,
+                    v.span().start,
+                    "upstream.keepalive_interval must be >= 5 seconds".into(),
+                );
                 30
             }
         };
@@ -472,7 +508,10 @@ impl Config {
                         err_at(
                             &mut errors,
                             span,
-                            format!("account '{}': environment variable {var} is not set", a.user),
+                            format!(
+                                "account '{}': environment variable {var} is not set",
+                                a.user
+                            ),
                         );
                         None
                     }
@@ -481,7 +520,10 @@ impl Config {
                     err_at(
                         &mut errors,
                         span,
-                        format!("account '{}': give password or password_env, not both", a.user),
+                        format!(
+                            "account '{}': give password or password_env, not both",
+                            a.user
+                        ),
                     );
                     None
                 }
@@ -514,20 +556,34 @@ impl Config {
             max_expires: rs.max_expires.unwrap_or(d.max_expires),
             default_expires: rs.default_expires.unwrap_or(d.default_expires),
             upstream_expires: rs.upstream_expires.unwrap_or(d.upstream_expires),
-            first_notify_timeout_ms: rs.first_notify_timeout_ms.unwrap_or(d.first_notify_timeout_ms),
+            first_notify_timeout_ms: rs
+                .first_notify_timeout_ms
+                .unwrap_or(d.first_notify_timeout_ms),
             linger_s: rs.linger.unwrap_or(d.linger_s),
             retry_min_s: rs.retry_min.unwrap_or(d.retry_min_s),
             retry_max_s: rs.retry_max.unwrap_or(d.retry_max_s),
         };
         let sub_line = text.find("[subscriptions]").unwrap_or(0);
         if subscriptions.min_expires > subscriptions.max_expires {
-            err_at(&mut errors, sub_line, "subscriptions.min_expires is larger than max_expires".into());
+            err_at(
+                &mut errors,
+                sub_line,
+                "subscriptions.min_expires is larger than max_expires".into(),
+            );
         }
         if subscriptions.upstream_expires < 30 {
-            err_at(&mut errors, sub_line, "subscriptions.upstream_expires must be >= 30 seconds".into());
+            err_at(
+                &mut errors,
+                sub_line,
+                "subscriptions.upstream_expires must be >= 30 seconds".into(),
+            );
         }
         if subscriptions.retry_min_s == 0 || subscriptions.retry_min_s > subscriptions.retry_max_s {
-            err_at(&mut errors, sub_line, "subscriptions: need 0 < retry_min <= retry_max".into());
+            err_at(
+                &mut errors,
+                sub_line,
+                "subscriptions: need 0 < retry_min <= retry_max".into(),
+            );
         }
 
         // [security]
@@ -557,7 +613,11 @@ impl Config {
         }
         Ok(Config {
             source: file.to_string(),
-            listen: Listen { udp, tcp, advertise },
+            listen: Listen {
+                udp,
+                tcp,
+                advertise,
+            },
             upstream: Upstream {
                 proxy: ru.proxy.into_inner(),
                 proxy_host,
@@ -663,7 +723,11 @@ dir = "/etc/blf-bridge/profiles"
         let bad = GOOD.replace("udp = \"127.0.0.1:5060\"", "udp = \"localhost\"");
         let e = Config::parse(&bad, "t.toml", &env).unwrap_err();
         assert_eq!(e[0].line, 3, "{e:?}");
-        assert!(e[0].to_string().starts_with("t.toml:3: listen.udp"), "{}", e[0]);
+        assert!(
+            e[0].to_string().starts_with("t.toml:3: listen.udp"),
+            "{}",
+            e[0]
+        );
 
         let bad = GOOD.replace("transport = \"udp\"", "transport = \"sctp\"");
         let e = Config::parse(&bad, "t.toml", &env).unwrap_err();
@@ -689,9 +753,21 @@ dir = "/etc/blf-bridge/profiles"
         assert!(c.contains("192.168.44.1".parse().unwrap()));
         assert!(!c.contains("192.169.0.1".parse().unwrap()));
         assert!(c.contains("::ffff:192.168.1.1".parse().unwrap()));
-        assert!(Cidr::parse("fc00::/7").unwrap().contains("fd12::1".parse().unwrap()));
-        assert!(Cidr::parse("10.0.0.1").unwrap().contains("10.0.0.1".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(
+            Cidr::parse("fc00::/7")
+                .unwrap()
+                .contains("fd12::1".parse().unwrap())
+        );
+        assert!(
+            Cidr::parse("10.0.0.1")
+                .unwrap()
+                .contains("10.0.0.1".parse().unwrap())
+        );
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("nonsense").is_err());
     }

@@ -40,10 +40,13 @@ fn free_port() -> u16 {
 
 fn start_bridge() -> Bridge {
     let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
-    upstream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    upstream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let up_port = upstream.local_addr().unwrap().port();
     let port = free_port();
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("loopback-{}-{port}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("loopback-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("bridge.toml");
     std::fs::write(
@@ -71,7 +74,9 @@ fn start_bridge() -> Bridge {
     };
     // wait until it answers OPTIONS
     let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
-    probe.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let until = Instant::now() + WAIT;
     let mut buf = [0u8; 4096];
     loop {
@@ -120,7 +125,11 @@ fn recv_until(sock: &UdpSocket, prefix: &[u8]) -> Vec<u8> {
                 return buf[..n].to_vec();
             }
         }
-        assert!(Instant::now() < until, "no {:?} within {WAIT:?}", String::from_utf8_lossy(prefix));
+        assert!(
+            Instant::now() < until,
+            "no {:?} within {WAIT:?}",
+            String::from_utf8_lossy(prefix)
+        );
     }
 }
 
@@ -148,21 +157,33 @@ fn upstream_subscriptions(b: &Bridge, for_at_least: Duration) -> Vec<String> {
 fn subscribe_over_udp_with_an_absorbed_retransmission() {
     let b = start_bridge();
     let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
-    phone.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    phone
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let local = phone.local_addr().unwrap();
     let req = subscribe("UDP", local, "z9hG4bKloopudp1", "loop-udp-1");
-    phone.send_to(req.as_bytes(), ("127.0.0.1", b.port)).unwrap();
+    phone
+        .send_to(req.as_bytes(), ("127.0.0.1", b.port))
+        .unwrap();
     let ok1 = recv_until(&phone, b"SIP/2.0 ");
     let text1 = String::from_utf8_lossy(&ok1).into_owned();
     assert!(text1.starts_with("SIP/2.0 200 OK\r\n"), "{text1}");
-    assert!(text1.contains(&format!("received=127.0.0.1;rport={}", local.port())), "RFC 3581 stamped: {text1}");
+    assert!(
+        text1.contains(&format!("received=127.0.0.1;rport={}", local.port())),
+        "RFC 3581 stamped: {text1}"
+    );
     assert!(text1.contains("Expires: 600\r\n"));
     assert!(text1.contains("To: <sip:1002@pbx.test>;tag="));
 
     // the phone did not hear the 200 and retransmits the very same request
-    phone.send_to(req.as_bytes(), ("127.0.0.1", b.port)).unwrap();
+    phone
+        .send_to(req.as_bytes(), ("127.0.0.1", b.port))
+        .unwrap();
     let ok2 = recv_until(&phone, b"SIP/2.0 ");
-    assert_eq!(ok1, ok2, "the server transaction answers from its stored 200");
+    assert_eq!(
+        ok1, ok2,
+        "the server transaction answers from its stored 200"
+    );
 
     // one phone subscription → exactly one dialog + one presence subscription
     let ids = upstream_subscriptions(&b, Duration::from_millis(1500));
@@ -173,7 +194,8 @@ fn subscribe_over_udp_with_an_absorbed_retransmission() {
 fn subscribe_over_tcp() {
     let b = start_bridge();
     let mut s = TcpStream::connect(("127.0.0.1", b.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let local = s.local_addr().unwrap();
     let req = subscribe("TCP", local, "z9hG4bKlooptcp1", "loop-tcp-1");
     s.write_all(req.as_bytes()).unwrap();
@@ -191,8 +213,14 @@ fn subscribe_over_tcp() {
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("SIP/2.0 200 OK\r\n"), "{text}");
     assert!(text.contains("Via: SIP/2.0/TCP"));
-    assert!(text.contains(";transport=tcp>"), "our Contact says TCP: {text}");
-    assert_eq!(upstream_subscriptions(&b, Duration::from_millis(1500)).len(), 2);
+    assert!(
+        text.contains(";transport=tcp>"),
+        "our Contact says TCP: {text}"
+    );
+    assert_eq!(
+        upstream_subscriptions(&b, Duration::from_millis(1500)).len(),
+        2
+    );
 }
 
 #[test]
@@ -202,12 +230,22 @@ fn health_command_probes_a_running_bridge() {
         .args(["health", "--addr", &format!("127.0.0.1:{}", b.port)])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("SIP/2.0 200"));
     drop(b);
     let dead = UdpSocket::bind("127.0.0.1:0").unwrap(); // bound, never answers
     let out = Command::new(BIN)
-        .args(["health", "--timeout-ms", "600", "--addr", &dead.local_addr().unwrap().to_string()])
+        .args([
+            "health",
+            "--timeout-ms",
+            "600",
+            "--addr",
+            &dead.local_addr().unwrap().to_string(),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

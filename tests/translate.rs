@@ -64,7 +64,9 @@ impl Phone {
             Some(t) => format!("<sip:{}@pbx.test>;tag={t}", self.target),
             None => format!("<sip:{}@pbx.test>", self.target),
         };
-        let expires = expires.map(|e| format!("Expires: {e}\r\n")).unwrap_or_default();
+        let expires = expires
+            .map(|e| format!("Expires: {e}\r\n"))
+            .unwrap_or_default();
         format!(
             "SUBSCRIBE {ruri} SIP/2.0\r\n\
 Via: SIP/2.0/UDP 192.168.1.50:{};branch=z9hG4bK{}x{}x{};rport\r\n\
@@ -81,7 +83,10 @@ User-Agent: {}\r\n\
 {expires}{}Content-Length: 0\r\n\r\n",
             self.via_port(),
             self.call_id.len(),
-            self.call_id.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>(),
+            self.call_id
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .collect::<String>(),
             self.branch_n,
             self.user,
             self.user,
@@ -98,7 +103,12 @@ User-Agent: {}\r\n\
 
     /// Each phone has its own Via sent-by port (transactions are matched by it).
     fn via_port(&self) -> u16 {
-        self.addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(5062) - 34938
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or(5062)
+            - 34938
     }
 
     /// Send a (re-)SUBSCRIBE; returns everything the bridge sent to the phone.
@@ -158,12 +168,20 @@ fn cseq(m: &SipMessage) -> u32 {
 }
 
 fn subscribes(msgs: &[SipMessage]) -> Vec<SipMessage> {
-    msgs.iter().filter(|m| is_method(m, Method::Subscribe)).cloned().collect()
+    msgs.iter()
+        .filter(|m| is_method(m, Method::Subscribe))
+        .cloned()
+        .collect()
 }
 
 /// Phone subscribes; the upstream accepts both subscriptions and reports
 /// `dialog` (idle dummy) and `presence` (given body). Returns the first NOTIFY.
-fn establish(sim: &mut Sim, pbx: &mut FakePbx, phone: &mut Phone, presence: Option<&str>) -> SipMessage {
+fn establish(
+    sim: &mut Sim,
+    pbx: &mut FakePbx,
+    phone: &mut Phone,
+    presence: Option<&str>,
+) -> SipMessage {
     let msgs = phone.subscribe(sim, Some(600));
     assert_eq!(responses(&msgs), vec![200], "{msgs:?}");
     let up = pbx.take(sim);
@@ -189,7 +207,10 @@ fn wave_watching_an_offline_extension_sees_it_confirmed_then_idle_then_busy() {
     assert!(ok.to_tag().is_some(), "200 carries our To-tag");
     assert_eq!(ok.expires().unwrap().unwrap(), 600);
     assert!(hv(ok, HeaderName::Contact).contains("127.0.0.1:5060"));
-    assert!(notifies(&msgs).is_empty(), "first NOTIFY is held until the upstream has spoken");
+    assert!(
+        notifies(&msgs).is_empty(),
+        "first NOTIFY is held until the upstream has spoken"
+    );
 
     // upstream: one dialog and one presence subscription for 1002, as 1001
     let up = pbx.take(&mut sim);
@@ -210,21 +231,37 @@ fn wave_watching_an_offline_extension_sees_it_confirmed_then_idle_then_busy() {
     }
     pbx.accept(&mut sim, &up, 600);
     pbx.notify(&mut sim, "dialog", "active;expires=600", Some(DUMMY_IDLE));
-    assert!(notifies(&sim.take_to(PHONE)).is_empty(), "still waiting for presence");
+    assert!(
+        notifies(&sim.take_to(PHONE)).is_empty(),
+        "still waiting for presence"
+    );
     // Kamailio: a presence NOTIFY without body for an unregistered extension
     pbx.notify(&mut sim, "presence", "active;expires=600", None);
     let n = notifies(&sim.take_to(PHONE));
     assert_eq!(n.len(), 1);
     let first = &n[0];
     assert_eq!(event_of(first), "dialog");
-    assert_eq!(hv(first, HeaderName::ContentType), "application/dialog-info+xml");
-    assert_eq!(first.request_uri(), Some(&b"sip:1001@192.168.1.50:5062;transport=udp"[..]));
+    assert_eq!(
+        hv(first, HeaderName::ContentType),
+        "application/dialog-info+xml"
+    );
+    assert_eq!(
+        first.request_uri(),
+        Some(&b"sip:1001@192.168.1.50:5062;transport=udp"[..])
+    );
     assert_eq!(first.to_tag(), Some(phone.from_tag.as_bytes()));
-    assert_eq!(first.from_tag().map(|t| t.to_vec()), phone.to_tag.clone().map(|t| t.into_bytes()));
+    assert_eq!(
+        first.from_tag().map(|t| t.to_vec()),
+        phone.to_tag.clone().map(|t| t.into_bytes())
+    );
     let (state, version, dstate, _) = doc(first);
     assert_eq!(state, "active;expires=600");
     assert_eq!(version, 0);
-    assert_eq!(dstate, Some(DialogState::Confirmed), "Wave: offline renders confirmed");
+    assert_eq!(
+        dstate,
+        Some(DialogState::Confirmed),
+        "Wave: offline renders confirmed"
+    );
     let entity = parse_dialog_info(first.body()).unwrap().entity;
     assert_eq!(entity.as_deref(), Some("sip:1002@pbx.test"));
     phone.answer(&mut sim, first, 200);
@@ -261,7 +298,12 @@ fn wave_watching_an_offline_extension_sees_it_confirmed_then_idle_then_busy() {
     phone.answer(&mut sim, &n[0], 200);
 
     // 1002 un-registers: presence closed → offline (confirmed) again
-    pbx.notify(&mut sim, "presence", "active;expires=590", Some(PIDF_CLOSED));
+    pbx.notify(
+        &mut sim,
+        "presence",
+        "active;expires=590",
+        Some(PIDF_CLOSED),
+    );
     let n = notifies(&sim.take_to(PHONE));
     let (_, version, dstate, _) = doc(&n[0]);
     assert_eq!((version, dstate), (4, Some(DialogState::Confirmed)));
@@ -274,7 +316,10 @@ fn gxp_gets_offline_label_and_pickup_data() {
     let mut phone = Phone::new(PHONE, GXP, "1002");
     let first = establish(&mut sim, &mut pbx, &mut phone, Some(PIDF_CLOSED));
     let (_, v, state, display) = doc(&first);
-    assert_eq!((v, state, display.as_deref()), (0, Some(DialogState::Confirmed), Some("Offline")));
+    assert_eq!(
+        (v, state, display.as_deref()),
+        (0, Some(DialogState::Confirmed), Some("Offline"))
+    );
     phone.answer(&mut sim, &first, 200);
 
     pbx.notify(&mut sim, "presence", "active;expires=600", Some(PIDF_OPEN));
@@ -292,7 +337,12 @@ fn gxp_gets_offline_label_and_pickup_data() {
     assert_eq!(dlg.remote_tag.as_deref(), Some("5707SIPpTag001"));
     assert_eq!(dlg.remote.display.as_deref(), Some("Bob & Co"));
     assert_eq!(dlg.remote.identity.as_deref(), Some("sip:1003@pbx.test"));
-    assert!(std::str::from_utf8(n[0].body()).unwrap().contains("Bob &amp; Co"), "display name XML-escaped");
+    assert!(
+        std::str::from_utf8(n[0].body())
+            .unwrap()
+            .contains("Bob &amp; Co"),
+        "display name XML-escaped"
+    );
 }
 
 #[test]
@@ -307,7 +357,10 @@ fn hold_deadline_renders_unknown_when_the_upstream_is_silent() {
     // dialog answers idle but presence says nothing: must not flash idle
     pbx.notify(&mut sim, "dialog", "active;expires=600", Some(DUMMY_IDLE));
     sim.advance(Duration::from_millis(1900));
-    assert!(notifies(&sim.take_to(PHONE)).is_empty(), "held before the deadline");
+    assert!(
+        notifies(&sim.take_to(PHONE)).is_empty(),
+        "held before the deadline"
+    );
     sim.advance(Duration::from_millis(150));
     let n = notifies(&sim.take_to(PHONE));
     assert_eq!(n.len(), 1, "released at the 2 s deadline");
@@ -321,7 +374,10 @@ fn hold_deadline_renders_unknown_when_the_upstream_is_silent() {
     let n = notifies(&sim.take_to(PHONE));
     assert_eq!(n.len(), 1);
     let (_, v, dstate, display) = doc(&n[0]);
-    assert_eq!((v, dstate, display.as_deref()), (1, Some(DialogState::Confirmed), Some("Offline")));
+    assert_eq!(
+        (v, dstate, display.as_deref()),
+        (1, Some(DialogState::Confirmed), Some("Offline"))
+    );
 }
 
 #[test]
@@ -339,8 +395,15 @@ fn two_phones_on_one_target_share_one_upstream_pair() {
     assert_eq!(n.len(), 1);
     assert_eq!(doc(&n[0]).1, 0, "B has its own version counter");
     b.answer(&mut sim, &n[0], 200);
-    assert!(subscribes(&pbx.take(&mut sim)).is_empty(), "no second upstream subscription");
-    assert_eq!(pbx.subs.len(), 2, "exactly one dialog and one presence subscription");
+    assert!(
+        subscribes(&pbx.take(&mut sim)).is_empty(),
+        "no second upstream subscription"
+    );
+    assert_eq!(
+        pbx.subs.len(),
+        2,
+        "exactly one dialog and one presence subscription"
+    );
 
     // one upstream change reaches both phones
     pbx.notify(&mut sim, "dialog", "active;expires=600", Some(CONFIRMED));
@@ -355,7 +418,10 @@ fn two_phones_on_one_target_share_one_upstream_pair() {
     c.subscribe(&mut sim, Some(600));
     let up = subscribes(&pbx.take(&mut sim));
     assert_eq!(up.len(), 2);
-    assert!(up.iter().all(|s| s.request_uri() == Some(&b"sip:1003@pbx.test"[..])));
+    assert!(
+        up.iter()
+            .all(|s| s.request_uri() == Some(&b"sip:1003@pbx.test"[..]))
+    );
 }
 
 #[test]
@@ -364,11 +430,19 @@ fn expires_absent_clamped_too_brief() {
     let mut p = Phone::new(PHONE, GXP, "1002");
     let m = p.subscribe(&mut sim, None);
     assert_eq!(m[0].status(), Some(200));
-    assert_eq!(m[0].expires().unwrap().unwrap(), 3600, "absent → package default 3600");
+    assert_eq!(
+        m[0].expires().unwrap().unwrap(),
+        3600,
+        "absent → package default 3600"
+    );
 
     let mut p = Phone::new(PHONE2, GXP, "1003");
     let m = p.subscribe(&mut sim, Some(86400));
-    assert_eq!(m[0].expires().unwrap().unwrap(), 3600, "clamped to the configured maximum");
+    assert_eq!(
+        m[0].expires().unwrap().unwrap(),
+        3600,
+        "clamped to the configured maximum"
+    );
 
     let mut p = Phone::new("127.0.0.1:40004", GXP, "1004");
     let m = p.subscribe(&mut sim, Some(30));
@@ -382,7 +456,10 @@ fn expires_absent_clamped_too_brief() {
     assert_eq!(m[0].expires().unwrap().unwrap(), 900);
     let mut p = Phone::new(PHONE2, GXP, "1002");
     let m = p.subscribe(&mut sim, Some(100));
-    assert_eq!((m[0].status(), hv(&m[0], HeaderName::MinExpires)), (Some(423), "120".to_string()));
+    assert_eq!(
+        (m[0].status(), hv(&m[0], HeaderName::MinExpires)),
+        (Some(423), "120".to_string())
+    );
 }
 
 #[test]
@@ -393,7 +470,10 @@ fn initial_expires_zero_is_a_fetch() {
     let m = p.subscribe(&mut sim, Some(0));
     assert_eq!(responses(&m), vec![200]);
     assert_eq!(m[0].expires().unwrap().unwrap(), 0);
-    assert!(notifies(&m).is_empty(), "the fetch waits for the upstream too");
+    assert!(
+        notifies(&m).is_empty(),
+        "the fetch waits for the upstream too"
+    );
     let up = pbx.take(&mut sim);
     pbx.accept(&mut sim, &up, 600);
     pbx.notify(&mut sim, "dialog", "active;expires=600", Some(DUMMY_IDLE));
@@ -418,15 +498,26 @@ fn refresh_sends_immediate_full_state_and_versions_continue() {
     sim.advance(Duration::from_secs(300));
     let m = p.subscribe(&mut sim, Some(600));
     assert_eq!(responses(&m), vec![200]);
-    assert_eq!(m[0].to_tag().map(|t| t.to_vec()), p.to_tag.clone().map(|t| t.into_bytes()));
+    assert_eq!(
+        m[0].to_tag().map(|t| t.to_vec()),
+        p.to_tag.clone().map(|t| t.into_bytes())
+    );
     assert_eq!(m[0].expires().unwrap().unwrap(), 600);
     let n = notifies(&m);
-    assert_eq!(n.len(), 1, "immediate NOTIFY on refresh, even without a change");
+    assert_eq!(
+        n.len(),
+        1,
+        "immediate NOTIFY on refresh, even without a change"
+    );
     let (state, v, _, _) = doc(&n[0]);
     assert_eq!(state, "active;expires=600");
     assert_eq!(v, 1, "version is not reset by a refresh");
     assert!(cseq(&n[0]) > cseq(&first));
-    assert_eq!(n[0].body().len(), first.body().len(), "same document, new version");
+    assert_eq!(
+        n[0].body().len(),
+        first.body().len(),
+        "same document, new version"
+    );
     // the refresh moved expiry: 400 s after it the subscription is still alive
     p.answer(&mut sim, &n[0], 200);
     pbx.run(&mut sim, Duration::from_secs(400));
@@ -496,7 +587,11 @@ fn notify_timeout_removes_the_subscription_after_timer_f() {
     let first = establish(&mut sim, &mut pbx, &mut p, Some(PIDF_OPEN));
     // never answered: UDP retransmissions (Timer E), then Timer F
     sim.advance(Duration::from_secs(31));
-    let retrans: Vec<SipMessage> = sim.take_to(PHONE).into_iter().filter(|m| is_method(m, Method::Notify)).collect();
+    let retrans: Vec<SipMessage> = sim
+        .take_to(PHONE)
+        .into_iter()
+        .filter(|m| is_method(m, Method::Notify))
+        .collect();
     assert!(retrans.len() >= 6, "retransmitted {} times", retrans.len());
     assert!(retrans.iter().all(|m| cseq(m) == cseq(&first)));
     sim.advance(Duration::from_secs(2));
@@ -513,7 +608,10 @@ fn one_notify_in_flight_and_the_latest_state_follows() {
     // two changes while the first NOTIFY is unanswered
     pbx.notify(&mut sim, "dialog", "active;expires=600", Some(EARLY));
     pbx.notify(&mut sim, "dialog", "active;expires=600", Some(CONFIRMED));
-    assert!(notifies(&sim.take_to(PHONE)).is_empty(), "nothing overtakes the outstanding NOTIFY");
+    assert!(
+        notifies(&sim.take_to(PHONE)).is_empty(),
+        "nothing overtakes the outstanding NOTIFY"
+    );
     p.answer(&mut sim, &first, 200);
     let n = notifies(&sim.take_to(PHONE));
     assert_eq!(n.len(), 1, "the changes are coalesced");
@@ -574,12 +672,21 @@ fn notify_follows_the_subscribers_flow_and_record_route() {
     assert_eq!(flows.len(), 1);
     let (flow, n) = &flows[0];
     assert_eq!(flow.transport, Transport::Udp);
-    assert_eq!(flow.remote, addr(PHONE), "to the source address, not the Via/Contact");
+    assert_eq!(
+        flow.remote,
+        addr(PHONE),
+        "to the source address, not the Via/Contact"
+    );
     assert_eq!(hv(n, HeaderName::Route), "<sip:10.9.9.9;lr>");
-    assert_eq!(n.request_uri(), Some(&b"sip:1001@192.168.1.50:5062;transport=udp"[..]));
+    assert_eq!(
+        n.request_uri(),
+        Some(&b"sip:1001@192.168.1.50:5062;transport=udp"[..])
+    );
 
     // over TCP: the same connection
-    let req = Phone::new("127.0.0.1:40010", GXP, "1002").request(Some(600), true).replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    let req = Phone::new("127.0.0.1:40010", GXP, "1002")
+        .request(Some(600), true)
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
     sim.tcp_from("127.0.0.1:40010", 7, &req);
     let flows = sim.take_flows_to("127.0.0.1:40010");
     assert_eq!(flows.len(), 2, "200 and the first NOTIFY (target known)");
@@ -599,7 +706,11 @@ fn retransmitted_subscribe_is_answered_from_the_transaction() {
     let m1 = p.subscribe(&mut sim, Some(600));
     let m2 = p.retransmit(&mut sim, Some(600));
     assert_eq!(responses(&m2), vec![200]);
-    assert_eq!(m1[0].message_bytes(), m2[0].message_bytes(), "the stored 200, byte for byte");
+    assert_eq!(
+        m1[0].message_bytes(),
+        m2[0].message_bytes(),
+        "the stored 200, byte for byte"
+    );
     assert_eq!(notifies(&m2).len(), 0, "no second NOTIFY");
     assert_eq!(sim.ep.subscriptions().phones().count(), 1);
 }
@@ -654,8 +765,17 @@ fn notify_before_the_2xx_is_accepted() {
     let mut other = Sim::new("");
     pbx.accept(&mut other, &up, 600);
     let r = pbx.notify(&mut sim, "dialog", "active;expires=600", Some(DUMMY_IDLE));
-    assert_eq!(responses(&r), vec![200], "NOTIFY before the 2xx is accepted");
-    let r = pbx.notify(&mut sim, "presence", "active;expires=600", Some(PIDF_CLOSED));
+    assert_eq!(
+        responses(&r),
+        vec![200],
+        "NOTIFY before the 2xx is accepted"
+    );
+    let r = pbx.notify(
+        &mut sim,
+        "presence",
+        "active;expires=600",
+        Some(PIDF_CLOSED),
+    );
     assert_eq!(responses(&r), vec![200]);
     let n = notifies(&sim.take_to(PHONE));
     assert_eq!(n.len(), 1);
@@ -680,18 +800,32 @@ fn upstream_refresh_happens_before_expiry_with_jitter() {
     let mut p = Phone::new(PHONE, GXP, "1002");
     let first = establish(&mut sim, &mut pbx, &mut p, Some(PIDF_OPEN));
     p.answer(&mut sim, &first, 200);
-    assert!(pbx.run(&mut sim, Duration::from_secs(400)).is_empty(), "not before 70 % of 600 s");
+    assert!(
+        pbx.run(&mut sim, Duration::from_secs(400)).is_empty(),
+        "not before 70 % of 600 s"
+    );
     let refreshes = pbx.run(&mut sim, Duration::from_secs(115));
     assert_eq!(refreshes.len(), 2, "both refreshed by 85 %");
     for r in &refreshes {
-        let fs = pbx.subs.iter().find(|s| s.call_id == hv(r, HeaderName::CallId)).unwrap();
-        assert_eq!(r.request_uri(), Some(&b"sip:127.0.0.1:5070"[..]), "in-dialog: the notifier's Contact");
+        let fs = pbx
+            .subs
+            .iter()
+            .find(|s| s.call_id == hv(r, HeaderName::CallId))
+            .unwrap();
+        assert_eq!(
+            r.request_uri(),
+            Some(&b"sip:127.0.0.1:5070"[..]),
+            "in-dialog: the notifier's Contact"
+        );
         assert_eq!(r.to_tag(), Some(fs.tag.as_bytes()));
         assert_eq!(cseq(r), 2);
         assert_eq!(r.expires().unwrap().unwrap(), 600);
     }
     // the two refreshes are not at the same instant (jitter)
-    let t: Vec<_> = refreshes.iter().map(|r| hv(r, HeaderName::CallId)).collect();
+    let t: Vec<_> = refreshes
+        .iter()
+        .map(|r| hv(r, HeaderName::CallId))
+        .collect();
     assert_ne!(t[0], t[1]);
 }
 
@@ -703,7 +837,13 @@ fn terminated_reasons_drive_resubscription() {
     let mut p = Phone::new(PHONE, GXP, "1002");
     let first = establish(&mut sim, &mut pbx, &mut p, Some(PIDF_OPEN));
     p.answer(&mut sim, &first, 200);
-    let old = pbx.subs.iter().find(|s| s.event == "presence").unwrap().call_id.clone();
+    let old = pbx
+        .subs
+        .iter()
+        .find(|s| s.event == "presence")
+        .unwrap()
+        .call_id
+        .clone();
     let r = pbx.notify(&mut sim, "presence", "terminated;reason=deactivated", None);
     let s = subscribes(&r);
     assert_eq!(s.len(), 1);
@@ -715,7 +855,12 @@ fn terminated_reasons_drive_resubscription() {
     pbx.accept(&mut sim, &s, 600);
     pbx.notify(&mut sim, "presence", "active;expires=600", Some(PIDF_OPEN));
     sim.take_to(PHONE);
-    let r = pbx.notify(&mut sim, "presence", "terminated;reason=probation;retry-after=30", None);
+    let r = pbx.notify(
+        &mut sim,
+        "presence",
+        "terminated;reason=probation;retry-after=30",
+        None,
+    );
     assert!(subscribes(&r).is_empty());
     sim.advance(Duration::from_secs(29));
     assert!(subscribes(&pbx.take(&mut sim)).is_empty());
@@ -733,11 +878,23 @@ fn terminated_reasons_drive_resubscription() {
     assert_eq!(sim.ep.subscriptions().phones().count(), 1);
     sim.advance(Duration::from_secs(120));
     for n in notifies(&sim.take_to(PHONE)) {
-        assert_ne!(doc(&n).3.as_deref(), Some("Offline"), "a rejected presence subscription never means offline");
+        assert_ne!(
+            doc(&n).3.as_deref(),
+            Some("Offline"),
+            "a rejected presence subscription never means offline"
+        );
     }
     let again = subscribes(&pbx.take(&mut sim));
-    assert!(again.is_empty(), "{:#?}", again.iter().map(text).collect::<Vec<_>>());
-    let t = sim.ep.subscriptions().target_by_aor("sip:1002@pbx.test").unwrap();
+    assert!(
+        again.is_empty(),
+        "{:#?}",
+        again.iter().map(text).collect::<Vec<_>>()
+    );
+    let t = sim
+        .ep
+        .subscriptions()
+        .target_by_aor("sip:1002@pbx.test")
+        .unwrap();
     assert_ne!(t.view.state, blf_bridge::presence::MergedState::Offline);
 }
 
@@ -770,7 +927,10 @@ fn timer_n_and_capped_exponential_backoff() {
     assert!((5.0..7.0).contains(&backoffs[0]), "{backoffs:?}");
     assert!((10.0..12.0).contains(&backoffs[1]), "{backoffs:?}");
     assert!((20.0..22.0).contains(&backoffs[2]), "{backoffs:?}");
-    assert!((20.0..22.0).contains(&backoffs[3]), "capped at retry_max: {backoffs:?}");
+    assert!(
+        (20.0..22.0).contains(&backoffs[3]),
+        "capped at retry_max: {backoffs:?}"
+    );
 }
 
 #[test]
@@ -780,7 +940,13 @@ fn upstream_503_retry_after_is_honoured() {
     let mut p = Phone::new(PHONE, GXP, "1002");
     p.subscribe(&mut sim, Some(600));
     for s in subscribes(&pbx.take(&mut sim)) {
-        let r = reply(&s, 503, "Service Unavailable", Some("x"), "Retry-After: 20\r\n");
+        let r = reply(
+            &s,
+            503,
+            "Service Unavailable",
+            Some("x"),
+            "Retry-After: 20\r\n",
+        );
         sim.udp_from(UPSTREAM, &r);
     }
     sim.advance(Duration::from_secs(19));
@@ -802,8 +968,15 @@ fn last_phone_leaving_unsubscribes_upstream_after_linger() {
     // a phone comes back: the upstream pair is reused and the state is known
     let mut q = Phone::new(PHONE2, GXP, "1002");
     let m = q.subscribe(&mut sim, Some(600));
-    assert_eq!(notifies(&m).len(), 1, "immediate NOTIFY from the lingering state");
-    assert!(subscribes(&pbx.take(&mut sim)).is_empty(), "no new upstream subscription");
+    assert_eq!(
+        notifies(&m).len(),
+        1,
+        "immediate NOTIFY from the lingering state"
+    );
+    assert!(
+        subscribes(&pbx.take(&mut sim)).is_empty(),
+        "no new upstream subscription"
+    );
     q.answer(&mut sim, &notifies(&m)[0], 200);
     q.subscribe(&mut sim, Some(0));
     sim.advance(Duration::from_secs(29));
@@ -811,11 +984,25 @@ fn last_phone_leaving_unsubscribes_upstream_after_linger() {
     sim.advance(Duration::from_secs(2));
     let unsub = subscribes(&pbx.take(&mut sim));
     assert_eq!(unsub.len(), 2);
-    assert!(unsub.iter().all(|s| s.expires().unwrap().unwrap() == 0 && s.to_tag().is_some()));
+    assert!(
+        unsub
+            .iter()
+            .all(|s| s.expires().unwrap().unwrap() == 0 && s.to_tag().is_some())
+    );
     // the upstream's final NOTIFY for the ended subscription is still answered 200
-    let r = pbx.notify(&mut sim, "dialog", "terminated;reason=timeout", Some(DUMMY_IDLE));
+    let r = pbx.notify(
+        &mut sim,
+        "dialog",
+        "terminated;reason=timeout",
+        Some(DUMMY_IDLE),
+    );
     assert_eq!(responses(&r), vec![200]);
-    assert!(sim.ep.subscriptions().target_by_aor("sip:1002@pbx.test").is_none());
+    assert!(
+        sim.ep
+            .subscriptions()
+            .target_by_aor("sip:1002@pbx.test")
+            .is_none()
+    );
 }
 
 // ------------------------------------------------------------------ profiles
@@ -827,10 +1014,18 @@ fn fail_subscription_profile_terminates_while_offline_and_rejects_resubscribes()
     let mut p = Phone::new(PHONE, YEALINK, "1002");
     let first = establish(&mut sim, &mut pbx, &mut p, Some(PIDF_OPEN));
     p.answer(&mut sim, &first, 200);
-    pbx.notify(&mut sim, "presence", "active;expires=600", Some(PIDF_CLOSED));
+    pbx.notify(
+        &mut sim,
+        "presence",
+        "active;expires=600",
+        Some(PIDF_CLOSED),
+    );
     let n = notifies(&sim.take_to(PHONE));
     assert_eq!(n.len(), 1);
-    assert_eq!(hv(&n[0], HeaderName::SubscriptionState), "terminated;reason=probation;retry-after=60");
+    assert_eq!(
+        hv(&n[0], HeaderName::SubscriptionState),
+        "terminated;reason=probation;retry-after=60"
+    );
     p.answer(&mut sim, &n[0], 200);
     // a new SUBSCRIBE while offline
     let mut q = Phone::new(PHONE, YEALINK, "1002");
@@ -852,9 +1047,15 @@ fn zoiper_dialog_subscribe_is_not_translated() {
     let mut sim = Sim::new("");
     let mut p = Phone::new(PHONE, "Z 5.2.25 rv2.8.112", "1002");
     let m = p.subscribe(&mut sim, Some(600));
-    assert!(m.iter().all(|r| r.status() != Some(200)), "the bridge does not answer it itself");
+    assert!(
+        m.iter().all(|r| r.status() != Some(200)),
+        "the bridge does not answer it itself"
+    );
     let up = subscribes(&sim.take_to(UPSTREAM));
-    assert!(up.iter().all(|s| event_of(s) != "presence"), "no translation pair");
+    assert!(
+        up.iter().all(|s| event_of(s) != "presence"),
+        "no translation pair"
+    );
     assert_eq!(sim.ep.subscriptions().phones().count(), 0);
 }
 

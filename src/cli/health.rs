@@ -35,9 +35,14 @@ impl HealthArgs {
 /// Send one OPTIONS (retransmitted every 500 ms) and return the status line of
 /// a 200 answer.
 pub fn probe(addr: SocketAddr, timeout: Duration) -> Result<String, String> {
-    let bind = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let bind = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
     let sock = UdpSocket::bind(bind).map_err(|e| format!("cannot open a UDP socket: {e}"))?;
-    sock.connect(addr).map_err(|e| format!("cannot reach: {e}"))?;
+    sock.connect(addr)
+        .map_err(|e| format!("cannot reach: {e}"))?;
     let local = sock.local_addr().map_err(|e| e.to_string())?;
     let mut rng = crate::util::Rng::from_entropy();
     let branch = rng.branch();
@@ -52,7 +57,9 @@ pub fn probe(addr: SocketAddr, timeout: Duration) -> Result<String, String> {
     let mut buf = vec![0u8; 65536];
     while Instant::now() < until {
         let _ = sock.send(msg.as_bytes());
-        let wait = until.saturating_duration_since(Instant::now()).min(Duration::from_millis(500));
+        let wait = until
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(500));
         if wait.is_zero() {
             break;
         }

@@ -250,7 +250,9 @@ impl Endpoint {
         if self.addressed_to_us(&msg) && msg.header(HeaderName::Route).is_none() {
             if in_dialog {
                 // a dialog of ours we do not know (e.g. after a restart): 481
-                let resp = MessageBuilder::response_to(&msg, 481, "Call/Transaction Does Not Exist", None).finish();
+                let resp =
+                    MessageBuilder::response_to(&msg, 481, "Call/Transaction Does Not Exist", None)
+                        .finish();
                 let _ = self.txl.respond(&key, resp, now);
                 return;
             }
@@ -286,7 +288,10 @@ impl Endpoint {
     }
 
     fn is_local_host(&self, host: &str, port: Option<u16>) -> bool {
-        let port_ok = |p: u16| self.local.udp.map(|a| a.port()) == Some(p) || self.local.tcp.map(|a| a.port()) == Some(p);
+        let port_ok = |p: u16| {
+            self.local.udp.map(|a| a.port()) == Some(p)
+                || self.local.tcp.map(|a| a.port()) == Some(p)
+        };
         // no port: the request reached us, so it is for us (phones often leave
         // the port out of the bridge's address)
         let port_matches = port.map(port_ok).unwrap_or(true);
@@ -318,11 +323,8 @@ impl Endpoint {
                     self.owners.get(&key).cloned()
                 };
                 match owner {
-                    Some(Owner::Sub(tag)) => {
-                        if final_ {
-                            self.subs.on_response(tag, &msg, now);
-                        }
-                    }
+                    Some(Owner::Sub(tag)) if final_ => self.subs.on_response(tag, &msg, now),
+                    Some(Owner::Sub(_)) => {}
                     Some(Owner::Proxy(tag)) => self.proxy.on_response(tag, &msg, now),
                     Some(Owner::Ping) => {}
                     None => {}
@@ -376,13 +378,22 @@ impl Endpoint {
                 let cid = self.rng.token(20);
                 let domain = &self.cfg.upstream.domain;
                 let data = MessageBuilder::request(&Method::Options, &format!("sip:{domain}"))
-                    .header("Via", format_args!("SIP/2.0/{} {env_host};branch={branch};rport", t.via_name()))
+                    .header(
+                        "Via",
+                        format_args!("SIP/2.0/{} {env_host};branch={branch};rport", t.via_name()),
+                    )
                     .header("Max-Forwards", 70)
-                    .header("From", format_args!("<sip:{}@{env_host}>;tag={tag}", subscription::CONTACT_USER))
+                    .header(
+                        "From",
+                        format_args!("<sip:{}@{env_host}>;tag={tag}", subscription::CONTACT_USER),
+                    )
                     .header("To", format_args!("<sip:{domain}>"))
                     .header("Call-ID", format_args!("{cid}@blf-bridge"))
                     .header("CSeq", "1 OPTIONS")
-                    .header("User-Agent", format_args!("blf-bridge/{}", env!("CARGO_PKG_VERSION")))
+                    .header(
+                        "User-Agent",
+                        format_args!("blf-bridge/{}", env!("CARGO_PKG_VERSION")),
+                    )
                     .finish();
                 self.start_client(self.upstream, data, Owner::Ping, now);
             }
@@ -405,7 +416,9 @@ impl Endpoint {
             while let Some(o) = self.subs.poll_out() {
                 progressed = true;
                 match o {
-                    Out::Request { flow, data, tag } => self.start_client(flow, data, Owner::Sub(tag), now),
+                    Out::Request { flow, data, tag } => {
+                        self.start_client(flow, data, Owner::Sub(tag), now)
+                    }
                     Out::Response { key, data } => {
                         if let Err(e) = self.txl.respond(&key, data, now) {
                             tracing::debug!(error = %e, "response on a finished transaction");
@@ -416,13 +429,17 @@ impl Endpoint {
             while let Some(o) = self.proxy.poll_out() {
                 progressed = true;
                 match o {
-                    proxy::Out::Request { flow, data, tag } => self.start_client(flow, data, Owner::Proxy(tag), now),
+                    proxy::Out::Request { flow, data, tag } => {
+                        self.start_client(flow, data, Owner::Proxy(tag), now)
+                    }
                     proxy::Out::Response { key, data } => {
                         if let Err(e) = self.txl.respond(&key, data, now) {
                             tracing::debug!(error = %e, "response on a finished transaction");
                         }
                     }
-                    proxy::Out::Stateless { flow, data } => self.out.push_back(Transmit { flow, data }),
+                    proxy::Out::Stateless { flow, data } => {
+                        self.out.push_back(Transmit { flow, data })
+                    }
                     proxy::Out::TerminateClient { key } => {
                         self.txl.terminate_client(&key);
                         self.owners.remove(&key);
@@ -435,7 +452,9 @@ impl Endpoint {
                     TxEvent::Timeout(key) => match self.owners.remove(&key) {
                         Some(Owner::Sub(tag)) => self.subs.on_request_timeout(tag, now),
                         Some(Owner::Proxy(tag)) => self.proxy.on_request_timeout(tag, now),
-                        Some(Owner::Ping) => tracing::warn!("upstream did not answer the keep-alive OPTIONS"),
+                        Some(Owner::Ping) => {
+                            tracing::warn!("upstream did not answer the keep-alive OPTIONS")
+                        }
                         None => {}
                     },
                     TxEvent::Terminated(TxKey::Client(key)) => {
@@ -469,10 +488,15 @@ impl Endpoint {
 
     /// When [`Endpoint::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.txl.poll_timeout(), self.subs.poll_timeout(), self.proxy.poll_timeout(), self.next_ping]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.txl.poll_timeout(),
+            self.subs.poll_timeout(),
+            self.proxy.poll_timeout(),
+            self.next_ping,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }
 
@@ -504,7 +528,8 @@ pub fn stamp_via(msg: &SipMessage, src: SocketAddr) -> Option<Bytes> {
     let via = Via::parse(raw).ok()?;
     let ip = src.ip().to_string();
     let rport = via.rport();
-    let needs_received = rport.is_some() || via.host.trim_start_matches('[').trim_end_matches(']') != ip;
+    let needs_received =
+        rport.is_some() || via.host.trim_start_matches('[').trim_end_matches(']') != ip;
     if !needs_received && rport.is_none() {
         return None;
     }

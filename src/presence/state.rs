@@ -126,7 +126,10 @@ mod tests {
     fn states_parse_from_their_names() {
         for s in MergedState::ALL {
             assert_eq!(s.as_str().parse::<MergedState>().unwrap(), s);
-            assert_eq!(s.to_string().to_uppercase().parse::<MergedState>().unwrap(), s);
+            assert_eq!(
+                s.to_string().to_uppercase().parse::<MergedState>().unwrap(),
+                s
+            );
         }
         assert!("away".parse::<MergedState>().is_err());
     }

@@ -1,8 +1,8 @@
 //! Wire formats of the requests and responses the translator originates.
 
 use super::manager::Env;
-use crate::endpoint::LocalAddrs;
 use super::types::{PhoneSub, Target, Upstream};
+use crate::endpoint::LocalAddrs;
 use crate::sip::{MessageBuilder, Method, NameAddr, SipMessage, Transport};
 use bytes::Bytes;
 
@@ -171,6 +171,9 @@ mod tests {
         let rs = vec!["<sip:p1>".to_string(), "<sip:p2;lr>".to_string()];
         let (r, routes) = in_dialog_target("sip:a@10.0.0.5", &rs);
         assert_eq!(r, "sip:p1");
-        assert_eq!(routes, vec!["<sip:p2;lr>".to_string(), "<sip:a@10.0.0.5>".to_string()]);
+        assert_eq!(
+            routes,
+            vec!["<sip:p2;lr>".to_string(), "<sip:a@10.0.0.5>".to_string()]
+        );
     }
 }

@@ -40,7 +40,10 @@ pub struct Env {
 /// Identifies what a client transaction started by the manager was for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReqTag {
-    Notify { phone: u64, cseq: u32 },
+    Notify {
+        phone: u64,
+        cseq: u32,
+    },
     Upstream {
         target: u64,
         package: Package,
@@ -54,19 +57,44 @@ pub enum ReqTag {
 #[derive(Debug, Clone)]
 pub enum Out {
     /// Send through a new client transaction; report its outcome with `tag`.
-    Request { flow: Flow, data: Bytes, tag: ReqTag },
+    Request {
+        flow: Flow,
+        data: Bytes,
+        tag: ReqTag,
+    },
     /// Answer a server transaction.
     Response { key: ServerKey, data: Bytes },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
-    PhoneExpire { phone: u64, generation: u32 },
-    PhoneHold { phone: u64 },
-    UpRefresh { target: u64, package: Package, generation: u32, cseq: u32 },
-    UpRetry { target: u64, package: Package, generation: u32 },
-    UpTimerN { target: u64, package: Package, generation: u32 },
-    Linger { target: u64, generation: u32 },
+    PhoneExpire {
+        phone: u64,
+        generation: u32,
+    },
+    PhoneHold {
+        phone: u64,
+    },
+    UpRefresh {
+        target: u64,
+        package: Package,
+        generation: u32,
+        cseq: u32,
+    },
+    UpRetry {
+        target: u64,
+        package: Package,
+        generation: u32,
+    },
+    UpTimerN {
+        target: u64,
+        package: Package,
+        generation: u32,
+    },
+    Linger {
+        target: u64,
+        generation: u32,
+    },
 }
 
 /// The subscription translator. See the module docs.
@@ -150,10 +178,10 @@ impl SubscriptionManager {
     /// pattern matches, else `[profiles] default`.
     pub fn profile_for(&self, msg: &SipMessage) -> &crate::profile::Profile {
         let p = self.env.profiles.select(msg.user_agent());
-        if p.name() == crate::profile::GENERIC {
-            if let Some(d) = self.env.profiles.get(&self.env.cfg.default_profile) {
-                return d;
-            }
+        if p.name() == crate::profile::GENERIC
+            && let Some(d) = self.env.profiles.get(&self.env.cfg.default_profile)
+        {
+            return d;
         }
         p
     }
@@ -175,7 +203,9 @@ impl SubscriptionManager {
     /// subscriptions are keyed by our tag = the request's To-tag; upstream
     /// subscriptions by Call-ID.)
     pub fn owns_dialog(&self, msg: &SipMessage) -> bool {
-        let Some(cid) = msg.call_id() else { return false };
+        let Some(cid) = msg.call_id() else {
+            return false;
+        };
         let cid = String::from_utf8_lossy(cid);
         if let Some(tt) = msg.to_tag() {
             let key = (cid.to_string(), String::from_utf8_lossy(tt).into_owned());
@@ -190,7 +220,13 @@ impl SubscriptionManager {
 
     /// A SUBSCRIBE from a phone, to be answered by the bridge: initial
     /// (classified `Translate`) or in-dialog for one of our subscriptions.
-    pub fn on_phone_subscribe(&mut self, key: ServerKey, msg: &SipMessage, flow: Flow, now: Instant) {
+    pub fn on_phone_subscribe(
+        &mut self,
+        key: ServerKey,
+        msg: &SipMessage,
+        flow: Flow,
+        now: Instant,
+    ) {
         if msg.to_tag().is_some() {
             self.on_phone_resubscribe(key, msg, flow, now);
         } else {
@@ -218,13 +254,20 @@ impl SubscriptionManager {
     fn on_phone_initial(&mut self, key: ServerKey, msg: &SipMessage, flow: Flow, now: Instant) {
         // Accept must allow dialog-info (RFC 6665 §4.2.1.1: 406 otherwise)
         if msg.accepts("application/dialog-info+xml") == Some(false) {
-            let data = build::response(msg, 406, "Not Acceptable", None, &[("Accept", "application/dialog-info+xml".into())]);
+            let data = build::response(
+                msg,
+                406,
+                "Not Acceptable",
+                None,
+                &[("Accept", "application/dialog-info+xml".into())],
+            );
             return self.respond(key, data);
         }
         let expires = match self.granted_expires(msg) {
             Ok(e) => e,
             Err((423, reason, min)) => {
-                let data = build::response(msg, 423, reason, None, &[("Min-Expires", min.to_string())]);
+                let data =
+                    build::response(msg, 423, reason, None, &[("Min-Expires", min.to_string())]);
                 return self.respond(key, data);
             }
             Err((code, reason, _)) => {
@@ -259,23 +302,26 @@ impl SubscriptionManager {
         let profile = self.profile_for(msg);
         let profile_name = profile.name().to_string();
         let reject = match profile.offline() {
-            OfflineStrategy::FailSubscription { reject_code, retry_after, .. } => Some((*reject_code, *retry_after)),
+            OfflineStrategy::FailSubscription {
+                reject_code,
+                retry_after,
+                ..
+            } => Some((*reject_code, *retry_after)),
             OfflineStrategy::Render => None,
         };
         let aor = format!("sip:{}@{}", user, self.env.cfg.upstream.domain);
         // fail-subscription profiles: refuse while the target is known offline
-        if let Some((code, retry_after)) = reject {
-            if self
+        if let Some((code, retry_after)) = reject
+            && self
                 .target_by_aor(&aor)
                 .is_some_and(|t| t.view.state == MergedState::Offline)
-            {
-                let mut extra = Vec::new();
-                if let Some(r) = retry_after {
-                    extra.push(("Retry-After", r.to_string()));
-                }
-                let data = build::response(msg, code, crate::sip::reason_phrase(code), None, &extra);
-                return self.respond(key, data);
+        {
+            let mut extra = Vec::new();
+            if let Some(r) = retry_after {
+                extra.push(("Retry-After", r.to_string()));
             }
+            let data = build::response(msg, code, crate::sip::reason_phrase(code), None, &extra);
+            return self.respond(key, data);
         }
         let from_user = msg
             .from()
@@ -289,8 +335,12 @@ impl SubscriptionManager {
         self.next_id += 1;
         let call_id = String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned();
         let remote_tag = String::from_utf8_lossy(msg.from_tag().unwrap_or_default()).into_owned();
-        let to_value = String::from_utf8_lossy(msg.header_value(HeaderName::To).unwrap_or_default()).into_owned();
-        let from_value = String::from_utf8_lossy(msg.header_value(HeaderName::From).unwrap_or_default()).into_owned();
+        let to_value =
+            String::from_utf8_lossy(msg.header_value(HeaderName::To).unwrap_or_default())
+                .into_owned();
+        let from_value =
+            String::from_utf8_lossy(msg.header_value(HeaderName::From).unwrap_or_default())
+                .into_owned();
         let route_set: Vec<String> = msg
             .values(HeaderName::RecordRoute)
             .map(|s| String::from_utf8_lossy(msg.slice(s)).into_owned())
@@ -348,13 +398,20 @@ impl SubscriptionManager {
             t.linger_until = None;
         }
         if expires > 0 {
-            self.schedule(now + Duration::from_secs(expires as u64), Timer::PhoneExpire { phone: id, generation: 0 });
+            self.schedule(
+                now + Duration::from_secs(expires as u64),
+                Timer::PhoneExpire {
+                    phone: id,
+                    generation: 0,
+                },
+            );
         }
         let ready = self.targets.get(&target_id).is_some_and(Target::ready);
         if ready {
             self.release_first_notify(id, false, now);
         } else {
-            let until = now + Duration::from_millis(self.env.cfg.subscriptions.first_notify_timeout_ms);
+            let until =
+                now + Duration::from_millis(self.env.cfg.subscriptions.first_notify_timeout_ms);
             if let Some(p) = self.phones.get_mut(&id) {
                 p.hold_until = Some(until);
             }
@@ -369,14 +426,23 @@ impl SubscriptionManager {
             let data = build::response(msg, 481, "Subscription Does Not Exist", None, &[]);
             return self.respond(key, data);
         };
-        let Some(sub) = self.phones.get(&id) else { return };
+        let Some(sub) = self.phones.get(&id) else {
+            return;
+        };
         // same package and id (RFC 6665 §4.1.2.2)
         let ev = msg.event().and_then(|e| e.ok());
         let same_event = ev.is_some_and(|e| {
-            e.is("dialog") && e.id().map(|i| String::from_utf8_lossy(i).into_owned()) == sub.event_id
+            e.is("dialog")
+                && e.id().map(|i| String::from_utf8_lossy(i).into_owned()) == sub.event_id
         });
         if !same_event {
-            let data = build::response(msg, 489, "Bad Event", None, &[("Allow-Events", "dialog".into())]);
+            let data = build::response(
+                msg,
+                489,
+                "Bad Event",
+                None,
+                &[("Allow-Events", "dialog".into())],
+            );
             return self.respond(key, data);
         }
         let cseq = msg.cseq().and_then(|c| c.ok()).map(|c| c.seq).unwrap_or(0);
@@ -387,7 +453,8 @@ impl SubscriptionManager {
         let expires = match self.granted_expires(msg) {
             Ok(e) => e,
             Err((423, reason, min)) => {
-                let data = build::response(msg, 423, reason, None, &[("Min-Expires", min.to_string())]);
+                let data =
+                    build::response(msg, 423, reason, None, &[("Min-Expires", min.to_string())]);
                 return self.respond(key, data);
             }
             Err((code, reason, _)) => {
@@ -399,10 +466,18 @@ impl SubscriptionManager {
             .targets
             .get(&sub.target)
             .is_some_and(|t| t.view.state == MergedState::Offline);
-        let reject = self.env.profiles.get(&sub.profile).and_then(|p| match p.offline() {
-            OfflineStrategy::FailSubscription { reject_code, retry_after, .. } => Some((*reject_code, *retry_after)),
-            OfflineStrategy::Render => None,
-        });
+        let reject = self
+            .env
+            .profiles
+            .get(&sub.profile)
+            .and_then(|p| match p.offline() {
+                OfflineStrategy::FailSubscription {
+                    reject_code,
+                    retry_after,
+                    ..
+                } => Some((*reject_code, *retry_after)),
+                OfflineStrategy::Render => None,
+            });
         if let (Some((code, retry_after)), true, true) = (reject, target_offline, expires > 0) {
             let mut extra = Vec::new();
             if let Some(r) = retry_after {
@@ -430,7 +505,9 @@ impl SubscriptionManager {
             ],
         );
         self.respond(key, data);
-        let Some(sub) = self.phones.get_mut(&id) else { return };
+        let Some(sub) = self.phones.get_mut(&id) else {
+            return;
+        };
         sub.remote_cseq = cseq;
         if let Some(c) = contact_uri {
             sub.remote_target = c; // SUBSCRIBE is a target-refresh request
@@ -447,7 +524,13 @@ impl SubscriptionManager {
             sub.expires_at = now + Duration::from_secs(expires as u64);
             let at = sub.expires_at;
             let holding = sub.state == PhoneState::Holding;
-            self.schedule(at, Timer::PhoneExpire { phone: id, generation });
+            self.schedule(
+                at,
+                Timer::PhoneExpire {
+                    phone: id,
+                    generation,
+                },
+            );
             if !holding {
                 self.update_phone(id, now);
             }
@@ -456,7 +539,9 @@ impl SubscriptionManager {
     /// Send the held first NOTIFY (`deadline`: the hold deadline passed before the
     /// upstream answered).
     fn release_first_notify(&mut self, id: u64, deadline: bool, now: Instant) {
-        let Some(sub) = self.phones.get_mut(&id) else { return };
+        let Some(sub) = self.phones.get_mut(&id) else {
+            return;
+        };
         if sub.state != PhoneState::Holding {
             return;
         }
@@ -464,7 +549,10 @@ impl SubscriptionManager {
         sub.hold_until = None;
         let fetch = sub.fetch;
         if deadline {
-            tracing::debug!(phone = id, "upstream not answered by the hold deadline: rendering what is known");
+            tracing::debug!(
+                phone = id,
+                "upstream not answered by the hold deadline: rendering what is known"
+            );
         }
         if fetch {
             self.terminate_phone(id, "terminated;reason=timeout", true, now);
@@ -486,7 +574,9 @@ impl SubscriptionManager {
     /// Render the target for this phone and send a NOTIFY if the document changed
     /// (or a full state was asked for).
     fn update_phone(&mut self, id: u64, now: Instant) {
-        let Some(sub) = self.phones.get(&id) else { return };
+        let Some(sub) = self.phones.get(&id) else {
+            return;
+        };
         if sub.state != PhoneState::Active {
             return;
         }
@@ -496,11 +586,18 @@ impl SubscriptionManager {
             }
             return;
         }
-        let Some(target) = self.targets.get(&sub.target) else { return };
+        let Some(target) = self.targets.get(&sub.target) else {
+            return;
+        };
         let view = self.view_for(target);
-        let Some(profile) = self.env.profiles.get(&sub.profile) else { return };
+        let Some(profile) = self.env.profiles.get(&sub.profile) else {
+            return;
+        };
         match crate::profile::render(profile, &target.aor, &view) {
-            Rendering::Terminate { reason, retry_after } => {
+            Rendering::Terminate {
+                reason,
+                retry_after,
+            } => {
                 let state = match retry_after {
                     Some(r) => format!("terminated;reason={reason};retry-after={r}"),
                     None => format!("terminated;reason={reason}"),
@@ -520,9 +617,17 @@ impl SubscriptionManager {
         }
     }
 
-    fn send_notify(&mut self, id: u64, subscription_state: &str, doc: Option<crate::profile::RenderedDoc>, _now: Instant) {
+    fn send_notify(
+        &mut self,
+        id: u64,
+        subscription_state: &str,
+        doc: Option<crate::profile::RenderedDoc>,
+        _now: Instant,
+    ) {
         let branch = self.rng.branch();
-        let Some(sub) = self.phones.get_mut(&id) else { return };
+        let Some(sub) = self.phones.get_mut(&id) else {
+            return;
+        };
         sub.local_cseq += 1;
         let body = doc.as_ref().map(|d| {
             let v = sub.next_version;
@@ -535,7 +640,13 @@ impl SubscriptionManager {
         sub.force_full = false;
         sub.dirty = false;
         sub.notify_in_flight = true;
-        let data = build::notify(&self.env, sub, &branch, subscription_state, body.as_deref().map(|b| b.as_bytes()));
+        let data = build::notify(
+            &self.env,
+            sub,
+            &branch,
+            subscription_state,
+            body.as_deref().map(|b| b.as_bytes()),
+        );
         let tag = ReqTag::Notify {
             phone: id,
             cseq: sub.local_cseq,
@@ -549,7 +660,13 @@ impl SubscriptionManager {
 
     /// Send the final NOTIFY (with the current document when `with_body`) and
     /// remove the subscription.
-    fn terminate_phone(&mut self, id: u64, subscription_state: &str, with_body: bool, now: Instant) {
+    fn terminate_phone(
+        &mut self,
+        id: u64,
+        subscription_state: &str,
+        with_body: bool,
+        now: Instant,
+    ) {
         let doc = if with_body {
             self.phones.get(&id).and_then(|sub| {
                 let target = self.targets.get(&sub.target)?;
@@ -574,8 +691,11 @@ impl SubscriptionManager {
     }
 
     fn remove_phone(&mut self, id: u64, now: Instant) {
-        let Some(sub) = self.phones.remove(&id) else { return };
-        self.phone_index.remove(&(sub.call_id.clone(), sub.local_tag.clone()));
+        let Some(sub) = self.phones.remove(&id) else {
+            return;
+        };
+        self.phone_index
+            .remove(&(sub.call_id.clone(), sub.local_tag.clone()));
         let linger = Duration::from_secs(self.env.cfg.subscriptions.linger_s);
         if let Some(t) = self.targets.get_mut(&sub.target) {
             t.watchers.retain(|w| *w != id);
@@ -583,7 +703,13 @@ impl SubscriptionManager {
                 t.linger_gen += 1;
                 t.linger_until = Some(now + linger);
                 let (tid, generation) = (t.id, t.linger_gen);
-                self.schedule(now + linger, Timer::Linger { target: tid, generation });
+                self.schedule(
+                    now + linger,
+                    Timer::Linger {
+                        target: tid,
+                        generation,
+                    },
+                );
             }
         }
     }
@@ -599,7 +725,13 @@ impl SubscriptionManager {
 
     // ------------------------------------------------------------ targets
 
-    fn ensure_target(&mut self, aor: &str, user: &str, from_user: Option<&str>, now: Instant) -> u64 {
+    fn ensure_target(
+        &mut self,
+        aor: &str,
+        user: &str,
+        from_user: Option<&str>,
+        now: Instant,
+    ) -> u64 {
         if let Some(&id) = self.by_aor.get(aor) {
             return id;
         }
@@ -636,8 +768,10 @@ impl SubscriptionManager {
         };
         let dialog = mk(self, Package::Dialog);
         let presence = mk(self, Package::Presence);
-        self.upstream_index.insert(dialog.call_id.clone(), (id, Package::Dialog));
-        self.upstream_index.insert(presence.call_id.clone(), (id, Package::Presence));
+        self.upstream_index
+            .insert(dialog.call_id.clone(), (id, Package::Dialog));
+        self.upstream_index
+            .insert(presence.call_id.clone(), (id, Package::Presence));
         let t = Target {
             id,
             aor: aor.to_string(),
@@ -662,7 +796,9 @@ impl SubscriptionManager {
 
     /// Recompute the merged view and notify every watcher whose document changed.
     fn recompute(&mut self, target: u64, now: Instant) {
-        let Some(t) = self.targets.get_mut(&target) else { return };
+        let Some(t) = self.targets.get_mut(&target) else {
+            return;
+        };
         let view = presence::merge(&t.dialog_stream, &t.presence_stream);
         if view != t.view {
             tracing::info!(target = %t.aor, from = %t.view.state, to = %view.state, "target state changed");
@@ -671,7 +807,10 @@ impl SubscriptionManager {
         let ready = t.ready();
         let watchers = t.watchers.clone();
         for w in watchers {
-            let holding = self.phones.get(&w).is_some_and(|p| p.state == PhoneState::Holding);
+            let holding = self
+                .phones
+                .get(&w)
+                .is_some_and(|p| p.state == PhoneState::Holding);
             if holding {
                 if ready {
                     self.release_first_notify(w, false, now);
@@ -687,7 +826,9 @@ impl SubscriptionManager {
     fn send_subscribe(&mut self, target: u64, package: Package, unsubscribe: bool, now: Instant) {
         let upstream_expires = self.env.cfg.subscriptions.upstream_expires;
         let branch = self.rng.branch();
-        let Some(t) = self.targets.get_mut(&target) else { return };
+        let Some(t) = self.targets.get_mut(&target) else {
+            return;
+        };
         let up = t.upstream_mut(package);
         up.cseq += 1;
         let expires = if unsubscribe {
@@ -701,11 +842,14 @@ impl SubscriptionManager {
             _ => t.aor.clone(),
         };
         let mut up = t.upstream(package).clone();
-        let auth = up.auth.authorize(&Method::Subscribe, &ruri, b"", &mut self.rng);
+        let auth = up
+            .auth
+            .authorize(&Method::Subscribe, &ruri, b"", &mut self.rng);
         let (data, _) = build::subscribe(&self.env, t, &up, &branch, expires, &auth);
         up.in_flight = true;
         up.last_request = Some(data.clone());
-        if up.state == UpState::Idle || up.state == UpState::Backoff || up.state == UpState::Stopped {
+        if up.state == UpState::Idle || up.state == UpState::Backoff || up.state == UpState::Stopped
+        {
             up.state = UpState::Subscribing;
         }
         if unsubscribe {
@@ -727,14 +871,22 @@ impl SubscriptionManager {
         });
         if !unsubscribe {
             // Timer N: a NOTIFY must follow within 64·T1 (RFC 6665 §4.1.2.4)
-            self.schedule(now + self.env.t1 * 64, Timer::UpTimerN { target, package, generation });
+            self.schedule(
+                now + self.env.t1 * 64,
+                Timer::UpTimerN {
+                    target,
+                    package,
+                    generation,
+                },
+            );
         }
     }
 
     /// Remember an ended upstream dialog for a while (64·T1).
     fn retire(&mut self, call_id: String, now: Instant) {
         let keep = self.env.t1 * 64;
-        self.retired.retain(|_, at| now.saturating_duration_since(*at) < keep);
+        self.retired
+            .retain(|_, at| now.saturating_duration_since(*at) < keep);
         self.retired.insert(call_id, now);
     }
 
@@ -742,7 +894,9 @@ impl SubscriptionManager {
     fn resubscribe_fresh(&mut self, target: u64, package: Package, now: Instant) {
         let call_id = format!("{}@blf-bridge", self.rng.token(20));
         let tag = self.rng.tag();
-        let Some(t) = self.targets.get_mut(&target) else { return };
+        let Some(t) = self.targets.get_mut(&target) else {
+            return;
+        };
         let up = t.upstream_mut(package);
         let old = std::mem::replace(&mut up.call_id, call_id.clone());
         self.upstream_index.remove(&old);
@@ -769,22 +923,41 @@ impl SubscriptionManager {
 
     /// Mark a failure and schedule the next attempt with capped exponential
     /// backoff (plus jitter), or `retry_after` when the upstream gave one.
-    fn upstream_failed(&mut self, target: u64, package: Package, why: String, retry_after: Option<u64>, stop: bool, now: Instant) {
+    fn upstream_failed(
+        &mut self,
+        target: u64,
+        package: Package,
+        why: String,
+        retry_after: Option<u64>,
+        stop: bool,
+        now: Instant,
+    ) {
         let s = self.env.cfg.subscriptions.clone();
         let jitter = self.rng.below(1000);
-        let Some(t) = self.targets.get_mut(&target) else { return };
+        let Some(t) = self.targets.get_mut(&target) else {
+            return;
+        };
         let aor = t.aor.clone();
         let up = t.upstream_mut(package);
         up.failures = up.failures.saturating_add(1);
         up.in_flight = false;
         up.last_error = Some(why.clone());
-        let base = s.retry_min_s.saturating_mul(1u64 << (up.failures - 1).min(16)).min(s.retry_max_s);
+        let base = s
+            .retry_min_s
+            .saturating_mul(1u64 << (up.failures - 1).min(16))
+            .min(s.retry_max_s);
         let delay = if stop {
             s.retry_max_s
         } else {
-            retry_after.unwrap_or(base).min(s.retry_max_s.max(retry_after.unwrap_or(0)))
+            retry_after
+                .unwrap_or(base)
+                .min(s.retry_max_s.max(retry_after.unwrap_or(0)))
         };
-        up.state = if stop { UpState::Stopped } else { UpState::Backoff };
+        up.state = if stop {
+            UpState::Stopped
+        } else {
+            UpState::Backoff
+        };
         let generation = up.generation;
         // A rejection, or repeated failures, make the stream unknown. A single
         // transient failure keeps the last known state while we retry, so lamps
@@ -797,21 +970,32 @@ impl SubscriptionManager {
         }
         tracing::warn!(target = %aor, package = package.event(), error = %why, retry_in_s = delay, "upstream subscription failed");
         let at = now + Duration::from_secs(delay) + Duration::from_millis(jitter);
-        self.schedule(at, Timer::UpRetry { target, package, generation });
+        self.schedule(
+            at,
+            Timer::UpRetry {
+                target,
+                package,
+                generation,
+            },
+        );
         self.recompute(target, now);
     }
 
     /// The outcome of a request the manager sent.
     pub fn on_response(&mut self, tag: ReqTag, msg: &SipMessage, now: Instant) {
         match tag {
-            ReqTag::Notify { phone, cseq } => self.on_notify_response(phone, cseq, msg.status().unwrap_or(0), now),
+            ReqTag::Notify { phone, cseq } => {
+                self.on_notify_response(phone, cseq, msg.status().unwrap_or(0), now)
+            }
             ReqTag::Upstream {
                 target,
                 package,
                 generation,
                 cseq,
                 unsubscribe,
-            } => self.on_subscribe_response(target, package, generation, cseq, unsubscribe, msg, now),
+            } => {
+                self.on_subscribe_response(target, package, generation, cseq, unsubscribe, msg, now)
+            }
         }
     }
 
@@ -839,14 +1023,23 @@ impl SubscriptionManager {
                     .get(&target)
                     .is_some_and(|t| t.upstream(package).generation == generation);
                 if current {
-                    self.upstream_failed(target, package, "SUBSCRIBE timed out".into(), None, false, now);
+                    self.upstream_failed(
+                        target,
+                        package,
+                        "SUBSCRIBE timed out".into(),
+                        None,
+                        false,
+                        now,
+                    );
                 }
             }
         }
     }
 
     fn on_notify_response(&mut self, phone: u64, cseq: u32, code: u16, now: Instant) {
-        let Some(sub) = self.phones.get_mut(&phone) else { return };
+        let Some(sub) = self.phones.get_mut(&phone) else {
+            return;
+        };
         if sub.local_cseq != cseq {
             return; // an older NOTIFY; a newer one is in flight
         }
@@ -858,13 +1051,20 @@ impl SubscriptionManager {
                 }
             }
             481 => {
-                tracing::info!(phone, "phone answered NOTIFY with 481: removing the subscription");
+                tracing::info!(
+                    phone,
+                    "phone answered NOTIFY with 481: removing the subscription"
+                );
                 self.remove_phone(phone, now);
             }
             401 | 407 => {
                 // RFC 6665: a challenged NOTIFY does not end the subscription; we have
                 // no credentials for the phone, so keep going and try on the next change.
-                tracing::warn!(phone, code, "phone challenged our NOTIFY; keeping the subscription");
+                tracing::warn!(
+                    phone,
+                    code,
+                    "phone challenged our NOTIFY; keeping the subscription"
+                );
             }
             _ => {
                 tracing::warn!(phone, code, "phone rejected a NOTIFY");
@@ -887,7 +1087,9 @@ impl SubscriptionManager {
         now: Instant,
     ) {
         let code = msg.status().unwrap_or(0);
-        let Some(t) = self.targets.get_mut(&target) else { return };
+        let Some(t) = self.targets.get_mut(&target) else {
+            return;
+        };
         let aor = t.aor.clone();
         let up = t.upstream_mut(package);
         if up.generation != generation || up.cseq != cseq || unsubscribe {
@@ -926,25 +1128,48 @@ impl SubscriptionManager {
                 let generation = up.generation;
                 let cseq = up.cseq;
                 let at = now + self.refresh_delay(granted);
-                self.schedule(at, Timer::UpRefresh { target, package, generation, cseq });
+                self.schedule(
+                    at,
+                    Timer::UpRefresh {
+                        target,
+                        package,
+                        generation,
+                        cseq,
+                    },
+                );
                 tracing::debug!(target = %aor, package = package.event(), granted, "upstream subscription active");
             }
             401 | 407 => {
-                let challenged = up.last_request.clone().and_then(|b| SipMessage::parse(b).ok());
+                let challenged = up
+                    .last_request
+                    .clone()
+                    .and_then(|b| SipMessage::parse(b).ok());
                 let result = match &challenged {
-                    Some(req) => up.auth.handle_challenge(msg, req, &mut self.rng).map_err(|e| e.to_string()),
+                    Some(req) => up
+                        .auth
+                        .handle_challenge(msg, req, &mut self.rng)
+                        .map_err(|e| e.to_string()),
                     None => Err("challenge without a request to answer".to_string()),
                 };
                 match result {
                     Ok(()) => self.send_subscribe(target, package, false, now),
                     Err(e) => {
                         tracing::error!(target = %aor, package = package.event(), "upstream authentication failed: {e}");
-                        self.upstream_failed(target, package, format!("authentication failed: {e}"), None, false, now);
+                        self.upstream_failed(
+                            target,
+                            package,
+                            format!("authentication failed: {e}"),
+                            None,
+                            false,
+                            now,
+                        );
                     }
                 }
             }
             423 => {
-                let min = msg.header_value(HeaderName::MinExpires).and_then(|v| crate::sip::typed::parse_delta(v).ok());
+                let min = msg
+                    .header_value(HeaderName::MinExpires)
+                    .and_then(|v| crate::sip::typed::parse_delta(v).ok());
                 match min {
                     Some(m) if m > 0 && up.failures < 3 => {
                         up.failures += 1;
@@ -954,7 +1179,14 @@ impl SubscriptionManager {
                         up.expires_floor = Some(m);
                         self.send_subscribe(target, package, false, now);
                     }
-                    _ => self.upstream_failed(target, package, "423 without usable Min-Expires".into(), None, false, now),
+                    _ => self.upstream_failed(
+                        target,
+                        package,
+                        "423 without usable Min-Expires".into(),
+                        None,
+                        false,
+                        now,
+                    ),
                 }
             }
             481 => {
@@ -963,7 +1195,10 @@ impl SubscriptionManager {
                 self.resubscribe_fresh(target, package, now);
             }
             403 | 404 | 405 | 489 | 501 | 603 => {
-                let reason = format!("{code} {}", String::from_utf8_lossy(msg.reason().unwrap_or_default()));
+                let reason = format!(
+                    "{code} {}",
+                    String::from_utf8_lossy(msg.reason().unwrap_or_default())
+                );
                 self.upstream_failed(target, package, reason, None, true, now);
             }
             300..=699 => {
@@ -974,7 +1209,10 @@ impl SubscriptionManager {
                         crate::sip::typed::parse_delta(&v[..e]).ok()
                     })
                     .map(u64::from);
-                let reason = format!("{code} {}", String::from_utf8_lossy(msg.reason().unwrap_or_default()));
+                let reason = format!(
+                    "{code} {}",
+                    String::from_utf8_lossy(msg.reason().unwrap_or_default())
+                );
                 self.upstream_failed(target, package, reason, retry_after, false, now);
             }
             _ => {}
@@ -992,7 +1230,9 @@ impl SubscriptionManager {
     /// A request the upstream sent into one of our subscription dialogs (NOTIFY).
     /// Returns false when it is not ours.
     pub fn on_upstream_request(&mut self, key: ServerKey, msg: &SipMessage, now: Instant) -> bool {
-        let Some(cid) = msg.call_id() else { return false };
+        let Some(cid) = msg.call_id() else {
+            return false;
+        };
         let cid = String::from_utf8_lossy(cid).into_owned();
         let Some(&(target, package)) = self.upstream_index.get(&cid) else {
             if self.retired.contains_key(&cid) && msg.method() == Some(&Method::Notify) {
@@ -1003,15 +1243,25 @@ impl SubscriptionManager {
             return false;
         };
         if msg.method() != Some(&Method::Notify) {
-            let data = build::response(msg, 405, "Method Not Allowed", None, &[("Allow", "NOTIFY".into())]);
+            let data = build::response(
+                msg,
+                405,
+                "Method Not Allowed",
+                None,
+                &[("Allow", "NOTIFY".into())],
+            );
             self.respond(key, data);
             return true;
         }
-        let Some(t) = self.targets.get_mut(&target) else { return false };
+        let Some(t) = self.targets.get_mut(&target) else {
+            return false;
+        };
         let up = t.upstream_mut(package);
         // The NOTIFY's To-tag is our From-tag; its From-tag is the notifier's tag.
         let to_tag_ok = msg.to_tag().is_some_and(|tt| tt == up.local_tag.as_bytes());
-        let from_tag = msg.from_tag().map(|f| String::from_utf8_lossy(f).into_owned());
+        let from_tag = msg
+            .from_tag()
+            .map(|f| String::from_utf8_lossy(f).into_owned());
         let event_ok = matches!(msg.event(), Some(Ok(e)) if e.is(package.event()));
         let tag_ok = match (&up.remote_tag, &from_tag) {
             (Some(r), Some(f)) => r == f,
@@ -1051,7 +1301,9 @@ impl SubscriptionManager {
         // body (a terminating NOTIFY without a body carries no state)
         let body = msg.body();
         let terminated = matches!(sub_state, Some((SubStateValue::Terminated, ..)));
-        let Some(t) = self.targets.get_mut(&target) else { return true };
+        let Some(t) = self.targets.get_mut(&target) else {
+            return true;
+        };
         let aor = t.aor.clone();
         let mut need_refresh = false;
         match package {
@@ -1059,7 +1311,9 @@ impl SubscriptionManager {
             Package::Dialog => match t.dialog_stream.apply_body(body) {
                 Ok(ApplyOutcome::NeedRefresh { .. }) => need_refresh = true,
                 Ok(_) => {}
-                Err(e) => tracing::warn!(target = %aor, error = %e, "unusable dialog-info from upstream"),
+                Err(e) => {
+                    tracing::warn!(target = %aor, error = %e, "unusable dialog-info from upstream")
+                }
             },
             Package::Presence => {
                 let empty = self.env.cfg.upstream.empty_presence;
@@ -1071,7 +1325,13 @@ impl SubscriptionManager {
         if let Some((state, expires, reason, retry_after)) = sub_state {
             match state {
                 SubStateValue::Terminated => {
-                    self.on_upstream_terminated(target, package, reason.as_deref(), retry_after, now);
+                    self.on_upstream_terminated(
+                        target,
+                        package,
+                        reason.as_deref(),
+                        retry_after,
+                        now,
+                    );
                     self.recompute(target, now);
                     return true;
                 }
@@ -1092,7 +1352,14 @@ impl SubscriptionManager {
     }
 
     /// `Subscription-State: terminated` from the upstream (RFC 6665 §4.1.3).
-    fn on_upstream_terminated(&mut self, target: u64, package: Package, reason: Option<&str>, retry_after: Option<u32>, now: Instant) {
+    fn on_upstream_terminated(
+        &mut self,
+        target: u64,
+        package: Package,
+        reason: Option<&str>,
+        retry_after: Option<u32>,
+        now: Instant,
+    ) {
         let unsubscribing = self
             .targets
             .get(&target)
@@ -1103,7 +1370,14 @@ impl SubscriptionManager {
         match reason {
             None | Some("deactivated") | Some("timeout") => {
                 if let Some(r) = retry_after {
-                    self.upstream_failed(target, package, "terminated by upstream".into(), Some(r as u64), false, now);
+                    self.upstream_failed(
+                        target,
+                        package,
+                        "terminated by upstream".into(),
+                        Some(r as u64),
+                        false,
+                        now,
+                    );
                 } else {
                     self.resubscribe_fresh(target, package, now);
                 }
@@ -1120,7 +1394,14 @@ impl SubscriptionManager {
             }
             Some(r) => {
                 // rejected / noresource / invariant / unknown: do not retry soon
-                self.upstream_failed(target, package, format!("terminated ({r})"), None, true, now);
+                self.upstream_failed(
+                    target,
+                    package,
+                    format!("terminated ({r})"),
+                    None,
+                    true,
+                    now,
+                );
             }
         }
     }
@@ -1132,7 +1413,9 @@ impl SubscriptionManager {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, _, timer))) = self.timers.pop() else { break };
+            let Some(Reverse((_, _, timer))) = self.timers.pop() else {
+                break;
+            };
             self.fire(timer, now);
         }
     }
@@ -1140,41 +1423,73 @@ impl SubscriptionManager {
     fn fire(&mut self, timer: Timer, now: Instant) {
         match timer {
             Timer::PhoneExpire { phone, generation } => {
-                if self.phones.get(&phone).is_some_and(|p| p.timer_gen == generation) {
+                if self
+                    .phones
+                    .get(&phone)
+                    .is_some_and(|p| p.timer_gen == generation)
+                {
                     tracing::info!(phone, "phone subscription expired");
                     self.terminate_phone(phone, "terminated;reason=timeout", true, now);
                 }
             }
             Timer::PhoneHold { phone } => {
-                if self.phones.get(&phone).is_some_and(|p| p.state == PhoneState::Holding) {
+                if self
+                    .phones
+                    .get(&phone)
+                    .is_some_and(|p| p.state == PhoneState::Holding)
+                {
                     self.release_first_notify(phone, true, now);
                 }
             }
-            Timer::UpRefresh { target, package, generation, cseq } => {
+            Timer::UpRefresh {
+                target,
+                package,
+                generation,
+                cseq,
+            } => {
                 let due = self.targets.get(&target).is_some_and(|t| {
                     let u = t.upstream(package);
-                    u.generation == generation && u.cseq == cseq && u.state == UpState::Active && !u.in_flight
+                    u.generation == generation
+                        && u.cseq == cseq
+                        && u.state == UpState::Active
+                        && !u.in_flight
                 });
                 if due {
                     self.send_subscribe(target, package, false, now);
                 }
             }
-            Timer::UpRetry { target, package, generation } => {
+            Timer::UpRetry {
+                target,
+                package,
+                generation,
+            } => {
                 let due = self.targets.get(&target).is_some_and(|t| {
                     let u = t.upstream(package);
-                    u.generation == generation && matches!(u.state, UpState::Backoff | UpState::Stopped)
+                    u.generation == generation
+                        && matches!(u.state, UpState::Backoff | UpState::Stopped)
                 });
                 if due {
                     self.resubscribe_fresh(target, package, now);
                 }
             }
-            Timer::UpTimerN { target, package, generation } => {
+            Timer::UpTimerN {
+                target,
+                package,
+                generation,
+            } => {
                 let failed = self.targets.get(&target).is_some_and(|t| {
                     let u = t.upstream(package);
                     u.generation == generation && !u.notified && u.state != UpState::Unsubscribing
                 });
                 if failed {
-                    self.upstream_failed(target, package, "no NOTIFY within Timer N".into(), None, false, now);
+                    self.upstream_failed(
+                        target,
+                        package,
+                        "no NOTIFY within Timer N".into(),
+                        None,
+                        false,
+                        now,
+                    );
                 }
             }
             Timer::Linger { target, generation } => {
@@ -1190,7 +1505,9 @@ impl SubscriptionManager {
     }
 
     fn drop_target(&mut self, target: u64, now: Instant) {
-        let Some(t) = self.targets.get(&target) else { return };
+        let Some(t) = self.targets.get(&target) else {
+            return;
+        };
         tracing::info!(target = %t.aor, "no phone watches the target any more: unsubscribing upstream");
         let active: Vec<Package> = [Package::Dialog, Package::Presence]
             .into_iter()

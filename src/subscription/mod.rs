@@ -27,4 +27,3 @@ mod types;
 pub use build::{CONTACT_USER, hostport};
 pub use manager::{Classification, Env, Out, ReqTag, SubscriptionManager};
 pub use types::{Package, PhoneState, PhoneSub, Target, UpState, Upstream};
-

@@ -187,8 +187,8 @@ impl Target {
     /// Both streams have spoken (or failed for good): the first NOTIFY to a phone
     /// may go out without risking an idle flash before offline is known.
     pub fn ready(&self) -> bool {
-        [&self.dialog, &self.presence].iter().all(|u| {
-            u.ever_notified || matches!(u.state, UpState::Stopped) || u.failures > 0
-        })
+        [&self.dialog, &self.presence]
+            .iter()
+            .all(|u| u.ever_notified || matches!(u.state, UpState::Stopped) || u.failures > 0)
     }
 }

@@ -104,11 +104,8 @@ impl Sim {
     pub fn tcp_from(&mut self, from: &str, conn: u64, text: &str) {
         let data = Bytes::from(text.replace('\n', "\r\n").replace("\r\r\n", "\r\n"));
         let msg = SipMessage::parse(data).unwrap();
-        self.ep.handle_message(
-            Flow::tcp(addr(from), Some(ConnId(conn))),
-            msg,
-            self.now,
-        );
+        self.ep
+            .handle_message(Flow::tcp(addr(from), Some(ConnId(conn))), msg, self.now);
         self.drain();
     }
 
@@ -137,7 +134,8 @@ impl Sim {
     /// Take every pending message sent to `to`, parsed.
     pub fn take_to(&mut self, to: &str) -> Vec<SipMessage> {
         let to = addr(to);
-        let (mine, rest): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|t| t.flow.remote == to);
+        let (mine, rest): (Vec<_>, Vec<_>) =
+            self.pending.drain(..).partition(|t| t.flow.remote == to);
         self.pending = rest;
         mine.into_iter()
             .filter_map(|t| SipMessage::parse(t.data).ok())
@@ -147,7 +145,8 @@ impl Sim {
     /// Take pending transmits to `to` with their flows.
     pub fn take_flows_to(&mut self, to: &str) -> Vec<(Flow, SipMessage)> {
         let to = addr(to);
-        let (mine, rest): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|t| t.flow.remote == to);
+        let (mine, rest): (Vec<_>, Vec<_>) =
+            self.pending.drain(..).partition(|t| t.flow.remote == to);
         self.pending = rest;
         mine.into_iter()
             .filter_map(|t| SipMessage::parse(t.data.clone()).ok().map(|m| (t.flow, m)))
@@ -183,10 +182,19 @@ pub fn event_of(m: &SipMessage) -> String {
 }
 
 /// A response to `req` built by a fake peer (copies Via/From/To/Call-ID/CSeq).
-pub fn reply(req: &SipMessage, code: u16, reason: &str, to_tag: Option<&str>, extra: &str) -> String {
+pub fn reply(
+    req: &SipMessage,
+    code: u16,
+    reason: &str,
+    to_tag: Option<&str>,
+    extra: &str,
+) -> String {
     let mut s = format!("SIP/2.0 {code} {reason}\r\n");
     for h in req.headers_named(HeaderName::Via) {
-        s.push_str(&format!("Via: {}\r\n", String::from_utf8_lossy(req.value(h))));
+        s.push_str(&format!(
+            "Via: {}\r\n",
+            String::from_utf8_lossy(req.value(h))
+        ));
     }
     s.push_str(&format!("From: {}\r\n", hv(req, HeaderName::From)));
     let to = hv(req, HeaderName::To);
@@ -235,7 +243,8 @@ pub struct FakeSub {
 pub struct FakePbx {
     pub subs: Vec<FakeSub>,
     pub seen: Vec<SipMessage>,
-    keys: Vec<(String, String, Option<Vec<u8>>, Option<u16>)>,
+    /// Call-ID|CSeq|branch of every request seen (retransmission filter).
+    keys: std::collections::HashSet<String>,
     n: u32,
 }
 
@@ -257,16 +266,16 @@ impl FakePbx {
             .take_to(UPSTREAM)
             .into_iter()
             .filter(|m| {
-                let key = (
+                if !m.is_request() {
+                    return true;
+                }
+                let key = format!(
+                    "{}|{}|{}",
                     hv(m, HeaderName::CallId),
                     hv(m, HeaderName::CSeq),
-                    m.branch().map(|b| b.to_vec()),
-                    m.status(),
+                    String::from_utf8_lossy(m.branch().unwrap_or_default())
                 );
-                m.is_request().then(|| !self.keys.contains(&key)).unwrap_or(true) && {
-                    self.keys.push(key);
-                    true
-                }
+                self.keys.insert(key)
             })
             .collect();
         self.seen.extend(v.iter().cloned());
@@ -281,7 +290,10 @@ impl FakePbx {
         while sim.now < end {
             sim.advance(Duration::from_millis(100));
             let msgs = self.take(sim);
-            let s: Vec<SipMessage> = msgs.into_iter().filter(|m| is_method(m, Method::Subscribe)).collect();
+            let s: Vec<SipMessage> = msgs
+                .into_iter()
+                .filter(|m| is_method(m, Method::Subscribe))
+                .collect();
             self.accept(sim, &s, 600);
             subs.extend(s);
         }
@@ -328,7 +340,13 @@ impl FakePbx {
     }
 
     /// Send a NOTIFY for the subscription with this event (the last one accepted).
-    pub fn notify(&mut self, sim: &mut Sim, event: &str, sub_state: &str, body: Option<&str>) -> Vec<SipMessage> {
+    pub fn notify(
+        &mut self,
+        sim: &mut Sim,
+        event: &str,
+        sub_state: &str,
+        body: Option<&str>,
+    ) -> Vec<SipMessage> {
         let i = self
             .subs
             .iter()
@@ -337,7 +355,13 @@ impl FakePbx {
         self.notify_sub(sim, i, sub_state, body)
     }
 
-    pub fn notify_sub(&mut self, sim: &mut Sim, i: usize, sub_state: &str, body: Option<&str>) -> Vec<SipMessage> {
+    pub fn notify_sub(
+        &mut self,
+        sim: &mut Sim,
+        i: usize,
+        sub_state: &str,
+        body: Option<&str>,
+    ) -> Vec<SipMessage> {
         self.n += 1;
         let s = &mut self.subs[i];
         s.cseq += 1;
