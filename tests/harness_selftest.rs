@@ -407,6 +407,18 @@ fn bridge_that_exits_is_reported_with_its_log() {
 
 // ------------------------------------------------------------- no tools needed
 
+#[test]
+fn bridge_config_is_accepted_by_the_config_parser() {
+    let text = bridge_config(25060, loopback(25070));
+    let cfg = blf_bridge::config::Config::parse(&text, "bridge.toml", &|_| None)
+        .unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    assert_eq!(cfg.listen.udp, Some(loopback(25060)));
+    assert_eq!(cfg.listen.tcp, Some(loopback(25060)));
+    assert_eq!(cfg.upstream.proxy_port, 25070);
+    assert_eq!(cfg.upstream.domain, DOMAIN);
+    assert_eq!(cfg.accounts.len(), 3);
+}
+
 /// One record as sipp -trace_msg writes it (sipp/src/call.cpp: dashes + time,
 /// "<T> message sent (N bytes):" or "<T> message received [N] bytes :", blank
 /// line, the message bytes, blank lines).

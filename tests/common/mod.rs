@@ -147,7 +147,9 @@ pub fn e2e_ready(test: &str) -> bool {
     if e2e_required() {
         panic!("BLF_REQUIRE_E2E is set but {msg}");
     }
-    eprintln!(
+    // straight to the stderr handle: the test harness captures eprintln! of passing tests
+    let _ = writeln!(
+        std::io::stderr(),
         "\n{bar}\n!! SKIPPED: {msg}\n!! Set BLF_REQUIRE_E2E=1 to turn this into a failure.\n{bar}\n",
         bar = "!".repeat(78)
     );
@@ -349,6 +351,10 @@ pub fn run_bounded(
             return Err(format!("{desc} did not finish within {timeout:?}"));
         }
     };
+    // a left-over member of its group could hold the pipes open
+    if group_alive(child.id()) {
+        kill_group(child.id(), "KILL");
+    }
     if let Some(w) = writer {
         let _ = w.join();
     }
@@ -380,7 +386,8 @@ fn kill_group(pgid: u32, signal: &str) {
     if pgid == 0 {
         return;
     }
-    let _ = Command::new("kill")
+    let kill = find_tool("kill").unwrap_or_else(|| PathBuf::from("/bin/kill"));
+    let _ = Command::new(kill)
         .args(["-s", signal, "--", &format!("-{pgid}")])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -1233,6 +1240,23 @@ impl Drop for Bridge {
             );
         }
     }
+}
+
+/// A minimal bridge config (src/config.rs format): phones on 127.0.0.1:`listen_port`
+/// (UDP and TCP), the harness PBX at `upstream` over UDP as the hosted PBX, and the
+/// harness users as accounts. Tests append or replace sections as they need.
+pub fn bridge_config(listen_port: u16, upstream: SocketAddr) -> String {
+    let mut s = format!(
+        "[listen]\nudp = \"127.0.0.1:{listen_port}\"\ntcp = \"127.0.0.1:{listen_port}\"\n\n\
+         [upstream]\nproxy = \"{upstream}\"\ndomain = \"{DOMAIN}\"\ntransport = \"udp\"\n"
+    );
+    for (user, pass) in USERS {
+        let _ = write!(
+            s,
+            "\n[[account]]\nuser = \"{user}\"\npassword = \"{pass}\"\n"
+        );
+    }
+    s
 }
 
 /// `[listen] udp` / `tcp` of a bridge config, unspecified IPs replaced by 127.0.0.1.
