@@ -1299,6 +1299,8 @@ pub enum BlfModel {
     Wave,
     /// subscribe-dialog-gxp.xml (`User-Agent: Grandstream GXP2170 1.0.11.3`)
     Gxp,
+    /// subscribe-dialog-zoiper.xml (`User-Agent: Z 5.2.25 rv2.8.112`, `Event: dialog`)
+    Zoiper,
 }
 
 /// A SIPp command line under construction; [`SippCmd::spawn`] runs it.
@@ -1396,6 +1398,7 @@ impl SippCmd {
         let scenario = match model {
             BlfModel::Wave => "subscribe-dialog-wave.xml",
             BlfModel::Gxp => "subscribe-dialog-gxp.xml",
+            BlfModel::Zoiper => "subscribe-dialog-zoiper.xml",
         };
         SippCmd::new(scenario, remote)
             .name(&format!("blf-{model:?}-{watcher}-{target}").to_lowercase())

@@ -57,6 +57,14 @@ gen subscribe-presence-zoiper.xml "subscribe-presence (Zoiper)" \
   "User-Agent: Z 5.2.25 rv2.8.112" \
   "Allow: INVITE, ACK, CANCEL, BYE, NOTIFY, REFER, MESSAGE, OPTIONS, INFO, SUBSCRIBE"
 
+gen subscribe-dialog-zoiper.xml "subscribe-dialog (Zoiper BLF)" \
+  "BLF watcher with the headers of Zoiper 5 (Event: dialog; its profile is passthrough)." \
+  "Z 5.2.25 rv2.8.112" \
+  "Event: dialog" "Accept: application/dialog-info+xml" "Allow-Events: presence, kpml, talk" \
+  "Supported: replaces, norefersub, extended-refer, timer, outbound, path, X-cisco-serviceuri" \
+  "User-Agent: Z 5.2.25 rv2.8.112" \
+  "Allow: INVITE, ACK, CANCEL, BYE, NOTIFY, REFER, MESSAGE, OPTIONS, INFO, SUBSCRIBE"
+
 gen subscribe-mwi.xml "subscribe-mwi (Grandstream Wave message-summary)" \
   "MWI subscriber (Event: message-summary) with Grandstream Wave headers; normally -s = -set watcher." \
   "Grandstream Wave" \
