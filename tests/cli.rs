@@ -238,3 +238,99 @@ fn run_with_a_bad_config_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains(&format!("{}:2:", p.display())));
 }
+
+#[test]
+fn check_reports_a_malformed_profile_with_file_and_line() {
+    let dir = write_file("placeholder", "")
+        .parent()
+        .unwrap()
+        .join("profiles");
+    std::fs::create_dir_all(&dir).unwrap();
+    // a copy of the Wave profile under another name, with one bad state value
+    let wave = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/grandstream-wave.toml"),
+    )
+    .unwrap()
+    .replace("name = \"grandstream-wave\"", "name = \"desk\"");
+    let bad_at = wave
+        .find("state = \"confirmed\"")
+        .expect("a confirmed state");
+    let bad_line = wave[..bad_at].lines().count() + 1;
+    let bad = format!(
+        "{}state = \"bsy\"{}",
+        &wave[..bad_at],
+        &wave[bad_at + "state = \"confirmed\"".len()..]
+    );
+    std::fs::write(dir.join("desk.toml"), &bad).unwrap();
+    let cfg = write_file(
+        "bridge.toml",
+        &format!(
+            "{}\n[profiles]\ndir = \"{}\"\n",
+            config_text(5060, 5070),
+            dir.display()
+        ),
+    );
+    let out = bridge(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    let file = dir.join("desk.toml");
+    assert!(
+        err.contains(&format!("{}:{bad_line}:", file.display())),
+        "file:line of the bad state value: {err}"
+    );
+    assert!(err.contains("bsy"), "{err}");
+    // `run` refuses to start with it too
+    let out = bridge(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    // and a good override is listed by `profiles`
+    std::fs::write(
+        dir.join("desk.toml"),
+        std::fs::read_to_string(dir.join("desk.toml"))
+            .unwrap()
+            .replace("bsy", "terminated"),
+    )
+    .unwrap();
+    let out = bridge(&["profiles", "--dir", dir.to_str().unwrap()]);
+    let listing = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(listing.contains("desk"), "{listing}");
+}
+
+#[test]
+fn render_prints_the_profile_document() {
+    let out = bridge(&[
+        "render",
+        "--profile",
+        "grandstream-gxp",
+        "--state",
+        "offline",
+        "--entity",
+        "sip:2001@example.org",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let body = text(&out.stdout);
+    assert!(body.contains("entity=\"sip:2001@example.org\""), "{body}");
+    assert!(body.contains("display=\"Offline\""), "{body}");
+    assert!(body.contains("<state>confirmed</state>"), "{body}");
+    let out = bridge(&["render", "--profile", "yealink", "--state", "offline"]);
+    assert!(text(&out.stdout).contains("terminated;reason=probation"));
+    let out = bridge(&["render", "--profile", "nosuch", "--state", "idle"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("grandstream-gxp"),
+        "lists the valid names"
+    );
+    let out = bridge(&["profiles"]);
+    assert!(out.status.success());
+    let listing = text(&out.stdout);
+    for p in [
+        "grandstream-gxp",
+        "grandstream-wave",
+        "yealink",
+        "snom",
+        "zoiper",
+        "generic",
+    ] {
+        assert!(listing.contains(p), "{listing}");
+    }
+}
