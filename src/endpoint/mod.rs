@@ -57,7 +57,10 @@ impl Endpoint {
         if msg.is_request() {
             if let Err(d) = crate::sip::validate::check_request(&msg) {
                 tracing::warn!(%from, code = d.code, reason = d.reason, "rejecting malformed request");
-                if msg.top_via().is_some_and(|v| v.is_ok()) {
+                // The answer goes back on the flow the request came from and
+                // copies the Via values byte for byte, so it only needs a Via to
+                // copy, not a readable one (RFC 4475 badinv01, badvers).
+                if msg.header(crate::sip::HeaderName::Via).is_some() {
                     let resp = MessageBuilder::response_to(&msg, d.code, d.reason, None).finish();
                     self.out.push_back(Transmit { flow: from, data: resp });
                 }
