@@ -232,33 +232,38 @@ fn is_ws(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
+/// Lookup table behind [`is_token_char`] (a table lookup instead of a chain of
+/// comparisons: this runs for every byte of every header name and parameter).
+static TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        i += 1;
+    }
+    t
+};
+
 /// RFC 3261 `token` characters.
-#[inline]
+#[inline(always)]
 pub fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    TOKEN[b as usize]
 }
 
-/// Find the end of the header section: returns (offset of the blank line, offset of
-/// the first body byte). Accepts CRLF and bare LF line ends.
-fn find_headers_end(b: &[u8]) -> Option<(usize, usize)> {
-    let mut pos = 0;
-    while let Some(i) = memchr::memchr(b'\n', &b[pos..]) {
-        let nl = pos + i;
-        // the line that starts after this LF
-        let next = nl + 1;
-        if next < b.len() && b[next] == b'\n' {
-            return Some((next, next + 1));
-        }
-        if next + 1 < b.len() && b[next] == b'\r' && b[next + 1] == b'\n' {
-            return Some((next, next + 2));
-        }
-        pos = next;
+/// Is the line starting at `pos` empty (`LF` or `CRLF`), i.e. the blank line that
+/// ends the header section? Returns the offset of the first byte after it.
+#[inline]
+fn blank_line_at(b: &[u8], pos: usize) -> Option<usize> {
+    match b.get(pos) {
+        Some(b'\n') => Some(pos + 1),
+        Some(b'\r') if b.get(pos + 1) == Some(&b'\n') => Some(pos + 2),
+        _ => None,
     }
-    None
 }
 
 /// The header section of a message, indexed: everything but the body. The stream
@@ -327,26 +332,26 @@ pub(crate) fn parse_head(b: &[u8], framing: Framing) -> Result<Head, ParseError>
     let (start, version) = parse_start_line(line, p, &mut defect)?;
     let start_line = Span::new(p, line_end);
 
-    // ---- headers
-    let (headers_end, body_start, complete) = match find_headers_end(&b[p..]) {
-        Some((he, bs)) => (p + he, p + bs, true),
-        None => (b.len(), b.len(), false),
-    };
-    if !complete {
-        if framing == Framing::Stream {
-            return Err(ParseError::Incomplete);
-        }
-        note(&mut defect, Defect::bad("Missing End of Header Section"));
-    }
-    let mut headers: Vec<Header> = Vec::with_capacity(16);
+    // ---- headers, one line at a time up to the blank line (CRLF or bare LF)
+    let mut headers: Vec<Header> = Vec::with_capacity(24);
+    // first problem in the header lines; reported after a missing end of the
+    // header section, which is the real problem of a truncated message
+    let mut hdefect: Option<Defect> = None;
     // Whether a continuation line extends the last header: not after a malformed
     // line, whose continuation lines belong to it and are ignored with it.
     let mut open = false;
     let mut pos = line_end;
-    while pos < headers_end {
-        let nl = memchr::memchr(b'\n', &b[pos..headers_end])
-            .map(|i| pos + i + 1)
-            .unwrap_or(headers_end);
+    // (offset of the blank line, first body byte); the end of the input when the
+    // header section is not terminated
+    let mut end: Option<(usize, usize)> = None;
+    // the start line must end in LF for a header section to follow
+    let terminated = line_end > p && b[line_end - 1] == b'\n';
+    while terminated && pos < b.len() {
+        if let Some(body) = blank_line_at(b, pos) {
+            end = Some((pos, body));
+            break;
+        }
+        let nl = memchr::memchr(b'\n', &b[pos..]).map_or(b.len(), |i| pos + i + 1);
         let mut vend = nl;
         while vend > pos && (b[vend - 1] == b'\n' || b[vend - 1] == b'\r') {
             vend -= 1;
@@ -368,37 +373,67 @@ pub(crate) fn parse_head(b: &[u8], framing: Framing) -> Result<Head, ParseError>
                     h.line.end = nl as u32;
                 }
                 Some(_) => {}
-                None => note(&mut defect, Defect::bad("Whitespace Before First Header")),
+                None => note(&mut hdefect, Defect::bad("Whitespace Before First Header")),
             }
             pos = nl;
             continue;
         }
-        let Some(colon) = memchr::memchr(b':', &b[pos..vend]).map(|i| pos + i) else {
-            note(&mut defect, Defect::bad("Malformed Header Line"));
-            open = false;
-            pos = nl;
-            continue;
-        };
-        let mut name_end = colon;
-        while name_end > pos && is_ws(b[name_end - 1]) {
-            name_end -= 1;
+        // the name: token characters up to the colon (optionally followed by
+        // blanks, RFC 3261 HCOLON)
+        let mut name_end = pos;
+        while name_end < vend && is_token_char(b[name_end]) {
+            name_end += 1;
         }
-        let name_bytes = &b[pos..name_end];
-        if name_bytes.is_empty() || !name_bytes.iter().all(|&c| is_token_char(c)) {
-            note(&mut defect, Defect::bad("Malformed Header Name"));
+        let mut colon = name_end;
+        while colon < vend && is_ws(b[colon]) {
+            colon += 1;
+        }
+        if colon >= vend || b[colon] != b':' {
+            match memchr::memchr(b':', &b[pos..vend]) {
+                // a colon after non-token characters: a header with a bad name
+                Some(i) => {
+                    colon = pos + i;
+                    name_end = colon;
+                    while name_end > pos && is_ws(b[name_end - 1]) {
+                        name_end -= 1;
+                    }
+                    note(&mut hdefect, Defect::bad("Malformed Header Name"));
+                }
+                None => {
+                    note(&mut hdefect, Defect::bad("Malformed Header Line"));
+                    open = false;
+                    pos = nl;
+                    continue;
+                }
+            }
+        } else if name_end == pos {
+            note(&mut hdefect, Defect::bad("Malformed Header Name"));
         }
         let mut vs = colon + 1;
         while vs < vend && is_ws(b[vs]) {
             vs += 1;
         }
         headers.push(Header {
-            name: HeaderName::parse(name_bytes),
+            name: HeaderName::parse(&b[pos..name_end]),
             name_span: Span::new(pos, name_end),
             value: Span::new(vs, vend.max(vs)),
             line: Span::new(pos, nl),
         });
         open = true;
         pos = nl;
+    }
+    let (headers_end, body_start) = match end {
+        Some(e) => e,
+        None => {
+            if framing == Framing::Stream {
+                return Err(ParseError::Incomplete);
+            }
+            note(&mut defect, Defect::bad("Missing End of Header Section"));
+            (b.len(), b.len())
+        }
+    };
+    if let Some(d) = hdefect {
+        note(&mut defect, d);
     }
     // Content-Length (after folding is resolved)
     let mut content_length: Option<Result<usize, ()>> = None;
@@ -702,24 +737,31 @@ impl Iterator for ListIter<'_> {
             let mut i = start;
             let mut in_quote = false;
             let mut in_angle = false;
+            // jump from one byte that matters to the next
             while i < end {
-                let c = b[i];
-                if in_quote {
-                    if c == b'\\' {
+                let hay = &b[i..end];
+                let next = if in_quote {
+                    memchr::memchr2(b'"', b'\\', hay)
+                } else if in_angle {
+                    memchr::memchr2(b'>', b'"', hay)
+                } else {
+                    memchr::memchr3(b',', b'"', b'<', hay)
+                };
+                let Some(k) = next else {
+                    i = end;
+                    break;
+                };
+                i += k;
+                match b[i] {
+                    b'\\' => {
+                        // quoted-pair (only searched for inside quotes)
                         i += 2;
                         continue;
                     }
-                    if c == b'"' {
-                        in_quote = false;
-                    }
-                } else if c == b'"' {
-                    in_quote = true;
-                } else if c == b'<' {
-                    in_angle = true;
-                } else if c == b'>' {
-                    in_angle = false;
-                } else if c == b',' && !in_angle {
-                    break;
+                    b'"' => in_quote = !in_quote,
+                    b'<' => in_angle = true,
+                    b'>' => in_angle = false,
+                    _ => break, // ',' outside quotes and angle brackets
                 }
                 i += 1;
             }
@@ -1068,6 +1110,32 @@ Content-Length: 0\r\n\r\n";
         assert_eq!(m.body(), b"abc");
         assert_eq!(m.header_value(HeaderName::CallId), Some(&b"x"[..]));
         assert_eq!(m.headers().len(), 2);
+    }
+
+    #[test]
+    fn truncated_header_section_is_named_before_line_defects() {
+        // the last line is cut before its colon: the real problem is the missing end
+        let m = msg("OPTIONS sip:a@b SIP/2.0\r\nCall-ID: x\r\nCSe");
+        assert_eq!(m.defect().unwrap().reason, "Missing End of Header Section");
+        assert_eq!(m.header_value(HeaderName::CallId), Some(&b"x"[..]));
+        assert_eq!(m.headers_end(), m.buffer().len());
+        assert_eq!(m.body(), b"");
+        // a start line alone has no header section at all
+        let m = msg("OPTIONS sip:a@b SIP/2.0");
+        assert_eq!(m.defect().unwrap().reason, "Missing End of Header Section");
+        assert!(m.headers().is_empty());
+        // but an empty header section is complete
+        let m = msg("OPTIONS sip:a@b SIP/2.0\r\n\r\n");
+        assert_eq!(m.defect(), None);
+        assert!(m.headers().is_empty());
+        assert_eq!(
+            SipMessage::parse_with(
+                Bytes::from_static(b"OPTIONS sip:a@b SIP/2.0\r\nl: 0\r\n"),
+                Framing::Stream
+            )
+            .unwrap_err(),
+            ParseError::Incomplete
+        );
     }
 
     #[test]

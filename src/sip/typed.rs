@@ -522,7 +522,8 @@ pub enum SubStateKind {
 /// `Subscription-State: state *(;param)` (RFC 6665 §4.1.3, §8.4), read without
 /// allocation straight from the message bytes. This is on the hot path of every
 /// NOTIFY, which is why it is hand-written rather than going through
-/// `ezk-sip-types` (about ten times slower, and it allocates).
+/// `ezk-sip-types` (several times slower, and it copies the value first; see
+/// docs/benchmarks.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubState<'a> {
     pub state: SubStateKind,
