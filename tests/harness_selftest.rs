@@ -561,5 +561,5 @@ fn generated_scenarios_are_up_to_date() {
         );
         n += 1;
     }
-    assert_eq!(n, 5, "four subscribers and raw-request.xml");
+    assert_eq!(n, 6, "five subscribers and raw-request.xml");
 }

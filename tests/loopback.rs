@@ -86,10 +86,10 @@ fn start_bridge() -> Bridge {
             Instant::now().elapsed().as_nanos()
         );
         probe.send_to(o.as_bytes(), ("127.0.0.1", port)).unwrap();
-        if let Ok((n, _)) = probe.recv_from(&mut buf) {
-            if buf[..n].starts_with(b"SIP/2.0 200") {
-                return b;
-            }
+        if let Ok((n, _)) = probe.recv_from(&mut buf)
+            && buf[..n].starts_with(b"SIP/2.0 200")
+        {
+            return b;
         }
         assert!(Instant::now() < until, "bridge did not come up");
     }
@@ -120,10 +120,10 @@ fn recv_until(sock: &UdpSocket, prefix: &[u8]) -> Vec<u8> {
     let until = Instant::now() + WAIT;
     let mut buf = vec![0u8; 65536];
     loop {
-        if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            if buf[..n].starts_with(prefix) {
-                return buf[..n].to_vec();
-            }
+        if let Ok((n, _)) = sock.recv_from(&mut buf)
+            && buf[..n].starts_with(prefix)
+        {
+            return buf[..n].to_vec();
         }
         assert!(
             Instant::now() < until,
@@ -141,12 +141,11 @@ fn upstream_subscriptions(b: &Bridge, for_at_least: Duration) -> Vec<String> {
     while Instant::now() < until {
         if let Ok((n, _)) = b.upstream.recv_from(&mut buf) {
             let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            if text.starts_with("SUBSCRIBE ") {
-                if let Some(cid) = text.lines().find_map(|l| l.strip_prefix("Call-ID: ")) {
-                    if !ids.iter().any(|i| i == cid) {
-                        ids.push(cid.to_string());
-                    }
-                }
+            if text.starts_with("SUBSCRIBE ")
+                && let Some(cid) = text.lines().find_map(|l| l.strip_prefix("Call-ID: "))
+                && !ids.iter().any(|i| i == cid)
+            {
+                ids.push(cid.to_string());
             }
         }
     }

@@ -1071,7 +1071,8 @@ Content-Length: 0
         200
     );
     assert!(sim.take_to(P1001).is_empty());
-    // no rport, sent-by a private address the packet did not come from: received + Via port
+    // no rport, sent-by a private address the packet did not come from: still the
+    // source address and port (symmetric response routing, docs/decisions.md §8)
     sim.udp_from(
         "127.0.0.1:40001",
         "OPTIONS sip:1002@pbx.test SIP/2.0
@@ -1088,9 +1089,10 @@ Content-Length: 0
     let up = one(sim.take_to(UPSTREAM), "OPTIONS upstream");
     sim.udp_from(UPSTREAM, &reply(&up, 200, "OK", Some("t"), ""));
     assert_eq!(
-        status(&one(sim.take_to("127.0.0.1:5066"), "200 to received:port")),
+        status(&one(sim.take_to("127.0.0.1:40001"), "200 to the source")),
         200
     );
+    assert!(sim.take_to("127.0.0.1:5066").is_empty());
 }
 
 fn subscribe(event: &str, ua: &str, cid: &str) -> String {

@@ -116,10 +116,10 @@ User-Agent: {}\r\n\
         let req = self.request(expires, true);
         sim.udp_from(&self.addr, &req);
         let msgs = sim.take_to(&self.addr);
-        if self.to_tag.is_none() {
-            if let Some(ok) = msgs.iter().find(|m| m.status() == Some(200)) {
-                self.to_tag = ok.to_tag().map(|t| String::from_utf8_lossy(t).into_owned());
-            }
+        if self.to_tag.is_none()
+            && let Some(ok) = msgs.iter().find(|m| m.status() == Some(200))
+        {
+            self.to_tag = ok.to_tag().map(|t| String::from_utf8_lossy(t).into_owned());
         }
         msgs
     }

@@ -171,7 +171,9 @@ impl Endpoint {
 
     fn on_request(&mut self, from: Flow, msg: SipMessage, now: Instant) {
         if let Err(d) = crate::sip::validate::check_request(&msg) {
-            if msg.top_via().is_some_and(|v| v.is_ok()) {
+            // Any Via header will do: the response copies the Via bytes as they
+            // came and goes back on the source flow (RFC 4475 badinv01, badvers).
+            if msg.header(HeaderName::Via).is_some() {
                 self.stats.malformed_rejected += 1;
                 tracing::warn!(%from, code = d.code, reason = d.reason, "rejecting malformed request");
                 let resp = MessageBuilder::response_to(&msg, d.code, d.reason, None).finish();
@@ -500,22 +502,19 @@ impl Endpoint {
     }
 }
 
-/// Where responses to a request go (RFC 3261 §18.2.2, RFC 3581): the same TCP
-/// connection; over UDP the source address, and the source port when the request
-/// asked for `rport` (else the Via port).
-pub fn reply_flow(msg: &SipMessage, from: &Flow) -> Flow {
+/// Where responses to a request go: back where it came from — the same TCP
+/// connection, or over UDP the source address and port (symmetric response
+/// routing, RFC 3581 behaviour applied to every request). RFC 3261 §18.2.2 would
+/// use the Via's sent-by port when the request has no `rport`, but a phone behind
+/// NAT can only be reached on the port its packets came from, and a phone on the
+/// LAN sends from the port it listens on anyway. See docs/decisions.md.
+pub fn reply_flow(_msg: &SipMessage, from: &Flow) -> Flow {
     if from.transport.is_reliable() {
         return *from;
     }
-    let via = msg.top_via().and_then(|v| v.ok());
-    let port = match via {
-        Some(v) if v.rport().is_some() => from.remote.port(),
-        Some(v) => v.port.unwrap_or(5060),
-        None => from.remote.port(),
-    };
     Flow {
         transport: from.transport,
-        remote: SocketAddr::new(from.remote.ip(), port),
+        remote: from.remote,
         conn: None,
     }
 }

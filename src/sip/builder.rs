@@ -91,7 +91,11 @@ impl MessageBuilder {
     /// Finish with a body and its Content-Type.
     pub fn finish_with_body(&mut self, content_type: &str, body: &[u8]) -> Bytes {
         self.header("Content-Type", content_type);
-        let _ = write!(Vec8(&mut self.buf), "Content-Length: {}\r\n\r\n", body.len());
+        let _ = write!(
+            Vec8(&mut self.buf),
+            "Content-Length: {}\r\n\r\n",
+            body.len()
+        );
         self.buf.extend_from_slice(body);
         Bytes::from(std::mem::take(&mut self.buf))
     }
@@ -186,7 +190,9 @@ mod tests {
             b"SUBSCRIBE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nTo: <sip:a@b>;tag=old\r\nl: 0\r\n\r\n",
         ))
         .unwrap();
-        let m = SipMessage::parse(MessageBuilder::response_to(&req, 481, "x", Some("new")).finish()).unwrap();
+        let m =
+            SipMessage::parse(MessageBuilder::response_to(&req, 481, "x", Some("new")).finish())
+                .unwrap();
         assert_eq!(m.to_tag(), Some(&b"old"[..]));
     }
 }

@@ -62,7 +62,10 @@ impl<'m> Editor<'m> {
             .header(name)
             .map(|h| h.line.start)
             .unwrap_or_else(|| self.after_start_line());
-        self.push(Span { start: at, end: at }, Self::header_line(name.as_str(), value));
+        self.push(
+            Span { start: at, end: at },
+            Self::header_line(name.as_str(), value),
+        );
     }
 
     /// Push our Via on top (`value` without the `Via: ` prefix).
@@ -142,9 +145,16 @@ impl<'m> Editor<'m> {
             .msg
             .header(HeaderName::RecordRoute)
             .map(|h| h.line.start)
-            .or_else(|| self.msg.header(HeaderName::Via).map(|_| self.last_via_end()))
+            .or_else(|| {
+                self.msg
+                    .header(HeaderName::Via)
+                    .map(|_| self.last_via_end())
+            })
             .unwrap_or_else(|| self.after_start_line());
-        self.push(Span { start: at, end: at }, Self::header_line("Record-Route", value));
+        self.push(
+            Span { start: at, end: at },
+            Self::header_line("Record-Route", value),
+        );
         self
     }
 
@@ -155,7 +165,10 @@ impl<'m> Editor<'m> {
             .header(HeaderName::Path)
             .map(|h| h.line.start)
             .unwrap_or_else(|| self.last_via_end());
-        self.push(Span { start: at, end: at }, Self::header_line("Path", value));
+        self.push(
+            Span { start: at, end: at },
+            Self::header_line("Path", value),
+        );
         self
     }
 
@@ -174,7 +187,10 @@ impl<'m> Editor<'m> {
             Some(h) => self.push(h.value, v),
             None => {
                 let at = self.last_via_end();
-                self.push(Span { start: at, end: at }, Self::header_line("Max-Forwards", &v));
+                self.push(
+                    Span { start: at, end: at },
+                    Self::header_line("Max-Forwards", &v),
+                );
             }
         }
         self
@@ -304,7 +320,10 @@ CSeq: 1 INVITE\r\n\
 m: <sip:1001@10.0.0.5:5062>\r\n\
 c: application/sdp\r\n\
 l: 4\r\n\r\n\x00\x01\xff\xfe";
-        assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(expected));
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(expected)
+        );
         assert_eq!(&out[..], expected);
         // and the result parses back with the new top Via
         let m2 = SipMessage::parse(out).unwrap();
@@ -336,8 +355,14 @@ l: 4\r\n\r\n\x00\x01\xff\xfe";
             .remove_last_route();
         let m2 = SipMessage::parse(e.finish()).unwrap();
         assert_eq!(m2.request_uri(), Some(&b"sip:1002@10.0.0.7:5060"[..]));
-        assert_eq!(m2.header_value(HeaderName::Contact), Some(&b"<sip:tok@10.0.0.1:5060>"[..]));
-        assert_eq!(m2.header_value(HeaderName::Route), Some(&b"<sip:bridge.lan;lr>"[..]));
+        assert_eq!(
+            m2.header_value(HeaderName::Contact),
+            Some(&b"<sip:tok@10.0.0.1:5060>"[..])
+        );
+        assert_eq!(
+            m2.header_value(HeaderName::Route),
+            Some(&b"<sip:bridge.lan;lr>"[..])
+        );
     }
 
     #[test]
@@ -350,13 +375,18 @@ l: 4\r\n\r\n\x00\x01\xff\xfe";
             b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nContent-Length: 5\r\n\r\nv=0\r\n"
         );
         let m = parse("OPTIONS sip:a@b SIP/2.0\r\nl: 0\r\n\r\nINVITE junk");
-        assert_eq!(&Editor::new(&m).finish()[..], b"OPTIONS sip:a@b SIP/2.0\r\nl: 0\r\n\r\n");
+        assert_eq!(
+            &Editor::new(&m).finish()[..],
+            b"OPTIONS sip:a@b SIP/2.0\r\nl: 0\r\n\r\n"
+        );
     }
 
     #[test]
     fn insertion_where_a_removed_line_starts_is_kept() {
         // Record-Route goes after the last Via, which is where the Route line starts.
-        let m = parse("NOTIFY sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nRoute: <sip:us;lr>\r\nl: 0\r\n\r\n");
+        let m = parse(
+            "NOTIFY sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nRoute: <sip:us;lr>\r\nl: 0\r\n\r\n",
+        );
         let mut e = Editor::new(&m);
         e.pop_route().push_record_route(b"<sip:us;lr>");
         assert_eq!(
@@ -367,7 +397,8 @@ l: 4\r\n\r\n\x00\x01\xff\xfe";
 
     #[test]
     fn max_forwards_added_when_missing() {
-        let m = parse("OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nl: 0\r\n\r\n");
+        let m =
+            parse("OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nl: 0\r\n\r\n");
         let mut e = Editor::new(&m);
         e.set_max_forwards(70);
         assert_eq!(

@@ -2,7 +2,7 @@
 //! (RFC 3261 §18.3), handling several messages per read, partial messages, and
 //! RFC 5626 CRLF keep-alives.
 
-use super::message::{Framing, MAX_MESSAGE_SIZE, ParseError, SipMessage};
+use super::message::{Framing, Head, MAX_MESSAGE_SIZE, ParseError, SipMessage, parse_head};
 use bytes::{Buf, BytesMut};
 use std::fmt;
 
@@ -44,12 +44,24 @@ impl std::error::Error for StreamError {}
 #[derive(Debug, Default)]
 pub struct StreamFramer {
     buf: BytesMut,
+    /// The header section of the message at the front of `buf`, once complete
+    /// (indexed once, while the body is still arriving).
+    pending: Option<Head>,
+    /// Where to resume looking for the end of the header section: bytes before
+    /// it were searched already (so a message trickling in byte by byte costs
+    /// linear, not quadratic, time).
+    scan_from: usize,
+    /// The first line of the message at the front of `buf` has been checked.
+    start_ok: bool,
 }
 
 impl StreamFramer {
     pub fn new() -> Self {
         StreamFramer {
             buf: BytesMut::with_capacity(4096),
+            pending: None,
+            scan_from: 0,
+            start_ok: false,
         }
     }
 
@@ -58,58 +70,102 @@ impl StreamFramer {
         self.buf.extend_from_slice(data);
     }
 
+    /// Drop `n` bytes from the front (keep-alives, stray line ends): what was
+    /// learnt about the front of the buffer no longer applies.
+    fn consume(&mut self, n: usize) {
+        self.buf.advance(n);
+        self.scan_from = 0;
+        self.start_ok = false;
+    }
+
     /// Bytes buffered and not yet framed.
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }
 
     /// The next complete item, `Ok(None)` when more bytes are needed.
+    ///
+    /// The header section is indexed by the same code as a datagram
+    /// ([`SipMessage::parse_with`]), so framing and parsing agree on every header,
+    /// fold and Content-Length. A missing Content-Length means an empty body; a
+    /// Content-Length that is not a number, or several that disagree, leave no
+    /// way to find the next message (RFC 4475 ncl, mcl01): the connection must be
+    /// closed.
     pub fn next_item(&mut self) -> Result<Option<StreamItem>, StreamError> {
-        // keep-alives
-        if self.buf.starts_with(b"\r\n\r\n") {
-            self.buf.advance(4);
-            return Ok(Some(StreamItem::Ping));
-        }
-        if self.buf.starts_with(b"\r\n") && (self.buf.len() == 2 || self.buf[2] != b'\r') {
-            self.buf.advance(2);
-            return Ok(Some(StreamItem::Pong));
-        }
-        // stray line ends between messages
-        while self.buf.first().is_some_and(|&c| c == b'\n' || c == b'\r')
-            && !self.buf.starts_with(b"\r\n")
-        {
-            self.buf.advance(1);
-        }
-        if self.buf.is_empty() {
-            return Ok(None);
-        }
-        // reject garbage as soon as the first line is complete
-        if let Some(nl) = memchr::memchr(b'\n', &self.buf) {
-            if !looks_like_start_line(&self.buf[..nl]) {
-                return Err(StreamError::NotSip);
+        if self.pending.is_none() {
+            // keep-alives; a ping split across reads ("\r" or "\r\n\r" so far)
+            // waits for the rest instead of being taken for the start of a message.
+            if matches!(&self.buf[..], b"\r" | b"\r\n\r") {
+                return Ok(None);
             }
-        } else if self.buf.len() > MAX_MESSAGE_SIZE {
-            return Err(StreamError::TooLarge);
-        }
-        let Some(header_len) = find_end_of_headers(&self.buf) else {
-            if self.buf.len() > MAX_MESSAGE_SIZE {
+            if self.buf.starts_with(b"\r\n\r\n") {
+                self.consume(4);
+                return Ok(Some(StreamItem::Ping));
+            }
+            if self.buf.starts_with(b"\r\n") && (self.buf.len() == 2 || self.buf[2] != b'\r') {
+                self.consume(2);
+                return Ok(Some(StreamItem::Pong));
+            }
+            // stray line ends between messages
+            while self.buf.first().is_some_and(|&c| c == b'\n' || c == b'\r')
+                && !self.buf.starts_with(b"\r\n")
+            {
+                self.consume(1);
+            }
+            if self.buf.is_empty() {
+                return Ok(None);
+            }
+            // reject garbage as soon as the first line is complete
+            if !self.start_ok
+                && let Some(nl) = memchr::memchr(b'\n', &self.buf)
+            {
+                if !looks_like_start_line(&self.buf[..nl]) {
+                    return Err(StreamError::NotSip);
+                }
+                self.start_ok = true;
+            }
+            let Some(header_len) = find_end_of_headers(&self.buf, self.scan_from) else {
+                if self.buf.len() > MAX_MESSAGE_SIZE {
+                    return Err(StreamError::TooLarge);
+                }
+                // an LF in the last two bytes may yet start the blank line
+                self.scan_from = self.buf.len().saturating_sub(2);
+                return Ok(None);
+            };
+            if header_len > MAX_MESSAGE_SIZE {
                 return Err(StreamError::TooLarge);
             }
+            let head = match parse_head(&self.buf[..header_len], Framing::Stream) {
+                Ok(h) => h,
+                Err(ParseError::TooLarge) => return Err(StreamError::TooLarge),
+                Err(_) => return Err(StreamError::NotSip),
+            };
+            if head.content_length_conflict || matches!(head.content_length, Some(Err(()))) {
+                return Err(StreamError::BadContentLength);
+            }
+            if head.len() + head.content_length.and_then(Result::ok).unwrap_or(0) > MAX_MESSAGE_SIZE
+            {
+                return Err(StreamError::TooLarge);
+            }
+            self.pending = Some(head);
+        }
+        let Some(head) = self.pending.as_ref() else {
             return Ok(None);
         };
-        let body_len = content_length(&self.buf[..header_len])?.unwrap_or(0);
-        let total = header_len + body_len;
-        if total > MAX_MESSAGE_SIZE {
-            return Err(StreamError::TooLarge);
-        }
+        let total = head.len() + head.content_length.and_then(Result::ok).unwrap_or(0);
         if self.buf.len() < total {
             return Ok(None);
         }
         let frame = self.buf.split_to(total).freeze();
-        match SipMessage::parse_with(frame, Framing::Stream) {
-            Ok(m) => Ok(Some(StreamItem::Message(m))),
-            Err(ParseError::TooLarge) => Err(StreamError::TooLarge),
-            Err(_) => Err(StreamError::NotSip),
+        self.scan_from = 0;
+        self.start_ok = false;
+        match self.pending.take() {
+            Some(head) => Ok(Some(StreamItem::Message(SipMessage::from_head(
+                frame,
+                head,
+                Framing::Stream,
+            )))),
+            None => Ok(None),
         }
     }
 }
@@ -129,9 +185,10 @@ fn looks_like_start_line(line: &[u8]) -> bool {
     }
 }
 
-/// Length of the header section including the blank line.
-fn find_end_of_headers(b: &[u8]) -> Option<usize> {
-    let mut pos = 0;
+/// Length of the header section including the blank line, searching for it from
+/// `from` on.
+fn find_end_of_headers(b: &[u8], from: usize) -> Option<usize> {
+    let mut pos = from.min(b.len());
     while let Some(i) = memchr::memchr(b'\n', &b[pos..]) {
         let next = pos + i + 1;
         if b.get(next) == Some(&b'\n') {
@@ -143,40 +200,6 @@ fn find_end_of_headers(b: &[u8]) -> Option<usize> {
         pos = next;
     }
     None
-}
-
-/// Content-Length from a header section (`Content-Length` or compact `l`).
-fn content_length(head: &[u8]) -> Result<Option<usize>, StreamError> {
-    let mut found = None;
-    let mut lines = head.split(|&c| c == b'\n').peekable();
-    lines.next(); // start line
-    while let Some(line) = lines.next() {
-        let Some(colon) = memchr::memchr(b':', line) else {
-            continue;
-        };
-        let name = line[..colon].trim_ascii_end();
-        if !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l")) {
-            continue;
-        }
-        let mut v: Vec<u8> = line[colon + 1..].to_vec();
-        while let Some(cont) = lines.peek() {
-            if cont.first().is_some_and(|&c| c == b' ' || c == b'\t') {
-                v.extend_from_slice(cont);
-                lines.next();
-            } else {
-                break;
-            }
-        }
-        let t = v.trim_ascii();
-        if t.is_empty() || t.len() > 10 || !t.iter().all(u8::is_ascii_digit) {
-            return Err(StreamError::BadContentLength);
-        }
-        let n = t.iter().fold(0usize, |a, &d| a * 10 + (d - b'0') as usize);
-        if found.is_none() {
-            found = Some(n);
-        }
-    }
-    Ok(found)
 }
 
 #[cfg(test)]
@@ -242,6 +265,37 @@ mod tests {
         assert!(matches!(items[1], StreamItem::Message(_)));
     }
 
+    /// Regression: a CRLFCRLF ping split after its third byte used to be rejected as
+    /// "not SIP" (closing the connection); after its first byte the CR was dropped
+    /// as a stray line end.
+    #[test]
+    fn ping_split_across_reads() {
+        for split in 1..4 {
+            let mut f = StreamFramer::new();
+            f.push(&b"\r\n\r\n"[..split]);
+            let mut items = drain(&mut f);
+            f.push(&b"\r\n\r\n"[split..]);
+            f.push(A);
+            items.extend(drain(&mut f));
+            let kinds: Vec<&str> = items
+                .iter()
+                .map(|i| match i {
+                    StreamItem::Ping => "ping",
+                    StreamItem::Pong => "pong",
+                    StreamItem::Message(_) => "msg",
+                })
+                .collect();
+            // A lone CRLF is indistinguishable from a pong (RFC 5626 §4.4.1), so a
+            // split after two bytes reads as two pongs; every other split is a ping.
+            let expected: &[&str] = if split == 2 {
+                &["pong", "pong", "msg"]
+            } else {
+                &["ping", "msg"]
+            };
+            assert_eq!(kinds, expected, "split at {split}");
+        }
+    }
+
     #[test]
     fn garbage_and_oversize_are_errors() {
         let mut f = StreamFramer::new();
@@ -267,6 +321,72 @@ mod tests {
         f.push(&[0u8; 100]);
         f.push(b"\n");
         assert_eq!(f.next_item().unwrap_err(), StreamError::NotSip);
+    }
+
+    /// RFC 4475 mcl01 on a stream: conflicting Content-Length values leave no way
+    /// to find the next message, so the connection is closed. Identical repeats
+    /// frame (and the message is still rejected for its defect).
+    #[test]
+    fn conflicting_content_lengths_close_the_stream() {
+        let mut f = StreamFramer::new();
+        f.push(
+            b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 13\r\nl: 5\r\n\r\nThere's no way to know",
+        );
+        assert_eq!(f.next_item().unwrap_err(), StreamError::BadContentLength);
+
+        let mut f = StreamFramer::new();
+        f.push(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 3\r\nl: 3\r\n\r\nabc");
+        f.push(B);
+        let items = drain(&mut f);
+        assert_eq!(items.len(), 2);
+        let StreamItem::Message(m) = &items[0] else {
+            panic!("message expected")
+        };
+        assert_eq!(m.body(), b"abc");
+        assert_eq!(m.defect().unwrap().reason, "Multiple Content-Length Values");
+    }
+
+    /// Regression (found by the RFC 4475 byte-flip sweep): the framer read
+    /// Content-Length with its own, more lenient rules (it trimmed form feeds and
+    /// ignored folding after a malformed line), so the frame it cut and the
+    /// message parsed from it disagreed on where the body ends.
+    #[test]
+    fn framer_and_parser_agree_on_content_length() {
+        // a form feed is not LWS: not a number, so the stream cannot be framed
+        let mut f = StreamFramer::new();
+        f.push(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length:\x0c3\r\n\r\nabc");
+        assert_eq!(f.next_item().unwrap_err(), StreamError::BadContentLength);
+        // a folded Content-Length is read the same way by both
+        let mut f = StreamFramer::new();
+        f.push(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length:\r\n  3\r\n\r\nabc");
+        f.push(B);
+        let items = drain(&mut f);
+        assert_eq!(items.len(), 2);
+        let StreamItem::Message(m) = &items[0] else {
+            panic!("message expected")
+        };
+        assert_eq!(m.body(), b"abc");
+        assert_eq!(m.message_bytes().len(), m.buffer().len());
+    }
+
+    /// A header section trickling in byte by byte is found wherever the blank line
+    /// is split (the search resumes instead of restarting).
+    #[test]
+    fn end_of_headers_found_across_any_split() {
+        for msg in [A, B, b"OPTIONS sip:a@b SIP/2.0\nl: 1\n\nZ".as_slice()] {
+            for split in 1..msg.len() {
+                let mut f = StreamFramer::new();
+                f.push(&msg[..split]);
+                assert!(f.next_item().unwrap().is_none(), "split {split}");
+                f.push(&msg[split..]);
+                let items = drain(&mut f);
+                assert_eq!(items.len(), 1, "split {split}");
+                let StreamItem::Message(m) = &items[0] else {
+                    panic!("message expected")
+                };
+                assert_eq!(&m.message_bytes()[..], msg);
+            }
+        }
     }
 
     #[test]

@@ -17,8 +17,10 @@ pub use builder::{MessageBuilder, reason_phrase};
 pub use edit::Editor;
 pub use framer::{StreamError, StreamFramer, StreamItem};
 pub use header::HeaderName;
-pub use message::{Defect, Framing, Header, MAX_MESSAGE_SIZE, Method, ParseError, SipMessage, Span, StartLine};
-pub use typed::{CSeq, Event, NameAddr, Params, TypedError, Via};
+pub use message::{
+    Defect, Framing, Header, MAX_MESSAGE_SIZE, Method, ParseError, SipMessage, Span, StartLine,
+};
+pub use typed::{CSeq, Event, NameAddr, Params, SubState, SubStateKind, TypedError, Via};
 pub use uri::{Scheme, Uri};
 
 /// Transport protocol of a flow.

@@ -5,8 +5,9 @@
 //! CSeq, Event, Expires. They accept the full RFC 3261 LWS grammar (folded lines,
 //! whitespace around `/`, `;` and `=`) as RFC 4475 `wsinv` requires, and reject the
 //! malformations RFC 4475 §3.1.2 lists. Grammars that are intricate and off the hot
-//! path (digest challenges, Subscription-State) go through `ezk-sip-types`; see
-//! [`ezk_parse`].
+//! path (digest challenges) go through `ezk-sip-types`; see [`ezk_parse`].
+//! Subscription-State is on the NOTIFY hot path and has its own parser,
+//! [`SubState`].
 
 use super::header::HeaderName;
 use super::message::{SipMessage, Span, is_token_char, split_list};
@@ -319,9 +320,10 @@ impl<'a> Via<'a> {
     /// `None`: no rport; `Some(None)`: bare `rport` (a request); `Some(Some(p))`:
     /// filled in by the server.
     pub fn rport(&self) -> Option<Option<u16>> {
-        self.params
-            .get("rport")
-            .map(|v| v.and_then(|p| parse_u32(p).ok()).and_then(|p| u16::try_from(p).ok()))
+        self.params.get("rport").map(|v| {
+            v.and_then(|p| parse_u32(p).ok())
+                .and_then(|p| u16::try_from(p).ok())
+        })
     }
     pub fn maddr(&self) -> Option<&'a [u8]> {
         self.params.value("maddr")
@@ -504,7 +506,100 @@ pub fn parse_delta(v: &[u8]) -> Res<u32> {
     parse_u32(trim(v))
 }
 
-/// Subscription-State, parsed with `ezk-sip-types`.
+// ---------------------------------------------------------- Subscription-State
+
+/// The `substate-value` of a Subscription-State header (RFC 6665 §8.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubStateKind {
+    Active,
+    Pending,
+    Terminated,
+    /// An `extension-substate` token; RFC 6665 §8.4 says to treat an unknown
+    /// state like `active` unless the package says otherwise, so callers decide.
+    Other,
+}
+
+/// `Subscription-State: state *(;param)` (RFC 6665 §4.1.3, §8.4), read without
+/// allocation straight from the message bytes. This is on the hot path of every
+/// NOTIFY, which is why it is hand-written rather than going through
+/// `ezk-sip-types` (several times slower, and it copies the value first; see
+/// docs/benchmarks.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubState<'a> {
+    pub state: SubStateKind,
+    /// `expires=` (delta-seconds), if present.
+    pub expires: Option<u32>,
+    /// `reason=` as written (`deactivated`, `probation`, `rejected`, `timeout`,
+    /// `giveup`, `noresource`, `invariant` or an extension token).
+    pub reason: Option<&'a [u8]>,
+    /// `retry-after=` (delta-seconds), if present.
+    pub retry_after: Option<u32>,
+    /// Every parameter as written (including the three above).
+    pub params: Params<'a>,
+}
+
+impl<'a> SubState<'a> {
+    /// Parse a Subscription-State value. Linear whitespace (including folded line
+    /// breaks) is accepted wherever RFC 3261 allows LWS; anything else that does not
+    /// match the grammar is an error: a missing or non-token state, an empty or
+    /// malformed parameter, `expires`/`retry-after` that are not 32-bit
+    /// delta-seconds, a `reason` that is not a token, trailing garbage.
+    pub fn parse(v: &'a [u8]) -> Res<SubState<'a>> {
+        let mut c = Cursor::new(v);
+        c.skip_lws();
+        let state = c
+            .token()
+            .ok_or(TypedError("Subscription-State: missing or malformed state"))?;
+        let state = if state.eq_ignore_ascii_case(b"active") {
+            SubStateKind::Active
+        } else if state.eq_ignore_ascii_case(b"pending") {
+            SubStateKind::Pending
+        } else if state.eq_ignore_ascii_case(b"terminated") {
+            SubStateKind::Terminated
+        } else {
+            SubStateKind::Other
+        };
+        let params = strict_params(&mut c, false)?;
+        let mut out = SubState {
+            state,
+            expires: None,
+            reason: None,
+            retry_after: None,
+            params,
+        };
+        for (name, value) in params.iter() {
+            if name.eq_ignore_ascii_case(b"expires") {
+                let v = value.ok_or(TypedError("Subscription-State: expires without a value"))?;
+                let n = parse_u32(v)
+                    .map_err(|_| TypedError("Subscription-State: malformed expires"))?;
+                out.expires.get_or_insert(n);
+            } else if name.eq_ignore_ascii_case(b"retry-after") {
+                let v = value.ok_or(TypedError(
+                    "Subscription-State: retry-after without a value",
+                ))?;
+                let n = parse_u32(v)
+                    .map_err(|_| TypedError("Subscription-State: malformed retry-after"))?;
+                out.retry_after.get_or_insert(n);
+            } else if name.eq_ignore_ascii_case(b"reason") {
+                let v = value.ok_or(TypedError("Subscription-State: reason without a value"))?;
+                if !v.iter().all(|&ch| is_token_char(ch)) {
+                    return Err(TypedError("Subscription-State: reason is not a token"));
+                }
+                out.reason.get_or_insert(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Is `reason` this value (case-insensitive)?
+    pub fn reason_is(&self, reason: &str) -> bool {
+        self.reason
+            .is_some_and(|r| r.eq_ignore_ascii_case(reason.as_bytes()))
+    }
+}
+
+/// Subscription-State types of `ezk-sip-types`, for callers that want its enums;
+/// the bridge itself reads the header with [`SubState`].
 pub use ezk_sip_types::header::typed::{EventReasonValue, SubStateValue, SubscriptionState};
 
 /// Parse one header value with an `ezk-sip-types` grammar. Folded line breaks are
@@ -556,7 +651,8 @@ impl SipMessage {
 
     /// Every Via value, top first.
     pub fn vias(&self) -> impl Iterator<Item = Res<Via<'_>>> + '_ {
-        self.values(HeaderName::Via).map(|s| Via::parse(self.slice(s)))
+        self.values(HeaderName::Via)
+            .map(|s| Via::parse(self.slice(s)))
     }
 
     /// Branch of the top Via, the transaction key on the hot path.
@@ -614,9 +710,10 @@ impl SipMessage {
         self.header_value(HeaderName::MaxForwards).map(parse_delta)
     }
 
-    pub fn subscription_state(&self) -> Option<Res<SubscriptionState>> {
+    /// The Subscription-State header (first one), see [`SubState::parse`].
+    pub fn subscription_state(&self) -> Option<Res<SubState<'_>>> {
         self.header_value(HeaderName::SubscriptionState)
-            .map(ezk_parse::<SubscriptionState>)
+            .map(SubState::parse)
     }
 
     /// Content-Type media type without parameters, lower-cased comparison helper.
@@ -663,7 +760,10 @@ mod tests {
         assert_eq!(v.transport, "UDP");
         assert_eq!(v.host, "192.0.2.2");
         assert_eq!(v.branch(), Some(&b"390skdjuw"[..]));
-        let v = Via::parse(b"SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8").unwrap();
+        let v = Via::parse(
+            b"SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8",
+        )
+        .unwrap();
         assert_eq!(v.host, "spindle.example.com");
         assert_eq!(v.branch(), Some(&b"z9hG4bK9ikj8"[..]));
         assert!(v.has_rfc3261_branch());
@@ -671,7 +771,10 @@ mod tests {
 
     #[test]
     fn via_params() {
-        let v = Via::parse(b"SIP/2.0/UDP 192.168.1.50:5062;branch=z9hG4bK1;rport=5062;received=198.51.100.7").unwrap();
+        let v = Via::parse(
+            b"SIP/2.0/UDP 192.168.1.50:5062;branch=z9hG4bK1;rport=5062;received=198.51.100.7",
+        )
+        .unwrap();
         assert_eq!(v.port, Some(5062));
         assert_eq!(v.rport(), Some(Some(5062)));
         assert_eq!(v.received(), Some(&b"198.51.100.7"[..]));
@@ -697,7 +800,10 @@ mod tests {
 
     #[test]
     fn name_addr_forms() {
-        let n = NameAddr::parse(b"\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8").unwrap();
+        let n = NameAddr::parse(
+            b"\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8",
+        )
+        .unwrap();
         assert_eq!(n.uri, b"sip:jdrosen@example.com");
         assert_eq!(n.tag(), Some(&b"98asjd8"[..]));
         let n = NameAddr::parse(b"sip:caller@example.net;tag=134161461246").unwrap();
@@ -724,7 +830,11 @@ mod tests {
             b"\"Joe\" <sip:joe@example.org>;;;;",
             b"",
         ] {
-            assert!(NameAddr::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                NameAddr::parse(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -752,13 +862,117 @@ mod tests {
 
     #[test]
     fn subscription_state_via_ezk() {
-        let s: SubscriptionState = ezk_parse(b"terminated;reason=probation;retry-after=30").unwrap();
+        let s: SubscriptionState =
+            ezk_parse(b"terminated;reason=probation;retry-after=30").unwrap();
         assert_eq!(s.state, SubStateValue::Terminated);
         assert_eq!(s.reason, Some(EventReasonValue::Probation));
         assert_eq!(s.retry_after, Some(30));
         let s: SubscriptionState = ezk_parse(b"active;\r\n expires=3599").unwrap();
         assert_eq!(s.state, SubStateValue::Active);
         assert_eq!(s.expires, Some(3599));
+    }
+
+    #[test]
+    fn sub_state_states_and_params() {
+        let s = SubState::parse(b"active;expires=3599").unwrap();
+        assert_eq!(s.state, SubStateKind::Active);
+        assert_eq!(s.expires, Some(3599));
+        assert_eq!((s.reason, s.retry_after), (None, None));
+        let s = SubState::parse(b"Terminated;reason=probation;retry-after=30").unwrap();
+        assert_eq!(s.state, SubStateKind::Terminated);
+        assert_eq!(s.reason, Some(&b"probation"[..]));
+        assert!(s.reason_is("PROBATION"));
+        assert_eq!(s.retry_after, Some(30));
+        assert_eq!(s.expires, None);
+        let s = SubState::parse(b"pending").unwrap();
+        assert_eq!(s.state, SubStateKind::Pending);
+        assert!(s.params.raw.is_empty());
+        // extension state and unknown parameters are kept
+        let s = SubState::parse(b"waiting;x-vendor=1;flag").unwrap();
+        assert_eq!(s.state, SubStateKind::Other);
+        assert_eq!(s.params.value("x-vendor"), Some(&b"1"[..]));
+        assert!(s.params.has("flag"));
+        // the first of a repeated parameter wins
+        assert_eq!(
+            SubState::parse(b"active;expires=5;expires=6")
+                .unwrap()
+                .expires,
+            Some(5)
+        );
+    }
+
+    #[test]
+    fn sub_state_accepts_lws_and_folding() {
+        let s = SubState::parse(b"  active ;\r\n expires = 3599 ; reason\t=\ttimeout  ").unwrap();
+        assert_eq!(s.state, SubStateKind::Active);
+        assert_eq!(s.expires, Some(3599));
+        assert_eq!(s.reason, Some(&b"timeout"[..]));
+    }
+
+    #[test]
+    fn sub_state_rejects_malformed() {
+        for bad in [
+            &b""[..],
+            b"   ",
+            b";expires=3",
+            b"active;",
+            b"active;;expires=3",
+            b"active;expires",
+            b"active;expires=",
+            b"active;expires=-1",
+            b"active;expires=4294967296",
+            b"active;expires=\"30\"",
+            b"active;retry-after=soon",
+            b"terminated;reason=\"timeout\"",
+            b"active expires=3",
+            b"active,pending",
+            b"\"active\"",
+        ] {
+            assert!(
+                SubState::parse(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn sub_state_agrees_with_ezk_on_valid_values() {
+        for v in [
+            &b"active;expires=3599"[..],
+            b"pending;expires=60",
+            b"terminated;reason=noresource",
+            b"terminated;reason=timeout;retry-after=120",
+            b"active;\r\n expires=1",
+        ] {
+            let ours = SubState::parse(v).unwrap();
+            let theirs: SubscriptionState = ezk_parse(v).unwrap();
+            let kind = match theirs.state {
+                SubStateValue::Active => SubStateKind::Active,
+                SubStateValue::Pending => SubStateKind::Pending,
+                SubStateValue::Terminated => SubStateKind::Terminated,
+            };
+            assert_eq!(ours.state, kind, "{v:?}");
+            assert_eq!(ours.expires, theirs.expires, "{v:?}");
+            assert_eq!(ours.retry_after, theirs.retry_after, "{v:?}");
+            assert_eq!(ours.reason.is_some(), theirs.reason.is_some(), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn message_subscription_state_uses_sub_state() {
+        let m = SipMessage::parse(Bytes::from_static(
+            b"NOTIFY sip:a@b SIP/2.0\r\nSubscription-State: terminated;reason=deactivated\r\nl: 0\r\n\r\n",
+        ))
+        .unwrap();
+        let s = m.subscription_state().unwrap().unwrap();
+        assert_eq!(s.state, SubStateKind::Terminated);
+        assert!(s.reason_is("deactivated"));
+        let m = SipMessage::parse(Bytes::from_static(
+            b"NOTIFY sip:a@b SIP/2.0\r\nl: 0\r\n\r\n",
+        ))
+        .unwrap();
+        assert!(m.subscription_state().is_none());
     }
 
     #[test]
@@ -774,7 +988,10 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(m.accepts("application/pidf+xml"), Some(true));
-        let m = SipMessage::parse(Bytes::from_static(b"SUBSCRIBE sip:a@b SIP/2.0\r\nl: 0\r\n\r\n")).unwrap();
+        let m = SipMessage::parse(Bytes::from_static(
+            b"SUBSCRIBE sip:a@b SIP/2.0\r\nl: 0\r\n\r\n",
+        ))
+        .unwrap();
         assert_eq!(m.accepts("application/pidf+xml"), None);
     }
 }

@@ -68,28 +68,31 @@ impl<'a> Uri<'a> {
         {
             return Err(TypedError("illegal character in SIP URI"));
         }
-        let (body, headers) = match memchr::memchr(b'?', rest) {
-            Some(q) => (&rest[..q], Some(&rest[q + 1..])),
-            None => (rest, None),
-        };
-        // userinfo ends at the last '@' (users may contain ';' — RFC 4475 semiuri)
-        let (user, hostpart) = match memchr::memrchr(b'@', body) {
+        // userinfo ends at the last '@': users may contain ';', '?', '&', '=', '+',
+        // '$', ',' and '/' (RFC 3261 user-unreserved; RFC 4475 semiuri, intmeth),
+        // while '@' cannot appear unescaped in URI parameters or headers.
+        let (user, after_user) = match memchr::memrchr(b'@', rest) {
             Some(at) => {
-                let ui = &body[..at];
+                let ui = &rest[..at];
                 let user = match memchr::memchr(b':', ui) {
                     Some(c) => &ui[..c],
                     None => ui,
                 };
-                (Some(user), &body[at + 1..])
+                (Some(user), &rest[at + 1..])
             }
-            None => (None, body),
+            None => (None, rest),
+        };
+        let (hostpart, headers) = match memchr::memchr(b'?', after_user) {
+            Some(q) => (&after_user[..q], Some(&after_user[q + 1..])),
+            None => (after_user, None),
         };
         let (hostport, params) = match memchr::memchr(b';', hostpart) {
             Some(s) => (&hostpart[..s], &hostpart[s..]),
             None => (hostpart, &b""[..]),
         };
         let (host, port) = if hostport.first() == Some(&b'[') {
-            let e = memchr::memchr(b']', hostport).ok_or(TypedError("unterminated IPv6 reference"))?;
+            let e =
+                memchr::memchr(b']', hostport).ok_or(TypedError("unterminated IPv6 reference"))?;
             let host = &hostport[..=e];
             let after = &hostport[e + 1..];
             let port = match after {
@@ -105,9 +108,9 @@ impl<'a> Uri<'a> {
             }
         };
         if host.is_empty()
-            || !host
-                .iter()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'[' | b']' | b':'))
+            || !host.iter().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'[' | b']' | b':')
+            })
         {
             return Err(TypedError("malformed host"));
         }
@@ -185,6 +188,24 @@ mod tests {
         let u = Uri::parse(b"sips:[2001:db8::1]:5061").unwrap();
         assert_eq!(u.host_unbracketed(), "2001:db8::1");
         assert_eq!(u.port, Some(5061));
+        // RFC 4475 intmeth: '?', ',', ';', '&', '=', '$' and '/' in the user part
+        let u = Uri::parse(
+            b"sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com",
+        )
+        .unwrap();
+        assert_eq!(
+            u.user,
+            Some(&b"1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"[..])
+        );
+        assert_eq!(u.host, b"example.com");
+        assert_eq!(u.headers, None);
+        assert!(u.params.raw.is_empty());
+        let u = Uri::parse(b"sip:a?b@host;lr?X=y").unwrap();
+        assert_eq!(
+            (u.user, u.host, u.headers),
+            (Some(&b"a?b"[..]), &b"host"[..], Some(&b"X=y"[..]))
+        );
+        assert!(u.has_lr());
         let u = Uri::parse(b"sip:user:pw@host?Route=%3Csip:x%3E").unwrap();
         assert_eq!(u.user, Some(&b"user"[..]));
         assert_eq!(u.headers, Some(&b"Route=%3Csip:x%3E"[..]));
@@ -194,10 +215,15 @@ mod tests {
     fn other_schemes_are_opaque() {
         assert_eq!(Uri::parse(b"tel:+1555").unwrap().scheme, Scheme::Tel);
         assert_eq!(
-            Uri::parse(b"nobodyKnowsThisScheme:totallyopaquecontent").unwrap().scheme,
+            Uri::parse(b"nobodyKnowsThisScheme:totallyopaquecontent")
+                .unwrap()
+                .scheme,
             Scheme::Other
         );
-        assert_eq!(Uri::parse(b"soap.beep://192.0.2.103:3002").unwrap().scheme, Scheme::Other);
+        assert_eq!(
+            Uri::parse(b"soap.beep://192.0.2.103:3002").unwrap().scheme,
+            Scheme::Other
+        );
         assert!(Uri::parse(b"no-scheme").is_err());
         assert!(Uri::parse(b"sip:").is_err());
         assert!(Uri::parse(b"sip:a@b:70000").is_err());

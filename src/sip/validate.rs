@@ -20,6 +20,16 @@ pub fn check_request(msg: &SipMessage) -> Result<(), Defect> {
         .cseq()
         .ok_or(Defect::bad("Missing CSeq"))?
         .map_err(|_| Defect::bad("Malformed CSeq"))?;
+    // RFC 4475 badbranch: the magic cookie promises an RFC 3261 transaction
+    // identifier but there is none; answering statelessly beats guessing which
+    // transaction this is.
+    if let Some(Ok(via)) = msg.top_via()
+        && via
+            .branch()
+            .is_some_and(|b| b.eq_ignore_ascii_case(b"z9hG4bK"))
+    {
+        return Err(Defect::bad("Missing Transaction Identifier in Via Branch"));
+    }
     if cseq.method != method.as_bytes() {
         return Err(Defect::bad("CSeq Method Does Not Match Request Method"));
     }
@@ -50,10 +60,10 @@ pub fn check_request(msg: &SipMessage) -> Result<(), Defect> {
     if !msg.is_wildcard_contact() {
         for (_, c) in msg.contacts() {
             let c = c.map_err(|_| Defect::bad("Malformed Contact"))?;
-            if let Some(e) = c.params.get("expires") {
-                if e.and_then(|v| super::typed::parse_delta(v).ok()).is_none() {
-                    return Err(Defect::bad("Malformed Contact expires"));
-                }
+            if let Some(e) = c.params.get("expires")
+                && e.and_then(|v| super::typed::parse_delta(v).ok()).is_none()
+            {
+                return Err(Defect::bad("Malformed Contact expires"));
             }
         }
     }
@@ -77,9 +87,6 @@ pub fn check_response(msg: &SipMessage) -> Result<(), Defect> {
         return Err(d);
     }
     check_common(msg)?;
-    msg.cseq()
-        .ok_or(Defect::bad("Missing CSeq"))?
-        .map_err(|_| Defect::bad("Malformed CSeq"))?;
     Ok(())
 }
 
@@ -149,10 +156,28 @@ fn check_common(msg: &SipMessage) -> Result<(), Defect> {
     msg.to()
         .ok_or(Defect::bad("Missing To"))?
         .map_err(|_| Defect::bad("Malformed To"))?;
+    // CSeq before Expires: RFC 4475 scalar02 is to be rejected "due to the CSeq error"
+    msg.cseq()
+        .ok_or(Defect::bad("Missing CSeq"))?
+        .map_err(|_| Defect::bad("Malformed CSeq"))?;
     if let Some(e) = msg.expires() {
         e.map_err(|_| Defect::bad("Malformed Expires"))?;
     }
     Ok(())
+}
+
+/// Does a Via below the top one (where this response would be forwarded next, or
+/// any hop after that) name the IPv4 limited-broadcast address as sent-by,
+/// `received` or `maddr`? A proxy drops such responses instead of forwarding them
+/// (RFC 4475 §3.3.10 bcast: a well-formed message that would otherwise turn the
+/// proxy into a broadcast amplifier).
+pub fn has_broadcast_via(msg: &SipMessage) -> bool {
+    const BCAST: &[u8] = b"255.255.255.255";
+    msg.vias().skip(1).any(|v| {
+        v.is_ok_and(|v| {
+            v.host.as_bytes() == BCAST || v.received() == Some(BCAST) || v.maddr() == Some(BCAST)
+        })
+    })
 }
 
 /// Option tags in Proxy-Require: a proxy supports none of them (RFC 3261 §16.3
@@ -206,27 +231,85 @@ Content-Length: 0\r\n\r\n";
     #[test]
     fn mismatched_cseq_method_and_bad_scalars() {
         assert_eq!(
-            check(&OK.replace("1 SUBSCRIBE", "1 INVITE")).unwrap_err().reason,
+            check(&OK.replace("1 SUBSCRIBE", "1 INVITE"))
+                .unwrap_err()
+                .reason,
             "CSeq Method Does Not Match Request Method"
         );
         assert_eq!(
-            check(&OK.replace("Max-Forwards: 70", "Max-Forwards: 300")).unwrap_err().reason,
+            check(&OK.replace("Max-Forwards: 70", "Max-Forwards: 300"))
+                .unwrap_err()
+                .reason,
             "Malformed Max-Forwards"
         );
         assert_eq!(
-            check(&OK.replace("Expires: 0", "Expires: soon")).unwrap_err().reason,
+            check(&OK.replace("Expires: 0", "Expires: soon"))
+                .unwrap_err()
+                .reason,
             "Malformed Expires"
         );
         assert_eq!(
-            check(&OK.replace("Call-ID: 19", "Call-ID: 19\r\nCall-ID: 20")).unwrap_err().reason,
+            check(&OK.replace("Call-ID: 19", "Call-ID: 19\r\nCall-ID: 20"))
+                .unwrap_err()
+                .reason,
             "Duplicate Call-ID"
         );
     }
 
     #[test]
+    fn cseq_is_judged_before_expires() {
+        // RFC 4475 scalar02: both are out of range, the answer names the CSeq
+        let s = OK
+            .replace("1 SUBSCRIBE", "36893488147419103232 SUBSCRIBE")
+            .replace("Expires: 0", "Expires: 100000000000000000000");
+        assert_eq!(check(&s).unwrap_err().reason, "Malformed CSeq");
+    }
+
+    #[test]
+    fn bare_magic_cookie_branch_is_rejected() {
+        let s = OK.replace("branch=z9hG4bK1491280923", "branch=z9hG4bK");
+        assert_eq!(
+            check(&s).unwrap_err().reason,
+            "Missing Transaction Identifier in Via Branch"
+        );
+        // RFC 2543 style (no cookie, or no branch at all) is still accepted
+        assert_eq!(
+            check(&OK.replace("branch=z9hG4bK1491280923", "branch=1491280923")),
+            Ok(())
+        );
+        assert_eq!(check(&OK.replace(";branch=z9hG4bK1491280923", "")), Ok(()));
+    }
+
+    #[test]
+    fn broadcast_via_below_the_top() {
+        let resp = |vias: &str| {
+            SipMessage::parse(Bytes::from(format!(
+                "SIP/2.0 200 OK\r\n{vias}From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>;tag=2\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n"
+            )))
+            .unwrap()
+        };
+        let m = resp(
+            "Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP 255.255.255.255;branch=z9hG4bK2\r\n",
+        );
+        assert_eq!(check_response(&m), Ok(()));
+        assert!(has_broadcast_via(&m));
+        let m = resp(
+            "Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1, SIP/2.0/UDP 10.0.0.9;received=255.255.255.255\r\n",
+        );
+        assert!(has_broadcast_via(&m));
+        // our own (top) Via is not looked at; ordinary hops are fine
+        let m = resp(
+            "Via: SIP/2.0/UDP 255.255.255.255;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK2\r\n",
+        );
+        assert!(!has_broadcast_via(&m));
+    }
+
+    #[test]
     fn request_uri_schemes() {
         assert_eq!(
-            check(&OK.replace("SUBSCRIBE sip:1002@pbx.example.com", "SUBSCRIBE urn:x:y")).unwrap_err().code,
+            check(&OK.replace("SUBSCRIBE sip:1002@pbx.example.com", "SUBSCRIBE urn:x:y"))
+                .unwrap_err()
+                .code,
             416
         );
         assert_eq!(

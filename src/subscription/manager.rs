@@ -9,7 +9,7 @@ use crate::endpoint::LocalAddrs;
 use crate::flow::Flow;
 use crate::presence::{self, ApplyOutcome, DialogStream, MergedState, PresenceStream, TargetView};
 use crate::profile::{Mode, OfflineStrategy, ProfileSet, Rendering};
-use crate::sip::typed::SubStateValue;
+use crate::sip::typed::SubStateKind;
 use crate::sip::{HeaderName, Method, SipMessage};
 use crate::transaction::ServerKey;
 use crate::util::Rng;
@@ -1294,13 +1294,14 @@ impl SubscriptionManager {
             (
                 s.state,
                 s.expires,
-                s.reason.map(|r| r.to_string().to_ascii_lowercase()),
+                s.reason
+                    .map(|r| String::from_utf8_lossy(r).to_ascii_lowercase()),
                 s.retry_after,
             )
         });
         // body (a terminating NOTIFY without a body carries no state)
         let body = msg.body();
-        let terminated = matches!(sub_state, Some((SubStateValue::Terminated, ..)));
+        let terminated = matches!(sub_state, Some((SubStateKind::Terminated, ..)));
         let Some(t) = self.targets.get_mut(&target) else {
             return true;
         };
@@ -1324,7 +1325,7 @@ impl SubscriptionManager {
         }
         if let Some((state, expires, reason, retry_after)) = sub_state {
             match state {
-                SubStateValue::Terminated => {
+                SubStateKind::Terminated => {
                     self.on_upstream_terminated(
                         target,
                         package,
