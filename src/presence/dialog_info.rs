@@ -33,18 +33,33 @@ pub enum DialogState {
 }
 
 impl DialogState {
+    pub const ALL: [DialogState; 5] = [
+        DialogState::Trying,
+        DialogState::Proceeding,
+        DialogState::Early,
+        DialogState::Confirmed,
+        DialogState::Terminated,
+    ];
+
     /// Parses a state value (ASCII case-insensitive, surrounding whitespace ignored).
     pub fn parse(s: &str) -> Option<DialogState> {
         let s = s.trim();
-        [
-            DialogState::Trying,
-            DialogState::Proceeding,
-            DialogState::Early,
-            DialogState::Confirmed,
-            DialogState::Terminated,
-        ]
-        .into_iter()
-        .find(|d| d.as_str().eq_ignore_ascii_case(s))
+        DialogState::ALL
+            .into_iter()
+            .find(|d| d.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// How interesting a dialog in this state is for a lamp (Kamailio
+    /// `force_single_dialog` order: early beats confirmed because it can be picked
+    /// up). Used by the profiles' `single_dialog` quirk.
+    pub fn interest(self) -> u8 {
+        match self {
+            DialogState::Terminated => 0,
+            DialogState::Trying => 1,
+            DialogState::Proceeding => 2,
+            DialogState::Confirmed => 3,
+            DialogState::Early => 4,
+        }
     }
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +75,12 @@ impl DialogState {
     /// Every state but `terminated`: the dialog exists and says something about the target.
     pub fn is_active(self) -> bool {
         self != DialogState::Terminated
+    }
+}
+
+impl std::fmt::Display for DialogState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

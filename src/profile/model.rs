@@ -10,7 +10,6 @@ use crate::config::{ConfigError, line_of};
 use crate::presence::MergedState;
 use regex::bytes::Regex;
 use serde::Deserialize;
-use std::fmt;
 use toml::Spanned;
 
 /// A problem in a profile file, located by file and line (same type and display
@@ -41,57 +40,13 @@ impl Mode {
     }
 }
 
-/// RFC 4235 `<state>` values (there is no "offline" among them, protocol.md §3.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DialogState {
-    Trying,
-    Proceeding,
-    Early,
-    Confirmed,
-    Terminated,
-}
+/// RFC 4235 `<state>` values (there is no "offline" among them, protocol.md §3.2):
+/// the same type the dialog-info parser produces.
+pub use crate::presence::DialogState;
 
-impl DialogState {
-    pub const ALL: [DialogState; 5] = [
-        DialogState::Trying,
-        DialogState::Proceeding,
-        DialogState::Early,
-        DialogState::Confirmed,
-        DialogState::Terminated,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DialogState::Trying => "trying",
-            DialogState::Proceeding => "proceeding",
-            DialogState::Early => "early",
-            DialogState::Confirmed => "confirmed",
-            DialogState::Terminated => "terminated",
-        }
-    }
-
-    fn parse(s: &str) -> Option<DialogState> {
-        DialogState::ALL.into_iter().find(|d| d.as_str() == s)
-    }
-
-    /// How interesting a dialog in this state is for a lamp (Kamailio
-    /// `force_single_dialog` order: early beats confirmed because it can be picked
-    /// up). Used by the `single_dialog` quirk.
-    pub(crate) fn interest(self) -> u8 {
-        match self {
-            DialogState::Terminated => 0,
-            DialogState::Trying => 1,
-            DialogState::Proceeding => 2,
-            DialogState::Confirmed => 3,
-            DialogState::Early => 4,
-        }
-    }
-}
-
-impl fmt::Display for DialogState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// A state value as written in a profile: lower case, exactly.
+fn dialog_state_value(s: &str) -> Option<DialogState> {
+    DialogState::ALL.into_iter().find(|d| d.as_str() == s)
 }
 
 /// Where the `direction` attribute of a rendered `<dialog>` comes from.
@@ -725,7 +680,7 @@ fn parse_state(cx: &mut Ctx<'_>, state: MergedState, rs: &Spanned<RawState>) -> 
             );
             DialogState::Terminated
         }
-        Some(s) => DialogState::parse(s.get_ref()).unwrap_or_else(|| {
+        Some(s) => dialog_state_value(s.get_ref()).unwrap_or_else(|| {
             cx.err(
                 s.span().start,
                 format!(

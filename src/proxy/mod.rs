@@ -1370,34 +1370,7 @@ fn via_flow(v: &Via<'_>) -> Option<Flow> {
 /// only, Route, From, To, Call-ID and CSeq number; Max-Forwards 70; no body.
 pub fn build_cancel(invite: &Bytes) -> Option<Bytes> {
     let req = SipMessage::parse(invite.clone()).ok()?;
-    let uri = req.request_uri()?;
-    let via = req.slice(req.top_via_span()?);
-    let seq = req.cseq()?.ok()?.seq;
-    let mut b = Vec::with_capacity(256 + uri.len());
-    b.extend_from_slice(b"CANCEL ");
-    b.extend_from_slice(uri);
-    b.extend_from_slice(b" SIP/2.0\r\n");
-    let mut push = |name: &str, value: &[u8]| {
-        b.extend_from_slice(name.as_bytes());
-        b.extend_from_slice(b": ");
-        b.extend_from_slice(value);
-        b.extend_from_slice(b"\r\n");
-    };
-    push("Via", via);
-    push("Max-Forwards", b"70");
-    for h in req.headers_named(HeaderName::Route) {
-        push("Route", req.value(h));
-    }
-    for name in [HeaderName::From, HeaderName::To] {
-        if let Some(v) = req.header_value(name) {
-            push(name.as_str(), v);
-        }
-    }
-    push("Call-ID", req.call_id()?);
-    push("CSeq", format!("{seq} CANCEL").as_bytes());
-    push("Content-Length", b"0");
-    b.extend_from_slice(b"\r\n");
-    Some(Bytes::from(b))
+    crate::sip::builder::invite_transaction_request(&req, &crate::sip::Method::Cancel, None)
 }
 
 /// FNV-1a 64 (for deterministic ACK branches).

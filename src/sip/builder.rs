@@ -101,6 +101,43 @@ impl MessageBuilder {
     }
 }
 
+/// A request that belongs to an INVITE's transaction — the hop-by-hop ACK for a
+/// non-2xx final response or a CANCEL (RFC 3261 §17.1.1.3, §9.1): the INVITE's
+/// Request-URI, its top Via only, its Route headers, From, Call-ID and CSeq number
+/// with `method`; To from `to` (the response's, with its tag) or else the INVITE's;
+/// Max-Forwards 70; no body. `None` when the INVITE lacks what it needs.
+pub fn invite_transaction_request(
+    invite: &SipMessage,
+    method: &Method,
+    to: Option<&[u8]>,
+) -> Option<Bytes> {
+    let uri = invite.request_uri()?;
+    let via = invite.slice(invite.top_via_span()?);
+    let seq = invite.cseq()?.ok()?.seq;
+    let call_id = invite.header_value(HeaderName::CallId)?;
+    let mut b = MessageBuilder {
+        buf: Vec::with_capacity(256 + uri.len() + via.len()),
+    };
+    b.buf.extend_from_slice(method.as_bytes());
+    b.buf.push(b' ');
+    b.buf.extend_from_slice(uri);
+    b.buf.extend_from_slice(b" SIP/2.0\r\n");
+    b.header_bytes("Via", via);
+    b.header_bytes("Max-Forwards", b"70");
+    for h in invite.headers_named(HeaderName::Route) {
+        b.header_bytes("Route", invite.value(h));
+    }
+    if let Some(v) = invite.header_value(HeaderName::From) {
+        b.header_bytes("From", v);
+    }
+    if let Some(v) = to.or_else(|| invite.header_value(HeaderName::To)) {
+        b.header_bytes("To", v);
+    }
+    b.header_bytes("Call-ID", call_id);
+    b.header("CSeq", format_args!("{seq} {method}"));
+    Some(b.finish())
+}
+
 /// `fmt::Write` over a `Vec<u8>`.
 struct Vec8<'a>(&'a mut Vec<u8>);
 

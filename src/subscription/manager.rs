@@ -251,6 +251,24 @@ impl SubscriptionManager {
         Ok(req.min(s.max_expires))
     }
 
+    /// The granted expiry, or `None` after answering the SUBSCRIBE with `423`
+    /// (+ `Min-Expires`) or `400`.
+    fn granted_or_refused(&mut self, key: &ServerKey, msg: &SipMessage) -> Option<u32> {
+        match self.granted_expires(msg) {
+            Ok(e) => Some(e),
+            Err((code, reason, min)) => {
+                let extra = if code == 423 {
+                    vec![("Min-Expires", min.to_string())]
+                } else {
+                    Vec::new()
+                };
+                let data = build::response(msg, code, reason, None, &extra);
+                self.respond(key.clone(), data);
+                None
+            }
+        }
+    }
+
     fn on_phone_initial(&mut self, key: ServerKey, msg: &SipMessage, flow: Flow, now: Instant) {
         // Accept must allow dialog-info (RFC 6665 §4.2.1.1: 406 otherwise)
         if msg.accepts("application/dialog-info+xml") == Some(false) {
@@ -263,17 +281,8 @@ impl SubscriptionManager {
             );
             return self.respond(key, data);
         }
-        let expires = match self.granted_expires(msg) {
-            Ok(e) => e,
-            Err((423, reason, min)) => {
-                let data =
-                    build::response(msg, 423, reason, None, &[("Min-Expires", min.to_string())]);
-                return self.respond(key, data);
-            }
-            Err((code, reason, _)) => {
-                let data = build::response(msg, code, reason, None, &[]);
-                return self.respond(key, data);
-            }
+        let Some(expires) = self.granted_or_refused(&key, msg) else {
+            return;
         };
         // Target: the Request-URI user (the To user when the R-URI has none).
         let user = msg
@@ -450,26 +459,18 @@ impl SubscriptionManager {
             let data = build::response(msg, 500, "CSeq Out of Order", None, &[]);
             return self.respond(key, data);
         }
-        let expires = match self.granted_expires(msg) {
-            Ok(e) => e,
-            Err((423, reason, min)) => {
-                let data =
-                    build::response(msg, 423, reason, None, &[("Min-Expires", min.to_string())]);
-                return self.respond(key, data);
-            }
-            Err((code, reason, _)) => {
-                let data = build::response(msg, code, reason, None, &[]);
-                return self.respond(key, data);
-            }
+        let (target, profile) = (sub.target, sub.profile.clone());
+        let Some(expires) = self.granted_or_refused(&key, msg) else {
+            return;
         };
         let target_offline = self
             .targets
-            .get(&sub.target)
+            .get(&target)
             .is_some_and(|t| t.view.state == MergedState::Offline);
         let reject = self
             .env
             .profiles
-            .get(&sub.profile)
+            .get(&profile)
             .and_then(|p| match p.offline() {
                 OfflineStrategy::FailSubscription {
                     reject_code,

@@ -1027,38 +1027,9 @@ fn trying_for(req: &SipMessage) -> Bytes {
 /// the response (with its tag); Max-Forwards 70; no body.
 fn build_ack(invite: &Bytes, response: &SipMessage) -> Option<Bytes> {
     let req = SipMessage::parse(invite.clone()).ok()?;
-    let uri = req.request_uri()?;
-    let via = req.slice(req.top_via_span()?);
-    let seq = req.cseq()?.ok()?.seq;
-    let to = response
-        .header_value(HeaderName::To)
-        .or_else(|| req.header_value(HeaderName::To));
-    let mut b = Vec::with_capacity(256 + uri.len() + via.len());
-    b.extend_from_slice(b"ACK ");
-    b.extend_from_slice(uri);
-    b.extend_from_slice(b" SIP/2.0\r\n");
-    let mut push = |name: &str, value: &[u8]| {
-        b.extend_from_slice(name.as_bytes());
-        b.extend_from_slice(b": ");
-        b.extend_from_slice(value);
-        b.extend_from_slice(b"\r\n");
-    };
-    push("Via", via);
-    push("Max-Forwards", b"70");
-    for h in req.headers_named(HeaderName::Route) {
-        push("Route", req.value(h));
-    }
-    if let Some(v) = req.header_value(HeaderName::From) {
-        push("From", v);
-    }
-    if let Some(v) = to {
-        push("To", v);
-    }
-    if let Some(v) = req.header_value(HeaderName::CallId) {
-        push("Call-ID", v);
-    }
-    push("CSeq", format!("{seq} ACK").as_bytes());
-    push("Content-Length", b"0");
-    b.extend_from_slice(b"\r\n");
-    Some(Bytes::from(b))
+    crate::sip::builder::invite_transaction_request(
+        &req,
+        &Method::Ack,
+        response.header_value(HeaderName::To),
+    )
 }
