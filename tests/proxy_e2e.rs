@@ -244,8 +244,8 @@ fn record_routes(m: &TraceMsg) -> Vec<String> {
         .collect()
 }
 
-/// Positions of `codes` in `statuses` (first occurrence each), panicking with the
-/// diagnostics when one is missing or they are out of order.
+/// The sipp received every status of `codes`, first occurrences in this order
+/// (panics with the diagnostics otherwise).
 fn assert_in_order(s: &Sipp, codes: &[u16]) {
     let statuses = s.received_statuses();
     let mut last = None;
