@@ -228,6 +228,19 @@ impl Drop for TempDir {
 /// range (so that the OS does not give it to an outgoing socket meanwhile), falling
 /// back to an OS-assigned port.
 pub fn free_port() -> u16 {
+    free_ports_at(&[0])
+}
+
+/// A SIPp media port (`-mp`): SIPp binds the audio RTP socket on it and the video
+/// one on port + 2 (+ 1 and + 3 being RTCP), and exits when either bind fails. All
+/// four are free (UDP and TCP) and reserved like [`free_port`]'s.
+pub fn free_media_port() -> u16 {
+    free_ports_at(&[0, 1, 2, 3])
+}
+
+/// A base port such that base + every offset is free on UDP and TCP and was not
+/// handed out before; all of them are then reserved.
+fn free_ports_at(offsets: &[u16]) -> u16 {
     static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
     static SEED: AtomicU64 = AtomicU64::new(0);
     let given = GIVEN.get_or_init(|| Mutex::new(HashSet::new()));
@@ -243,7 +256,7 @@ pub fn free_port() -> u16 {
         udp.is_ok() && tcp.is_ok()
     };
     for attempt in 0..400 {
-        let port = if attempt < 300 {
+        let base = if attempt < 300 {
             // xorshift64*
             x ^= x >> 12;
             x ^= x << 25;
@@ -255,12 +268,19 @@ pub fn free_port() -> u16 {
                 Err(_) => continue,
             }
         };
+        let Some(ports) = offsets
+            .iter()
+            .map(|&o| base.checked_add(o))
+            .collect::<Option<Vec<u16>>>()
+        else {
+            continue;
+        };
         let mut set = given.lock().unwrap_or_else(|e| e.into_inner());
-        if set.contains(&port) || !bindable(port) {
+        if ports.iter().any(|p| set.contains(p) || !bindable(*p)) {
             continue;
         }
-        set.insert(port);
-        return port;
+        set.extend(ports);
+        return base;
     }
     panic!("no free UDP+TCP port found on 127.0.0.1");
 }
@@ -1537,7 +1557,7 @@ impl SippCmd {
             "-cp".into(),
             free_port().to_string(),
             "-mp".into(),
-            free_port().to_string(),
+            free_media_port().to_string(),
             "-m".into(),
             "1".into(),
             "-nostdin".into(),
