@@ -397,15 +397,11 @@ fn display_opt(a: Option<SocketAddr>) -> String {
 /// TCP first tries the port UDP got, so the bridge has one port as in production.
 async fn bind(cfg: &Config) -> Result<(Option<UdpSocket>, Option<TcpListener>), RuntimeError> {
     let udp = match cfg.listen.udp {
-        Some(addr) => Some(
-            UdpSocket::bind(addr)
-                .await
-                .map_err(|source| RuntimeError::Bind {
-                    transport: Transport::Udp,
-                    addr,
-                    source,
-                })?,
-        ),
+        Some(addr) => Some(bind_udp(addr).map_err(|source| RuntimeError::Bind {
+            transport: Transport::Udp,
+            addr,
+            source,
+        })?),
         None => None,
     };
     let udp_local = udp.as_ref().and_then(|s| s.local_addr().ok());
@@ -439,6 +435,34 @@ async fn bind(cfg: &Config) -> Result<(Option<UdpSocket>, Option<TcpListener>), 
     Ok((udp, tcp))
 }
 
+/// Receive/send buffer asked for on the UDP listener. The kernel default
+/// (`net.core.rmem_default`, often 208 KiB) holds only ~160 SIP datagrams, which a
+/// burst of SUBSCRIBEs or the 200s of a large fan-out overflow in a few ms while
+/// the core is busy (docs/benchmarks.md). The kernel caps it at
+/// `net.core.rmem_max` / `wmem_max`.
+pub const UDP_BUFFER_BYTES: usize = 4 << 20;
+
+/// Bind the UDP listener with large socket buffers.
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    let _ = s.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = s.set_send_buffer_size(UDP_BUFFER_BYTES);
+    // Linux reports twice the value granted (bookkeeping overhead)
+    match s.recv_buffer_size() {
+        Ok(got) if got < UDP_BUFFER_BYTES => tracing::warn!(
+            requested = UDP_BUFFER_BYTES,
+            granted = got,
+            "UDP receive buffer capped by the kernel: raise net.core.rmem_max for bursty loads"
+        ),
+        Ok(got) => tracing::debug!(granted = got, "UDP receive buffer"),
+        Err(_) => {}
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
 #[cfg(unix)]
 fn signal_future() -> io::Result<SignalFuture> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -458,4 +482,31 @@ fn signal_future() -> io::Result<SignalFuture> {
         let _ = tokio::signal::ctrl_c().await;
         "Ctrl-C"
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn udp_listener_gets_a_large_receive_buffer() {
+        let sock = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let got = socket2::SockRef::from(&sock).recv_buffer_size().unwrap();
+        // what the kernel allows at most (Linux reports twice the granted size)
+        let max = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(UDP_BUFFER_BYTES);
+        let default = std::fs::read_to_string("/proc/sys/net/core/rmem_default")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        assert!(
+            got >= UDP_BUFFER_BYTES.min(max),
+            "granted {got}, asked {UDP_BUFFER_BYTES}, kernel max {max}"
+        );
+        if max > default {
+            assert!(got > default, "larger than the default {default}: {got}");
+        }
+    }
 }
