@@ -11,12 +11,15 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 # dependencies first, for layer caching
 COPY Cargo.toml Cargo.lock ./
+COPY benches ./benches
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
     && cargo build --release --locked \
-    && rm -rf src target/release/deps/blf_bridge* target/release/blf-bridge*
+    && rm -rf src target/release/.fingerprint/blf-bridge-* target/release/deps/*blf_bridge* \
+       target/release/blf-bridge*
 COPY src ./src
 COPY profiles ./profiles
-RUN cargo build --release --locked && strip target/release/blf-bridge
+RUN touch src/lib.rs src/main.rs && cargo build --release --locked \
+    && strip target/release/blf-bridge
 
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin blf \
@@ -27,6 +30,6 @@ COPY profiles/*.toml /usr/share/blf-bridge/profiles/
 USER blf
 EXPOSE 5060/udp 5060/tcp
 HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 \
-    CMD ["blf-bridge", "health", "--addr", "127.0.0.1:5060"]
+    CMD ["blf-bridge", "health", "--config", "/etc/blf-bridge/blf-bridge.toml"]
 ENTRYPOINT ["blf-bridge"]
 CMD ["run", "--config", "/etc/blf-bridge/blf-bridge.toml"]

@@ -17,7 +17,7 @@ struct Bridge {
     child: Child,
     port: u16,
     upstream: UdpSocket,
-    _dir: PathBuf,
+    dir: PathBuf,
 }
 
 impl Drop for Bridge {
@@ -70,7 +70,7 @@ fn start_bridge() -> Bridge {
         child,
         port,
         upstream,
-        _dir: dir,
+        dir,
     };
     // wait until it answers OPTIONS
     let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -235,6 +235,17 @@ fn health_command_probes_a_running_bridge() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("SIP/2.0 200"));
+    // the same, finding the address in the bridge's configuration
+    let out = Command::new(BIN)
+        .args(["health", "--config"])
+        .arg(b.dir.join("bridge.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(b);
     let dead = UdpSocket::bind("127.0.0.1:0").unwrap(); // bound, never answers
     let out = Command::new(BIN)

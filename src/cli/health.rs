@@ -9,9 +9,14 @@ use std::time::{Duration, Instant};
 /// Arguments of `blf-bridge health`.
 #[derive(Debug, Clone, Args)]
 pub struct HealthArgs {
-    /// Address of the bridge's UDP listener.
-    #[arg(long, default_value = "127.0.0.1:5060")]
-    pub addr: SocketAddr,
+    /// Address of the bridge's UDP listener (default: from --config, else
+    /// 127.0.0.1:5060).
+    #[arg(long)]
+    pub addr: Option<SocketAddr>,
+    /// Probe the `[listen] udp` address of this configuration (an unspecified
+    /// address such as 0.0.0.0 is probed on loopback).
+    #[arg(short, long, value_name = "FILE", env = "BLF_BRIDGE_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     /// How long to wait for the answer, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub timeout_ms: u64,
@@ -19,13 +24,40 @@ pub struct HealthArgs {
 
 impl HealthArgs {
     pub fn execute(&self, _global: &GlobalOpts) -> i32 {
-        match probe(self.addr, Duration::from_millis(self.timeout_ms)) {
+        let addr = match (self.addr, &self.config) {
+            (Some(a), _) => a,
+            (None, Some(path)) => match crate::config::Config::load(path) {
+                Ok(cfg) => match cfg.listen.udp {
+                    Some(a) if a.ip().is_unspecified() => {
+                        let lo: std::net::IpAddr = if a.is_ipv4() {
+                            std::net::Ipv4Addr::LOCALHOST.into()
+                        } else {
+                            std::net::Ipv6Addr::LOCALHOST.into()
+                        };
+                        SocketAddr::new(lo, a.port())
+                    }
+                    Some(a) => a,
+                    None => {
+                        eprintln!("{}: no [listen] udp to probe", path.display());
+                        return super::EXIT_CONFIG;
+                    }
+                },
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("{e}");
+                    }
+                    return super::EXIT_CONFIG;
+                }
+            },
+            (None, None) => SocketAddr::from(([127, 0, 0, 1], 5060)),
+        };
+        match probe(addr, Duration::from_millis(self.timeout_ms)) {
             Ok(line) => {
-                println!("{}: {line}", self.addr);
+                println!("{addr}: {line}");
                 EXIT_OK
             }
             Err(e) => {
-                eprintln!("{}: {e}", self.addr);
+                eprintln!("{addr}: {e}");
                 EXIT_FAILURE
             }
         }
