@@ -536,17 +536,7 @@ pub fn stamp_via(msg: &SipMessage, src: SocketAddr) -> Option<Bytes> {
     let mut out = Vec::with_capacity(raw.len() + 40);
     let params_start = raw.len() - via.params.raw.len();
     out.extend_from_slice(&raw[..params_start]);
-    for (name, value) in via.params.iter() {
-        if name.eq_ignore_ascii_case(b"received") || name.eq_ignore_ascii_case(b"rport") {
-            continue;
-        }
-        out.push(b';');
-        out.extend_from_slice(name);
-        if let Some(v) = value {
-            out.push(b'=');
-            out.extend_from_slice(v);
-        }
-    }
+    via.params.write_except(&["received", "rport"], &mut out);
     out.extend_from_slice(b";received=");
     out.extend_from_slice(ip.as_bytes());
     if rport.is_some() {

@@ -137,29 +137,22 @@ where
             .read_event()
             .map_err(|e| PresenceError::Xml(e.to_string()))?;
         match ev {
-            Event::Start(e) => {
+            Event::Start(ref e) | Event::Empty(ref e) => {
                 if depth >= MAX_DEPTH {
                     return Err(PresenceError::TooDeep);
                 }
                 f(Step::Open {
                     name: local(e.name().0),
                     depth,
-                    elem: &e,
+                    elem: e,
                 });
-                depth += 1;
-            }
-            Event::Empty(e) => {
-                if depth >= MAX_DEPTH {
-                    return Err(PresenceError::TooDeep);
-                }
-                f(Step::Open {
-                    name: local(e.name().0),
-                    depth,
-                    elem: &e,
-                });
-                f(Step::Close);
-                if depth == 0 {
-                    return Ok(());
+                if matches!(ev, Event::Start(_)) {
+                    depth += 1;
+                } else {
+                    f(Step::Close);
+                    if depth == 0 {
+                        return Ok(());
+                    }
                 }
             }
             Event::End(_) => {

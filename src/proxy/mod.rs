@@ -1323,17 +1323,7 @@ fn readdress(u: &Uri<'_>, domain: &str) -> Vec<u8> {
         v.push(b'@');
     }
     v.extend_from_slice(domain.as_bytes());
-    for (name, value) in u.params.iter() {
-        if name.eq_ignore_ascii_case(b"transport") || name.eq_ignore_ascii_case(b"maddr") {
-            continue;
-        }
-        v.push(b';');
-        v.extend_from_slice(name);
-        if let Some(val) = value {
-            v.push(b'=');
-            v.extend_from_slice(val);
-        }
-    }
+    u.params.write_except(&["transport", "maddr"], &mut v);
     v
 }
 

@@ -133,6 +133,23 @@ impl<'a> Params<'a> {
     pub fn value(&self, name: &str) -> Option<&'a [u8]> {
         self.get(name).flatten()
     }
+
+    /// Append `;name[=value]` for every parameter except those named in `skip`
+    /// (case-insensitive), normalising the whitespace around them away; for
+    /// rewriting a parameter list.
+    pub fn write_except(&self, skip: &[&str], out: &mut Vec<u8>) {
+        for (name, value) in self.iter() {
+            if skip.iter().any(|s| name.eq_ignore_ascii_case(s.as_bytes())) {
+                continue;
+            }
+            out.push(b';');
+            out.extend_from_slice(name);
+            if let Some(v) = value {
+                out.push(b'=');
+                out.extend_from_slice(v);
+            }
+        }
+    }
 }
 
 pub struct ParamIter<'a> {
