@@ -1,9 +1,12 @@
 //! Wire formats of the requests and responses the translator originates.
 
 use super::manager::Env;
-use super::types::{PhoneSub, Target, Upstream};
+use super::notifier::PhoneSub;
+use super::subscriber::Upstream;
 use crate::endpoint::LocalAddrs;
+use crate::profile::{RenderedDoc, SubState};
 use crate::sip::{MessageBuilder, Method, NameAddr, SipMessage, Transport};
+use crate::util::Rng;
 use bytes::Bytes;
 
 /// `host:port` the bridge advertises for a transport.
@@ -46,6 +49,14 @@ pub fn contact(env: &Env, transport: Transport) -> String {
 /// User part of the bridge's own Contact URIs.
 pub const CONTACT_USER: &str = "blf-bridge";
 
+/// Host part of the Call-IDs the bridge makes up.
+pub const CALL_ID_HOST: &str = "blf-bridge";
+
+/// A new Call-ID for a dialog the bridge starts.
+pub fn call_id(rng: &mut Rng) -> String {
+    format!("{}@{CALL_ID_HOST}", rng.token(20))
+}
+
 /// Request-URI and Route values for an in-dialog request (RFC 3261 §12.2.1.1):
 /// loose routing when the first route has `lr`, else the strict-routing form.
 pub fn in_dialog_target(remote_target: &str, route_set: &[String]) -> (String, Vec<String>) {
@@ -66,13 +77,14 @@ pub fn in_dialog_target(remote_target: &str, route_set: &[String]) -> (String, V
     }
 }
 
-/// A NOTIFY for a phone subscription.
+/// A NOTIFY for a phone subscription; the document (if any) is written into the
+/// message with its version, without an intermediate copy.
 pub fn notify(
     env: &Env,
     sub: &PhoneSub,
     branch: &str,
-    subscription_state: &str,
-    body: Option<&[u8]>,
+    subscription_state: SubState<'_>,
+    body: Option<(&RenderedDoc, u32)>,
 ) -> Bytes {
     let (ruri, routes) = in_dialog_target(&sub.remote_target, &sub.route_set);
     let mut b = MessageBuilder::request(&Method::Notify, &ruri);
@@ -93,26 +105,29 @@ pub fn notify(
     b.header("Subscription-State", subscription_state)
         .header("User-Agent", &env.user_agent);
     match body {
-        Some(body) => b.finish_with_body("application/dialog-info+xml", body),
+        Some((doc, version)) => b.finish_with_body_writer(
+            "application/dialog-info+xml",
+            doc.len_with_version(version),
+            |buf| doc.write_with_version(version, buf),
+        ),
         None => b.finish(),
     }
 }
 
-/// A SUBSCRIBE towards the upstream: initial (no remote tag yet) or in-dialog.
+/// A SUBSCRIBE towards the upstream for `aor`, from the `account` user: initial
+/// (no remote tag yet) or in-dialog.
 pub fn subscribe(
     env: &Env,
-    target: &Target,
+    aor: &str,
+    account: &str,
     up: &Upstream,
     branch: &str,
     expires: u32,
     auth: &[(&'static str, String)],
-) -> (Bytes, String) {
+) -> Bytes {
     let domain = &env.cfg.upstream.domain;
     let transport = env.upstream.transport;
-    let (ruri, routes) = match (&up.remote_tag, &up.remote_target) {
-        (Some(_), Some(rt)) => in_dialog_target(rt, &up.route_set),
-        _ => (target.aor.clone(), Vec::new()),
-    };
+    let (ruri, routes) = up.request_target(aor);
     let mut b = MessageBuilder::request(&Method::Subscribe, &ruri);
     b.header("Via", via(env, transport, branch))
         .header("Max-Forwards", 70);
@@ -121,11 +136,11 @@ pub fn subscribe(
     }
     b.header(
         "From",
-        format_args!("<sip:{}@{}>;tag={}", target.account, domain, up.local_tag),
+        format_args!("<sip:{account}@{domain}>;tag={}", up.local_tag),
     );
     match &up.remote_tag {
-        Some(t) => b.header("To", format_args!("<{}>;tag={t}", target.aor)),
-        None => b.header("To", format_args!("<{}>", target.aor)),
+        Some(t) => b.header("To", format_args!("<{aor}>;tag={t}")),
+        None => b.header("To", format_args!("<{aor}>")),
     };
     b.header("Call-ID", &up.call_id)
         .header("CSeq", format_args!("{} SUBSCRIBE", up.cseq))
@@ -137,7 +152,7 @@ pub fn subscribe(
         b.header(name, value);
     }
     b.header("User-Agent", &env.user_agent);
-    (b.finish(), ruri)
+    b.finish()
 }
 
 /// A response to a phone's SUBSCRIBE (or other request on its dialog).

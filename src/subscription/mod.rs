@@ -17,13 +17,23 @@
 //!
 //! The manager never touches sockets or the clock: it is fed requests, responses,
 //! transaction timeouts and `now`, and produces [`Out`] items (requests to send
-//! through a client transaction, responses for a server transaction). All state is
-//! plain serialisable data.
+//! through a client transaction, responses for a server transaction). The state
+//! is plain serialisable data ([`Target`], [`PhoneSub`], [`Upstream`]), so that a
+//! store can persist it.
+//!
+//! Files: `notifier.rs` (phone side), `subscriber.rs` (upstream side),
+//! `manager.rs` (registry, indices, timers, routing), `types.rs` (ids, keys, the
+//! target record), `build.rs` (wire formats).
 
 mod build;
 mod manager;
+mod notifier;
+mod subscriber;
 mod types;
 
-pub use build::{CONTACT_USER, hostport};
-pub use manager::{Classification, Env, Out, ReqTag, SubscriptionManager};
-pub use types::{Package, PhoneState, PhoneSub, Target, UpState, Upstream};
+pub use crate::profile::SubState;
+pub use build::{CALL_ID_HOST, CONTACT_USER, call_id, hostport};
+pub use manager::{Env, Out, ReqTag, Route, SubscriptionManager};
+pub use notifier::{PhoneState, PhoneSub, ProfileRef};
+pub use subscriber::{UpState, Upstream};
+pub use types::{DialogKey, Package, PhoneId, Target, TargetId};
