@@ -3,18 +3,18 @@
 //! [`PhoneSub`] (notifier side) and [`Upstream`] (subscriber side).
 
 use super::build;
-use super::notifier::{Accepted, AfterNotify, PhoneState, PhoneSub, ProfileRef, Renderings};
-use super::subscriber::{Action, Upstream};
+use super::notifier::{
+    Accepted, AfterNotify, Initial, PhoneState, PhoneSub, ProfileRef, Refusal, Renderings,
+    offline_refusal,
+};
+use super::subscriber::{Action, UpTimer, Upstream};
 use super::types::*;
 use crate::auth::Credentials;
 use crate::config::Config;
 use crate::endpoint::LocalAddrs;
 use crate::flow::Flow;
-use crate::presence::{DialogStream, MergedState, PresenceStream, TargetView};
-use crate::profile::{
-    Mode, OfflineStrategy, Profile, ProfileSet, RenderedDoc, Rendering, SubState,
-};
-use crate::sip::typed::SubStateKind;
+use crate::presence::MergedState;
+use crate::profile::{Mode, Profile, ProfileSet, RenderedDoc, Rendering, SubState};
 use crate::sip::{Method, SipMessage};
 use crate::transaction::ServerKey;
 use crate::util::Rng;
@@ -38,89 +38,12 @@ pub struct Env {
     pub user_agent: String,
 }
 
-/// Identifies what a client transaction started by the manager was for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReqTag {
-    Notify {
-        phone: PhoneId,
-        cseq: u32,
-    },
-    Upstream {
-        target: TargetId,
-        package: Package,
-        generation: u32,
-        cseq: u32,
-        unsubscribe: bool,
-    },
-}
-
-/// Work for the endpoint.
-#[derive(Debug, Clone)]
-pub enum Out {
-    /// Send through a new client transaction; report its outcome with `tag`.
-    Request {
-        flow: Flow,
-        data: Bytes,
-        tag: ReqTag,
-    },
-    /// Answer a server transaction.
-    Response { key: ServerKey, data: Bytes },
-}
-
-/// Where an incoming request belongs: the one question the endpoint asks
-/// ([`SubscriptionManager::route`]); it hands every route but
-/// [`NotOurs`](Route::NotOurs) back to [`SubscriptionManager::on_request`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    /// In one of our upstream subscription dialogs, recognised by its Call-ID
-    /// (ours, random) whatever flow it arrives on.
-    Upstream(TargetId, Package),
-    /// A NOTIFY in an upstream subscription we just ended: answered 200.
-    RetiredNotify,
-    /// In a phone subscription the bridge terminates (Call-ID and our tag).
-    PhoneDialog(PhoneId),
-    /// An out-of-dialog dialog-event SUBSCRIBE whose phone's profile translates.
-    NewTranslated,
-    /// Not for the subscription translator.
-    NotOurs,
-}
-
-impl Route {
-    /// Phone-side routes; a request from the upstream is never one.
-    pub fn is_phone_side(self) -> bool {
-        matches!(self, Route::PhoneDialog(_) | Route::NewTranslated)
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
-    PhoneExpire {
-        phone: PhoneId,
-        generation: u32,
-    },
-    PhoneHold {
-        phone: PhoneId,
-    },
-    UpRefresh {
-        target: TargetId,
-        package: Package,
-        generation: u32,
-        cseq: u32,
-    },
-    UpRetry {
-        target: TargetId,
-        package: Package,
-        generation: u32,
-    },
-    UpTimerN {
-        target: TargetId,
-        package: Package,
-        generation: u32,
-    },
-    Linger {
-        target: TargetId,
-        generation: u32,
-    },
+    PhoneExpire { phone: PhoneId, generation: u32 },
+    PhoneHold { phone: PhoneId },
+    Up(TargetId, Package, UpTimer),
+    Linger { target: TargetId, generation: u32 },
 }
 
 /// The subscription translator. See the module docs.
@@ -274,124 +197,42 @@ impl SubscriptionManager {
 
     // ------------------------------------------------------------ phone side
 
-    fn granted_expires(&self, msg: &SipMessage) -> Result<u32, (u16, &'static str, u32)> {
-        let s = &self.env.cfg.subscriptions;
-        let req = match msg.expires() {
-            None => s.default_expires,
-            Some(Ok(e)) => e,
-            Some(Err(_)) => return Err((400, "Malformed Expires", 0)),
-        };
-        if req != 0 && req < s.min_expires {
-            return Err((423, "Interval Too Brief", s.min_expires));
-        }
-        Ok(req.min(s.max_expires))
-    }
-
-    /// The granted expiry, or `None` after answering the SUBSCRIBE with `423`
-    /// (+ `Min-Expires`) or `400`.
-    fn granted_or_refused(&mut self, key: &ServerKey, msg: &SipMessage) -> Option<u32> {
-        match self.granted_expires(msg) {
-            Ok(e) => Some(e),
-            Err((code, reason, min)) => {
-                let extra = if code == 423 {
-                    vec![("Min-Expires", min.to_string())]
-                } else {
-                    Vec::new()
-                };
-                let data = build::response(msg, code, reason, None, &extra);
-                self.respond(key.clone(), data);
-                None
-            }
-        }
-    }
-
-    /// The refusal of a `fail-subscription` profile while the target is offline.
-    fn offline_refusal(msg: &SipMessage, profile: &Profile) -> Option<Bytes> {
-        let OfflineStrategy::FailSubscription {
-            reject_code,
-            retry_after,
-            ..
-        } = profile.offline()
-        else {
-            return None;
-        };
-        let mut extra = Vec::new();
-        if let Some(r) = retry_after {
-            extra.push(("Retry-After", r.to_string()));
-        }
-        let reason = crate::sip::reason_phrase(*reject_code);
-        Some(build::response(msg, *reject_code, reason, None, &extra))
+    fn refuse(&mut self, key: ServerKey, msg: &SipMessage, (code, reason, extra): Refusal) {
+        self.respond(key, build::response(msg, code, reason, None, &extra));
     }
 
     fn on_phone_initial(&mut self, key: ServerKey, msg: &SipMessage, flow: Flow, now: Instant) {
-        // Accept must allow dialog-info (RFC 6665 §4.2.1.1: 406 otherwise)
-        if msg.accepts("application/dialog-info+xml") == Some(false) {
-            let accept = [("Accept", "application/dialog-info+xml".into())];
-            let data = build::response(msg, 406, "Not Acceptable", None, &accept);
-            return self.respond(key, data);
-        }
-        let Some(expires) = self.granted_or_refused(&key, msg) else {
-            return;
-        };
-        // Target: the Request-URI user (the To user when the R-URI has none).
-        let user = msg
-            .request_uri()
-            .and_then(|u| crate::sip::Uri::parse(u).ok())
-            .and_then(|u| u.user_str().map(str::to_string))
-            .or_else(|| {
-                msg.to()
-                    .and_then(|t| t.ok())
-                    .and_then(|t| t.parsed_uri().ok())
-                    .and_then(|u| u.user_str().map(str::to_string))
-            });
-        let Some(user) = user.filter(|u| !u.is_empty()) else {
-            let data = build::response(msg, 404, "Not Found", None, &[]);
-            return self.respond(key, data);
-        };
-        let Some(contact) = msg
-            .contacts()
-            .next()
-            .and_then(|(_, c)| c.ok())
-            .map(|c| String::from_utf8_lossy(c.uri).into_owned())
-        else {
-            let data = build::response(msg, 400, "Missing Contact", None, &[]);
-            return self.respond(key, data);
+        let req = match Initial::check(msg, &self.env.cfg.subscriptions) {
+            Ok(req) => req,
+            Err(refusal) => return self.refuse(key, msg, refusal),
         };
         let profile = self.profile_for(msg);
-        let aor = format!("sip:{}@{}", user, self.env.cfg.upstream.domain);
+        let aor = format!("sip:{}@{}", req.user, self.env.cfg.upstream.domain);
         // fail-subscription profiles: refuse while the target is known offline
         let offline =
             (self.target_by_aor(&aor)).is_some_and(|t| t.view.state == MergedState::Offline);
-        if offline && let Some(data) = Self::offline_refusal(msg, profile) {
-            return self.respond(key, data);
+        if offline && let Some(refusal) = offline_refusal(profile) {
+            return self.refuse(key, msg, refusal);
         }
         let profile = ProfileRef::new(profile);
-        let from_user = msg
-            .from()
-            .and_then(|f| f.ok())
-            .and_then(|f| f.parsed_uri().ok())
-            .and_then(|u| u.user_str().map(str::to_string));
-        let target = self.ensure_target(&aor, &user, from_user.as_deref(), now);
+        let target = self.ensure_target(&aor, &req.user, req.from_user.as_deref(), now);
 
         let local_tag = self.rng.tag();
         let id = PhoneId(self.next_id());
-        let contact_header = build::contact(&self.env, flow.transport);
-        let data = build::response(
-            msg,
-            200,
-            "OK",
-            Some(&local_tag),
-            &[
-                ("Contact", contact_header),
-                ("Expires", expires.to_string()),
-            ],
+        let expires = req.expires;
+        let extra = [
+            ("Contact", build::contact(&self.env, flow.transport)),
+            ("Expires", expires.to_string()),
+        ];
+        self.respond(
+            key,
+            build::response(msg, 200, "OK", Some(&local_tag), &extra),
         );
-        self.respond(key, data);
         let accepted = Accepted {
             id,
             target,
             profile,
-            remote_target: contact,
+            remote_target: req.contact,
             flow,
             local_tag,
             expires,
@@ -411,12 +252,11 @@ impl SubscriptionManager {
         let ready = t.ready();
         if expires > 0 {
             let at = now + Duration::from_secs(expires as u64);
-            let generation = 0;
             self.schedule(
                 at,
                 Timer::PhoneExpire {
                     phone: id,
-                    generation,
+                    generation: 0,
                 },
             );
         }
@@ -443,31 +283,21 @@ impl SubscriptionManager {
         let Some(sub) = self.phones.get(&id) else {
             return;
         };
-        let cseq = match sub.check_resubscribe(msg) {
-            Ok(cseq) => cseq,
-            Err((code, reason, extra)) => {
-                let data = build::response(msg, code, reason, None, &extra);
-                return self.respond(key, data);
-            }
-        };
-        let target = sub.target;
-        let Some(expires) = self.granted_or_refused(&key, msg) else {
-            return;
+        let (cseq, expires) = match sub.check_resubscribe(msg, &self.env.cfg.subscriptions) {
+            Ok(granted) => granted,
+            Err(refusal) => return self.refuse(key, msg, refusal),
         };
         let target_offline = self
             .targets
-            .get(&target)
+            .get(&sub.target)
             .is_some_and(|t| t.view.state == MergedState::Offline);
-        if target_offline && expires > 0 {
-            let refusal = self.phones.get(&id).and_then(|sub| {
-                let profile = sub.profile.get(&self.env.profiles)?;
-                Self::offline_refusal(msg, profile)
-            });
-            if let Some(data) = refusal {
-                self.respond(key, data);
-                self.remove_phone(id, now);
-                return;
-            }
+        let refusal = sub
+            .profile
+            .get(&self.env.profiles)
+            .and_then(|p| offline_refusal(p));
+        if let (Some(refusal), true, true) = (refusal, target_offline, expires > 0) {
+            self.refuse(key, msg, refusal);
+            return self.remove_phone(id, now);
         }
         let contact_header = build::contact(&self.env, flow.transport);
         let extra = [
@@ -594,16 +424,14 @@ impl SubscriptionManager {
             return;
         };
         self.phone_index.remove(&sub.key());
-        let Some(t) = self.targets.get_mut(&sub.target) else {
-            return;
-        };
-        t.watchers.retain(|w| *w != id);
-        if t.watchers.is_empty() {
-            let linger = Duration::from_secs(self.env.cfg.subscriptions.linger_s);
-            t.linger_gen += 1;
-            t.linger_until = Some(now + linger);
-            let (target, generation) = (t.id, t.linger_gen);
-            self.schedule(now + linger, Timer::Linger { target, generation });
+        let until = now + Duration::from_secs(self.env.cfg.subscriptions.linger_s);
+        let linger = self
+            .targets
+            .get_mut(&sub.target)
+            .and_then(|t| t.unwatch(id, until));
+        if let Some(generation) = linger {
+            let target = sub.target;
+            self.schedule(until, Timer::Linger { target, generation });
         }
     }
 
@@ -643,20 +471,7 @@ impl SubscriptionManager {
             up
         };
         let (dialog, presence) = (upstream(Package::Dialog), upstream(Package::Presence));
-        let t = Target {
-            id,
-            aor: aor.to_string(),
-            user: user.to_string(),
-            account: acc_user,
-            dialog,
-            presence,
-            dialog_stream: DialogStream::default(),
-            presence_stream: PresenceStream::default(),
-            view: TargetView::new(MergedState::Unknown),
-            watchers: Vec::new(),
-            linger_until: None,
-            linger_gen: 0,
-        };
+        let t = Target::new(id, aor, user, acc_user, dialog, presence);
         tracing::info!(target = %aor, "watching new target: subscribing upstream to dialog and presence");
         self.by_aor.insert(aor.to_string(), id);
         self.targets.insert(id, t);
@@ -743,16 +558,9 @@ impl SubscriptionManager {
             },
         });
         if !unsubscribe {
-            // Timer N: a NOTIFY must follow within 64·T1 (RFC 6665 §4.1.2.4)
             let at = now + self.env.t1 * 64;
-            self.schedule(
-                at,
-                Timer::UpTimerN {
-                    target,
-                    package,
-                    generation,
-                },
-            );
+            let timer_n = UpTimer::TimerN { generation };
+            self.schedule(at, Timer::Up(target, package, timer_n));
         }
     }
 
@@ -772,11 +580,7 @@ impl SubscriptionManager {
             return;
         };
         let new_call_id = Bytes::from(call_id.clone());
-        let (old, had_dialog) = t.upstream_mut(package).restart(call_id, tag);
-        if package == Package::Dialog {
-            // a new dialog restarts the version sequence of the document stream
-            t.dialog_stream.new_subscription();
-        }
+        let (old, had_dialog) = t.restart(package, call_id, tag);
         let old = Bytes::from(old);
         self.upstream_index.remove(&old);
         self.upstream_index.insert(new_call_id, (target, package));
@@ -797,30 +601,16 @@ impl SubscriptionManager {
         stop: bool,
         now: Instant,
     ) {
-        let jitter = self.rng.below(1000);
+        let jitter = Duration::from_millis(self.rng.below(1000));
         let Some(t) = self.targets.get_mut(&target) else {
             return;
         };
-        let wait = t.upstream_mut(package).fail(
-            why.clone(),
-            retry_after,
-            stop,
-            &self.env.cfg.subscriptions,
-        );
-        if wait.forget_state {
-            t.set_unknown(package);
-        }
-        tracing::warn!(target = %t.aor, package = package.event(), error = %why, retry_in_s = wait.delay_s, "upstream subscription failed");
-        let at = now + Duration::from_secs(wait.delay_s) + Duration::from_millis(jitter);
-        let generation = wait.generation;
-        self.schedule(
-            at,
-            Timer::UpRetry {
-                target,
-                package,
-                generation,
-            },
-        );
+        let wait = t.fail(package, why, retry_after, stop, &self.env.cfg.subscriptions);
+        let at = now + Duration::from_secs(wait.delay_s) + jitter;
+        let retry = UpTimer::Retry {
+            generation: wait.generation,
+        };
+        self.schedule(at, Timer::Up(target, package, retry));
         self.recompute(target, now);
     }
 
@@ -828,19 +618,8 @@ impl SubscriptionManager {
     fn act(&mut self, target: TargetId, package: Package, action: Action, now: Instant) {
         match action {
             Action::Nothing => {}
-            Action::Established { granted } => {
-                let Some(up) = self.upstream(target, package) else {
-                    return;
-                };
-                let (generation, cseq) = (up.generation, up.cseq);
-                let at = now + self.refresh_delay(granted);
-                let timer = Timer::UpRefresh {
-                    target,
-                    package,
-                    generation,
-                    cseq,
-                };
-                self.schedule(at, timer);
+            Action::Schedule { after, timer } => {
+                self.schedule(now + after, Timer::Up(target, package, timer))
             }
             Action::Resubscribe => self.send_subscribe(target, package, false, now),
             Action::Restart => self.resubscribe_fresh(target, package, now),
@@ -918,14 +697,6 @@ impl SubscriptionManager {
         }
     }
 
-    /// Refresh before expiry: at 70–85 % of the granted time, at least 5 s early.
-    fn refresh_delay(&mut self, granted: u32) -> Duration {
-        let g = granted as u64 * 1000;
-        let frac = 700 + self.rng.below(150);
-        let at = g * frac / 1000;
-        Duration::from_millis(at.min(g.saturating_sub(5000)).max(1000))
-    }
-
     /// A request the upstream sent into one of our subscription dialogs.
     fn on_upstream_request(
         &mut self,
@@ -943,19 +714,15 @@ impl SubscriptionManager {
         let Some(t) = self.targets.get_mut(&target) else {
             return;
         };
-        if !t.upstream_mut(package).on_notify(msg) {
+        let Some(notified) = t.upstream_mut(package).on_notify(msg, now) else {
             let data = build::response(msg, 481, "Subscription Does Not Exist", None, &[]);
             return self.respond(key, data);
-        }
-        // a terminating NOTIFY without a body carries no state
-        let sub_state = msg.subscription_state().and_then(|s| s.ok());
-        let terminated = sub_state
-            .as_ref()
-            .is_some_and(|s| matches!(s.state, SubStateKind::Terminated));
-        let body = msg.body();
+        };
+        let ok = build::response(msg, 200, "OK", None, &[]);
+        self.out.push_back(Out::Response { key, data: ok });
         let mut need_refresh = false;
-        if !(terminated && body.is_empty()) {
-            match t.apply_body(package, body, self.env.cfg.upstream.empty_presence) {
+        if notified.has_state {
+            match t.apply_body(package, msg.body(), self.env.cfg.upstream.empty_presence) {
                 Ok(refresh) => need_refresh = refresh,
                 Err(e) if package == Package::Dialog => {
                     tracing::warn!(target = %t.aor, error = %e, "unusable dialog-info from upstream")
@@ -965,37 +732,19 @@ impl SubscriptionManager {
                 }
             }
         }
-        let up = t.upstream_mut(package);
-        let action = match &sub_state {
-            Some(s) if matches!(s.state, SubStateKind::Terminated) => {
-                let reason = s
-                    .reason
-                    .map(|r| String::from_utf8_lossy(r).to_ascii_lowercase());
-                Some(up.on_terminated(reason.as_deref(), s.retry_after))
-            }
-            Some(s) => {
-                if let Some(e) = s.expires {
-                    up.expires_at = Some(now + Duration::from_secs(e as u64));
-                }
-                None
-            }
-            None => None,
-        };
-        if need_refresh && action.is_none() {
-            tracing::info!(target = %t.aor, "dialog-info version gap: refreshing for full state");
+        if let Some(action) = notified.ended {
+            self.act(target, package, action, now);
+            return self.recompute(target, now);
         }
-        self.respond(key, build::response(msg, 200, "OK", None, &[]));
-        match action {
-            Some(action) => {
-                self.act(target, package, action, now);
-                self.recompute(target, now);
-            }
-            None => {
-                self.recompute(target, now);
-                if need_refresh {
-                    self.send_subscribe(target, package, false, now);
-                }
-            }
+        self.recompute(target, now);
+        if need_refresh {
+            let aor = self
+                .targets
+                .get(&target)
+                .map(|t| t.aor.as_str())
+                .unwrap_or_default();
+            tracing::info!(target = %aor, "dialog-info version gap: refreshing for full state");
+            self.send_subscribe(target, package, false, now);
         }
     }
 
@@ -1031,42 +780,10 @@ impl SubscriptionManager {
             Timer::PhoneHold { phone } => {
                 self.release_first_notify(phone, true, &mut Renderings::default(), now)
             }
-            Timer::UpRefresh {
-                target,
-                package,
-                generation,
-                cseq,
-            } => {
-                if self
-                    .upstream(target, package)
-                    .is_some_and(|u| u.refresh_due(generation, cseq))
-                {
-                    self.send_subscribe(target, package, false, now);
-                }
-            }
-            Timer::UpRetry {
-                target,
-                package,
-                generation,
-            } => {
-                if self
-                    .upstream(target, package)
-                    .is_some_and(|u| u.retry_due(generation))
-                {
-                    self.resubscribe_fresh(target, package, now);
-                }
-            }
-            Timer::UpTimerN {
-                target,
-                package,
-                generation,
-            } => {
-                if self
-                    .upstream(target, package)
-                    .is_some_and(|u| u.timer_n_expired(generation))
-                {
-                    let why = "no NOTIFY within Timer N".to_string();
-                    self.upstream_failed(target, package, why, None, false, now);
+            Timer::Up(target, package, timer) => {
+                if let Some(up) = self.upstream(target, package) {
+                    let action = up.on_timer(timer);
+                    self.act(target, package, action, now);
                 }
             }
             Timer::Linger { target, generation } => {

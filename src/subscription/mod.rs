@@ -33,7 +33,7 @@ mod types;
 
 pub use crate::profile::SubState;
 pub use build::{CALL_ID_HOST, CONTACT_USER, call_id, hostport};
-pub use manager::{Env, Out, ReqTag, Route, SubscriptionManager};
+pub use manager::{Env, SubscriptionManager};
 pub use notifier::{PhoneState, PhoneSub, ProfileRef};
 pub use subscriber::{UpState, Upstream};
-pub use types::{DialogKey, Package, PhoneId, Target, TargetId};
+pub use types::{DialogKey, Out, Package, PhoneId, ReqTag, Route, Target, TargetId};

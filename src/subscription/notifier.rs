@@ -6,11 +6,12 @@
 //! decides when they happen and keeps the timers.
 
 use super::build;
-use super::manager::{Env, Out, ReqTag};
-use super::types::{DialogKey, PhoneId, Target, TargetId};
+use super::manager::Env;
+use super::types::{DialogKey, Out, PhoneId, ReqTag, Target, TargetId};
+use crate::config::Subscriptions;
 use crate::flow::Flow;
 use crate::presence::TargetView;
-use crate::profile::{Profile, ProfileSet, RenderedDoc, Rendering, SubState};
+use crate::profile::{OfflineStrategy, Profile, ProfileSet, RenderedDoc, Rendering, SubState};
 use crate::sip::{HeaderName, SipMessage};
 use crate::util::instant_serde;
 use serde::{Deserialize, Serialize};
@@ -115,8 +116,95 @@ pub struct PhoneSub {
     pub timer_gen: u32,
 }
 
-/// A refused in-dialog SUBSCRIBE: (code, reason, extra headers).
+/// A refused SUBSCRIBE: (code, reason, extra headers).
 pub(super) type Refusal = (u16, &'static str, Vec<(&'static str, String)>);
+
+/// The expiry granted to a SUBSCRIBE: its `Expires` (or the default), capped;
+/// 423 (+ `Min-Expires`) below the minimum, 400 when malformed.
+fn granted_expires(msg: &SipMessage, s: &Subscriptions) -> Result<u32, Refusal> {
+    let req = match msg.expires() {
+        None => s.default_expires,
+        Some(Ok(e)) => e,
+        Some(Err(_)) => return Err((400, "Malformed Expires", Vec::new())),
+    };
+    if req != 0 && req < s.min_expires {
+        let min = vec![("Min-Expires", s.min_expires.to_string())];
+        return Err((423, "Interval Too Brief", min));
+    }
+    Ok(req.min(s.max_expires))
+}
+
+/// What an acceptable initial SUBSCRIBE asks for.
+pub(super) struct Initial {
+    pub expires: u32,
+    /// The target: the Request-URI user (the To user when the R-URI has none).
+    pub user: String,
+    /// The phone's Contact URI.
+    pub contact: String,
+    /// The From user (selects the upstream account).
+    pub from_user: Option<String>,
+}
+
+impl Initial {
+    /// Checks an initial SUBSCRIBE, in this order: `Accept` (406, RFC 6665
+    /// §4.2.1.1), `Expires` (423/400), a target user (404), a Contact (400).
+    pub(super) fn check(msg: &SipMessage, s: &Subscriptions) -> Result<Initial, Refusal> {
+        if msg.accepts("application/dialog-info+xml") == Some(false) {
+            let accept = vec![("Accept", "application/dialog-info+xml".into())];
+            return Err((406, "Not Acceptable", accept));
+        }
+        let expires = granted_expires(msg, s)?;
+        let user = msg
+            .request_uri()
+            .and_then(|u| crate::sip::Uri::parse(u).ok())
+            .and_then(|u| u.user_str().map(str::to_string))
+            .or_else(|| {
+                msg.to()
+                    .and_then(|t| t.ok())
+                    .and_then(|t| t.parsed_uri().ok())
+                    .and_then(|u| u.user_str().map(str::to_string))
+            });
+        let Some(user) = user.filter(|u| !u.is_empty()) else {
+            return Err((404, "Not Found", Vec::new()));
+        };
+        let Some(contact) = msg
+            .contacts()
+            .next()
+            .and_then(|(_, c)| c.ok())
+            .map(|c| String::from_utf8_lossy(c.uri).into_owned())
+        else {
+            return Err((400, "Missing Contact", Vec::new()));
+        };
+        let from_user = msg
+            .from()
+            .and_then(|f| f.ok())
+            .and_then(|f| f.parsed_uri().ok())
+            .and_then(|u| u.user_str().map(str::to_string));
+        Ok(Initial {
+            expires,
+            user,
+            contact,
+            from_user,
+        })
+    }
+}
+
+/// The refusal of a `fail-subscription` profile while the target is offline.
+pub(super) fn offline_refusal(profile: &Profile) -> Option<Refusal> {
+    let OfflineStrategy::FailSubscription {
+        reject_code,
+        retry_after,
+        ..
+    } = profile.offline()
+    else {
+        return None;
+    };
+    let extra = retry_after
+        .iter()
+        .map(|r| ("Retry-After", r.to_string()))
+        .collect();
+    Some((*reject_code, crate::sip::reason_phrase(*reject_code), extra))
+}
 
 /// What follows the final response to one of our NOTIFYs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,8 +276,13 @@ impl PhoneSub {
     }
 
     /// Checks an in-dialog SUBSCRIBE: the same package and `id` (RFC 6665
-    /// §4.1.2.2) and a higher CSeq. Its CSeq, or the refusal.
-    pub(super) fn check_resubscribe(&self, msg: &SipMessage) -> Result<u32, Refusal> {
+    /// §4.1.2.2), a higher CSeq, an acceptable expiry. Its CSeq and the granted
+    /// expiry, or the refusal.
+    pub(super) fn check_resubscribe(
+        &self,
+        msg: &SipMessage,
+        s: &Subscriptions,
+    ) -> Result<(u32, u32), Refusal> {
         let ev = msg.event().and_then(|e| e.ok());
         let same_event = ev.is_some_and(|e| {
             e.is("dialog")
@@ -202,7 +295,7 @@ impl PhoneSub {
         if cseq <= self.remote_cseq {
             return Err((500, "CSeq Out of Order", Vec::new()));
         }
-        Ok(cseq)
+        Ok((cseq, granted_expires(msg, s)?))
     }
 
     /// An accepted refresh (or `Expires: 0`): new CSeq, target, flow and expiry;

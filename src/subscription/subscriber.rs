@@ -12,6 +12,7 @@ use super::manager::Env;
 use super::types::Package;
 use crate::auth::{Credentials, DigestClient};
 use crate::config::Subscriptions;
+use crate::sip::typed::SubStateKind;
 use crate::sip::{HeaderName, Method, SipMessage};
 use crate::util::{Rng, instant_serde};
 use bytes::Bytes;
@@ -81,11 +82,12 @@ pub struct Upstream {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Action {
     Nothing,
-    /// Established for `granted` seconds: schedule the refresh.
-    Established {
-        granted: u32,
+    /// Set this timer (the refresh of an established subscription).
+    Schedule {
+        after: Duration,
+        timer: UpTimer,
     },
-    /// Send the SUBSCRIBE again (challenge answered, longer expiry, version gap).
+    /// Send the SUBSCRIBE again (challenge answered, longer expiry, refresh due).
     Resubscribe,
     /// Start a fresh dialog (new Call-ID and tag).
     Restart,
@@ -105,6 +107,27 @@ impl Action {
             stop,
         }
     }
+}
+
+/// The timers of one upstream subscription, each for one generation of its
+/// dialog (a timer of an older generation does nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum UpTimer {
+    /// Refresh the subscription established by the SUBSCRIBE with this CSeq.
+    Refresh { generation: u32, cseq: u32 },
+    /// Try again after a failure.
+    Retry { generation: u32 },
+    /// Timer N (RFC 6665 §4.1.2.4): a NOTIFY must follow the SUBSCRIBE within
+    /// 64·T1.
+    TimerN { generation: u32 },
+}
+
+/// What an accepted NOTIFY brought.
+pub(super) struct Notified {
+    /// Its body carries state to apply.
+    pub has_state: bool,
+    /// `Subscription-State: terminated`: what to do about it.
+    pub ended: Option<Action>,
 }
 
 /// A SUBSCRIBE ready to go, and the transaction it belongs to.
@@ -305,8 +328,13 @@ impl Upstream {
                     return Action::Nothing;
                 }
                 self.expires_at = Some(now + Duration::from_secs(granted as u64));
+                let timer = UpTimer::Refresh {
+                    generation: self.generation,
+                    cseq: self.cseq,
+                };
+                let after = refresh_delay(granted, rng);
                 tracing::debug!(target = %aor, package, granted, "upstream subscription active");
-                Action::Established { granted }
+                Action::Schedule { after, timer }
             }
             401 | 407 => {
                 let challenged = self
@@ -363,9 +391,9 @@ impl Upstream {
         }
     }
 
-    /// A NOTIFY in this dialog. False (answer 481) when its tags or Event do not
-    /// match, or the subscription is being ended.
-    pub(super) fn on_notify(&mut self, msg: &SipMessage) -> bool {
+    /// A NOTIFY in this dialog; `None` (answer 481) when its tags or Event do
+    /// not match, or the subscription is being ended.
+    pub(super) fn on_notify(&mut self, msg: &SipMessage, now: Instant) -> Option<Notified> {
         // The NOTIFY's To-tag is our From-tag; its From-tag is the notifier's tag.
         let to_tag_ok = msg
             .to_tag()
@@ -378,7 +406,7 @@ impl Upstream {
             _ => false,
         };
         if !to_tag_ok || !tag_ok || !event_ok || self.state == UpState::Unsubscribing {
-            return false;
+            return None;
         }
         if self.remote_tag.is_none() {
             self.remote_tag = from_tag.map(|f| String::from_utf8_lossy(f).into_owned());
@@ -393,11 +421,30 @@ impl Upstream {
         if self.state == UpState::Subscribing {
             self.state = UpState::Active;
         }
-        true
+        let mut ended = None;
+        match msg.subscription_state().and_then(|s| s.ok()) {
+            Some(s) if matches!(s.state, SubStateKind::Terminated) => {
+                let reason = s
+                    .reason
+                    .map(|r| String::from_utf8_lossy(r).to_ascii_lowercase());
+                ended = Some(self.on_terminated(reason.as_deref(), s.retry_after));
+            }
+            Some(s) => {
+                if let Some(e) = s.expires {
+                    self.expires_at = Some(now + Duration::from_secs(e as u64));
+                }
+            }
+            None => {}
+        }
+        Some(Notified {
+            // a terminating NOTIFY without a body carries no state
+            has_state: ended.is_none() || !msg.body().is_empty(),
+            ended,
+        })
     }
 
     /// `Subscription-State: terminated` from the upstream (RFC 6665 §4.1.3).
-    pub(super) fn on_terminated(&self, reason: Option<&str>, retry_after: Option<u32>) -> Action {
+    fn on_terminated(&self, reason: Option<&str>, retry_after: Option<u32>) -> Action {
         if self.state == UpState::Unsubscribing {
             return Action::Nothing;
         }
@@ -416,23 +463,45 @@ impl Upstream {
         }
     }
 
-    /// Timer: the refresh of this SUBSCRIBE is due.
-    pub(super) fn refresh_due(&self, generation: u32, cseq: u32) -> bool {
-        self.is_current(generation, cseq) && self.state == UpState::Active && !self.in_flight
-    }
-
-    /// Timer: the retry after a failure of this generation is due.
-    pub(super) fn retry_due(&self, generation: u32) -> bool {
-        self.generation == generation && matches!(self.state, UpState::Backoff | UpState::Stopped)
-    }
-
-    /// Timer N (RFC 6665 §4.1.2.4): no NOTIFY within 64·T1 of the SUBSCRIBE.
-    pub(super) fn timer_n_expired(&self, generation: u32) -> bool {
-        self.generation == generation && !self.notified && self.state != UpState::Unsubscribing
+    /// One of its timers fired.
+    pub(super) fn on_timer(&self, timer: UpTimer) -> Action {
+        let current = |generation| self.generation == generation;
+        match timer {
+            UpTimer::Refresh { generation, cseq }
+                if current(generation)
+                    && self.cseq == cseq
+                    && self.state == UpState::Active
+                    && !self.in_flight =>
+            {
+                Action::Resubscribe
+            }
+            UpTimer::Retry { generation }
+                if current(generation)
+                    && matches!(self.state, UpState::Backoff | UpState::Stopped) =>
+            {
+                Action::Restart
+            }
+            UpTimer::TimerN { generation }
+                if current(generation)
+                    && !self.notified
+                    && self.state != UpState::Unsubscribing =>
+            {
+                Action::failed("no NOTIFY within Timer N", None, false)
+            }
+            _ => Action::Nothing,
+        }
     }
 
     /// An established dialog to end with an un-SUBSCRIBE.
     pub(super) fn established(&self) -> bool {
         self.remote_tag.is_some() && self.state == UpState::Active
     }
+}
+
+/// Refresh before expiry: at 70–85 % of the granted time, at least 5 s early.
+fn refresh_delay(granted: u32, rng: &mut Rng) -> Duration {
+    let g = granted as u64 * 1000;
+    let frac = 700 + rng.below(150);
+    let at = g * frac / 1000;
+    Duration::from_millis(at.min(g.saturating_sub(5000)).max(1000))
 }

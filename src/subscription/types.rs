@@ -4,11 +4,13 @@
 //! so that a store can persist them and a restart never sends CSeq or version
 //! backwards.
 
-use super::subscriber::{UpState, Upstream};
-use crate::config::EmptyPresence;
+use super::subscriber::{Backoff, UpState, Upstream};
+use crate::config::{EmptyPresence, Subscriptions};
+use crate::flow::Flow;
 use crate::presence::{
     self, ApplyOutcome, DialogStream, MergedState, PresenceError, PresenceStream, TargetView,
 };
+use crate::transaction::ServerKey;
 use crate::util::instant_serde;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -97,6 +99,61 @@ impl fmt::Debug for DialogKey {
     }
 }
 
+/// Identifies what a client transaction started by the manager was for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReqTag {
+    Notify {
+        phone: PhoneId,
+        cseq: u32,
+    },
+    Upstream {
+        target: TargetId,
+        package: Package,
+        generation: u32,
+        cseq: u32,
+        unsubscribe: bool,
+    },
+}
+
+/// Work for the endpoint.
+#[derive(Debug, Clone)]
+pub enum Out {
+    /// Send through a new client transaction; report its outcome with `tag`.
+    Request {
+        flow: Flow,
+        data: Bytes,
+        tag: ReqTag,
+    },
+    /// Answer a server transaction.
+    Response { key: ServerKey, data: Bytes },
+}
+
+/// Where an incoming request belongs: the one question the endpoint asks
+/// ([`SubscriptionManager::route`](super::SubscriptionManager::route)); it hands
+/// every route but [`NotOurs`](Route::NotOurs) back to
+/// [`SubscriptionManager::on_request`](super::SubscriptionManager::on_request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// In one of our upstream subscription dialogs, recognised by its Call-ID
+    /// (ours, random) whatever flow it arrives on.
+    Upstream(TargetId, Package),
+    /// A NOTIFY in an upstream subscription we just ended: answered 200.
+    RetiredNotify,
+    /// In a phone subscription the bridge terminates (Call-ID and our tag).
+    PhoneDialog(PhoneId),
+    /// An out-of-dialog dialog-event SUBSCRIBE whose phone's profile translates.
+    NewTranslated,
+    /// Not for the subscription translator.
+    NotOurs,
+}
+
+impl Route {
+    /// Phone-side routes; a request from the upstream is never one.
+    pub fn is_phone_side(self) -> bool {
+        matches!(self, Route::PhoneDialog(_) | Route::NewTranslated)
+    }
+}
+
 /// One watched extension.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Target {
@@ -120,6 +177,42 @@ pub struct Target {
 }
 
 impl Target {
+    pub(super) fn new(
+        id: TargetId,
+        aor: &str,
+        user: &str,
+        account: String,
+        dialog: Upstream,
+        presence: Upstream,
+    ) -> Target {
+        Target {
+            id,
+            aor: aor.to_string(),
+            user: user.to_string(),
+            account,
+            dialog,
+            presence,
+            dialog_stream: DialogStream::default(),
+            presence_stream: PresenceStream::default(),
+            view: TargetView::new(MergedState::Unknown),
+            watchers: Vec::new(),
+            linger_until: None,
+            linger_gen: 0,
+        }
+    }
+
+    /// A phone stopped watching. When it was the last, the upstream
+    /// subscriptions linger until `until`: the generation of that linger.
+    pub(super) fn unwatch(&mut self, phone: PhoneId, until: Instant) -> Option<u32> {
+        self.watchers.retain(|w| *w != phone);
+        if !self.watchers.is_empty() {
+            return None;
+        }
+        self.linger_gen += 1;
+        self.linger_until = Some(until);
+        Some(self.linger_gen)
+    }
+
     pub fn upstream(&self, p: Package) -> &Upstream {
         match p {
             Package::Dialog => &self.dialog,
@@ -176,11 +269,44 @@ impl Target {
         }
     }
 
-    /// The package's stream no longer knows the target's state.
-    pub(super) fn set_unknown(&mut self, package: Package) {
-        match package {
-            Package::Dialog => self.dialog_stream.set_unknown(),
-            Package::Presence => self.presence_stream.set_unknown(),
+    /// Start a fresh upstream dialog for this package (new Call-ID and tag).
+    /// Returns the old Call-ID and whether it had an established dialog.
+    pub(super) fn restart(
+        &mut self,
+        package: Package,
+        call_id: String,
+        local_tag: String,
+    ) -> (String, bool) {
+        if package == Package::Dialog {
+            // a new dialog restarts the version sequence of the document stream
+            self.dialog_stream.new_subscription();
         }
+        self.upstream_mut(package).restart(call_id, local_tag)
+    }
+
+    /// An upstream subscription failed: the wait before the next attempt. A
+    /// rejection, or repeated failures, make the package's stream unknown.
+    pub(super) fn fail(
+        &mut self,
+        package: Package,
+        why: String,
+        retry_after: Option<u64>,
+        stop: bool,
+        s: &Subscriptions,
+    ) -> Backoff {
+        let up = match package {
+            Package::Dialog => &mut self.dialog,
+            Package::Presence => &mut self.presence,
+        };
+        let wait = up.fail(why, retry_after, stop, s);
+        let why = up.last_error.as_deref().unwrap_or_default();
+        tracing::warn!(target = %self.aor, package = package.event(), error = %why, retry_in_s = wait.delay_s, "upstream subscription failed");
+        if wait.forget_state {
+            match package {
+                Package::Dialog => self.dialog_stream.set_unknown(),
+                Package::Presence => self.presence_stream.set_unknown(),
+            }
+        }
+        wait
     }
 }
