@@ -4,10 +4,10 @@
 
 use super::build;
 use super::notifier::{
-    Accepted, AfterNotify, Initial, PhoneState, PhoneSub, ProfileRef, Refusal, Renderings,
+    Accepted, AfterNotify, Initial, PhoneState, PhoneSub, ProfileRef, Refusal, Renderings, Update,
     offline_refusal,
 };
-use super::subscriber::{Action, UpTimer, Upstream};
+use super::subscriber::{Action, Owner, UpTimer, Upstream};
 use super::types::*;
 use crate::auth::Credentials;
 use crate::config::Config;
@@ -252,13 +252,11 @@ impl SubscriptionManager {
         let ready = t.ready();
         if expires > 0 {
             let at = now + Duration::from_secs(expires as u64);
-            self.schedule(
-                at,
-                Timer::PhoneExpire {
-                    phone: id,
-                    generation: 0,
-                },
-            );
+            let expire = Timer::PhoneExpire {
+                phone: id,
+                generation: 0,
+            };
+            self.schedule(at, expire);
         }
         if ready {
             self.release_first_notify(id, false, &mut Renderings::default(), now);
@@ -315,13 +313,11 @@ impl SubscriptionManager {
         } else {
             let (at, generation) = (sub.expires_at, sub.timer_gen);
             let holding = sub.state == PhoneState::Holding;
-            self.schedule(
-                at,
-                Timer::PhoneExpire {
-                    phone: id,
-                    generation,
-                },
-            );
+            let expire = Timer::PhoneExpire {
+                phone: id,
+                generation,
+            };
+            self.schedule(at, expire);
             if !holding {
                 self.update_phone(id, &mut Renderings::default(), now);
             }
@@ -371,22 +367,13 @@ impl SubscriptionManager {
         let Some(profile) = sub.profile.get(&self.env.profiles) else {
             return;
         };
-        match docs.get(profile, target) {
-            terminate @ Rendering::Terminate { .. } => {
-                let Some(state) = terminate.subscription_state() else {
-                    return;
-                };
+        let rendering = docs.get(profile, target);
+        match sub.on_rendering(rendering, &self.env, &mut self.rng, now) {
+            Update::Nothing => {}
+            Update::Notify(notify) => self.out.push_back(notify),
+            Update::Terminate(state) => {
                 tracing::info!(phone = %id, target = %target.aor, "target offline: failing the phone subscription ({state})");
                 self.terminate_phone(id, state, false, now);
-            }
-            Rendering::Document(doc) => {
-                if !sub.wants(doc) {
-                    return;
-                }
-                let branch = self.rng.branch();
-                let state = sub.active_state(now);
-                let notify = sub.notify(&self.env, &branch, state, Some(doc));
-                self.out.push_back(notify);
             }
         }
     }
@@ -539,24 +526,18 @@ impl SubscriptionManager {
         let Some(t) = self.targets.get_mut(&target) else {
             return;
         };
-        let names = (t.aor.as_str(), t.account.as_str());
+        let owner = Owner {
+            id: target,
+            aor: &t.aor,
+            account: &t.account,
+        };
         let up = match package {
             Package::Dialog => &mut t.dialog,
             Package::Presence => &mut t.presence,
         };
-        let sent = up.subscribe(&self.env, names, &branch, unsubscribe, &mut self.rng);
-        let generation = sent.generation;
-        self.out.push_back(Out::Request {
-            flow: self.env.upstream,
-            data: sent.data,
-            tag: ReqTag::Upstream {
-                target,
-                package,
-                generation,
-                cseq: sent.cseq,
-                unsubscribe,
-            },
-        });
+        let request = up.subscribe(&self.env, owner, &branch, unsubscribe, &mut self.rng);
+        let generation = up.generation;
+        self.out.push_back(request);
         if !unsubscribe {
             let at = now + self.env.t1 * 64;
             let timer_n = UpTimer::TimerN { generation };

@@ -13,7 +13,7 @@ use crate::flow::Flow;
 use crate::presence::TargetView;
 use crate::profile::{OfflineStrategy, Profile, ProfileSet, RenderedDoc, Rendering, SubState};
 use crate::sip::{HeaderName, SipMessage};
-use crate::util::instant_serde;
+use crate::util::{Rng, instant_serde};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -216,6 +216,14 @@ pub(super) enum AfterNotify {
     Remove,
 }
 
+/// What a phone does with a rendering of its target.
+pub(super) enum Update<'r> {
+    Nothing,
+    Notify(Out),
+    /// End the subscription with this state.
+    Terminate(SubState<'r>),
+}
+
 /// The parts of the SUBSCRIBE that a new phone subscription is made of.
 pub(super) struct Accepted {
     pub id: PhoneId,
@@ -343,16 +351,32 @@ impl PhoneSub {
         true
     }
 
-    /// Whether `doc` is news for the phone (or full state was asked for).
-    pub(super) fn wants(&self, doc: &RenderedDoc) -> bool {
-        self.force_full || self.last_doc.as_ref() != Some(doc)
-    }
-
-    /// The `Subscription-State` of an active subscription now.
-    pub(super) fn active_state(&self, now: Instant) -> SubState<'static> {
-        SubState::Active {
-            expires: self.expires_at.saturating_duration_since(now).as_secs(),
+    /// What the phone gets for the target's current rendering: a NOTIFY when
+    /// the document is news (or full state was asked for), or the end of the
+    /// subscription (`fail-subscription` profiles while the target is offline).
+    pub(super) fn on_rendering<'r>(
+        &mut self,
+        rendering: &'r Rendering,
+        env: &Env,
+        rng: &mut Rng,
+        now: Instant,
+    ) -> Update<'r> {
+        let doc = match rendering {
+            Rendering::Terminate { .. } => {
+                return rendering
+                    .subscription_state()
+                    .map_or(Update::Nothing, Update::Terminate);
+            }
+            Rendering::Document(doc) => doc,
+        };
+        if !self.force_full && self.last_doc.as_ref() == Some(doc) {
+            return Update::Nothing;
         }
+        let branch = rng.branch();
+        let state = SubState::Active {
+            expires: self.expires_at.saturating_duration_since(now).as_secs(),
+        };
+        Update::Notify(self.notify(env, &branch, state, Some(doc)))
     }
 
     /// Queue the final NOTIFY: sent even if one is in flight (it carries a higher

@@ -9,7 +9,7 @@
 
 use super::build;
 use super::manager::Env;
-use super::types::Package;
+use super::types::{Out, Package, ReqTag, TargetId};
 use crate::auth::{Credentials, DigestClient};
 use crate::config::Subscriptions;
 use crate::sip::typed::SubStateKind;
@@ -130,11 +130,12 @@ pub(super) struct Notified {
     pub ended: Option<Action>,
 }
 
-/// A SUBSCRIBE ready to go, and the transaction it belongs to.
-pub(super) struct Sent {
-    pub data: Bytes,
-    pub generation: u32,
-    pub cseq: u32,
+/// The target an [`Upstream`] belongs to, as its SUBSCRIBEs name it.
+pub(super) struct Owner<'a> {
+    pub id: TargetId,
+    pub aor: &'a str,
+    /// The account user the SUBSCRIBEs come from.
+    pub account: &'a str,
 }
 
 /// The wait decided after a failure.
@@ -191,11 +192,12 @@ impl Upstream {
     pub(super) fn subscribe(
         &mut self,
         env: &Env,
-        (aor, account): (&str, &str),
+        owner: Owner<'_>,
         branch: &str,
         unsubscribe: bool,
         rng: &mut Rng,
-    ) -> Sent {
+    ) -> Out {
+        let Owner { id, aor, account } = owner;
         self.cseq += 1;
         let expires = if unsubscribe {
             0
@@ -217,10 +219,16 @@ impl Upstream {
         if unsubscribe {
             self.state = UpState::Unsubscribing;
         }
-        Sent {
+        Out::Request {
+            flow: env.upstream,
             data,
-            generation: self.generation,
-            cseq: self.cseq,
+            tag: ReqTag::Upstream {
+                target: id,
+                package: self.package,
+                generation: self.generation,
+                cseq: self.cseq,
+                unsubscribe,
+            },
         }
     }
 
