@@ -8,8 +8,8 @@ use super::notifier::{
     offline_refusal,
 };
 use super::subscriber::{Action, Owner, UpTimer, Upstream};
+use super::timers::{Timer, Timers};
 use super::types::*;
-use crate::auth::Credentials;
 use crate::config::Config;
 use crate::endpoint::LocalAddrs;
 use crate::flow::Flow;
@@ -19,8 +19,7 @@ use crate::sip::{Method, SipMessage};
 use crate::transaction::ServerKey;
 use crate::util::Rng;
 use bytes::Bytes;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,14 +37,6 @@ pub struct Env {
     pub user_agent: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Timer {
-    PhoneExpire { phone: PhoneId, generation: u32 },
-    PhoneHold { phone: PhoneId },
-    Up(TargetId, Package, UpTimer),
-    Linger { target: TargetId, generation: u32 },
-}
-
 /// The subscription translator. See the module docs.
 pub struct SubscriptionManager {
     env: Env,
@@ -59,8 +50,7 @@ pub struct SubscriptionManager {
     /// Call-IDs of upstream subscriptions we just ended, with when: their last
     /// NOTIFYs still get a 200 rather than a 481.
     retired: HashMap<Bytes, Instant>,
-    timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
-    timer_seq: u64,
+    timers: Timers,
     /// Phone and target ids come from one counter.
     next_id: u64,
     out: VecDeque<Out>,
@@ -77,8 +67,7 @@ impl SubscriptionManager {
             phone_index: HashMap::new(),
             upstream_index: HashMap::new(),
             retired: HashMap::new(),
-            timers: BinaryHeap::new(),
-            timer_seq: 0,
+            timers: Timers::default(),
             next_id: 1,
             out: VecDeque::new(),
             rng: Rng::seeded(seed),
@@ -105,12 +94,11 @@ impl SubscriptionManager {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _, _))| *t)
+        self.timers.next()
     }
 
     fn schedule(&mut self, at: Instant, t: Timer) {
-        self.timer_seq += 1;
-        self.timers.push(Reverse((at, self.timer_seq, t)));
+        self.timers.schedule(at, t);
     }
 
     fn next_id(&mut self) -> u64 {
@@ -445,20 +433,11 @@ impl SubscriptionManager {
         }
         let id = TargetId(self.next_id());
         let account = self.env.cfg.account_for(from_user);
-        let acc_user = account.map(|a| a.user.clone()).unwrap_or_default();
-        let credentials = Credentials {
-            username: account.map(|a| a.auth_user.clone()).unwrap_or_default(),
-            password: account.map(|a| a.password.clone()).unwrap_or_default(),
-        };
-        let mut upstream = |package| {
-            let call_id = build::call_id(&mut self.rng);
-            let up = Upstream::new(package, call_id, self.rng.tag(), credentials.clone());
-            self.upstream_index
-                .insert(Bytes::from(up.call_id.clone()), (id, package));
-            up
-        };
-        let (dialog, presence) = (upstream(Package::Dialog), upstream(Package::Presence));
-        let t = Target::new(id, aor, user, acc_user, dialog, presence);
+        let t = Target::new(id, aor, user, account, &mut self.rng);
+        for up in [&t.dialog, &t.presence] {
+            let call_id = Bytes::from(up.call_id.clone());
+            self.upstream_index.insert(call_id, (id, up.package));
+        }
         tracing::info!(target = %aor, "watching new target: subscribing upstream to dialog and presence");
         self.by_aor.insert(aor.to_string(), id);
         self.targets.insert(id, t);
@@ -692,53 +671,35 @@ impl SubscriptionManager {
             let data = build::response(msg, 405, "Method Not Allowed", None, &allow);
             return self.respond(key, data);
         }
+        let empty = self.env.cfg.upstream.empty_presence;
         let Some(t) = self.targets.get_mut(&target) else {
             return;
         };
-        let Some(notified) = t.upstream_mut(package).on_notify(msg, now) else {
+        let Some(notified) = t.on_notify(package, msg, empty, now) else {
             let data = build::response(msg, 481, "Subscription Does Not Exist", None, &[]);
             return self.respond(key, data);
         };
-        let ok = build::response(msg, 200, "OK", None, &[]);
-        self.out.push_back(Out::Response { key, data: ok });
-        let mut need_refresh = false;
-        if notified.has_state {
-            match t.apply_body(package, msg.body(), self.env.cfg.upstream.empty_presence) {
-                Ok(refresh) => need_refresh = refresh,
-                Err(e) if package == Package::Dialog => {
-                    tracing::warn!(target = %t.aor, error = %e, "unusable dialog-info from upstream")
+        self.respond(key, build::response(msg, 200, "OK", None, &[]));
+        match notified {
+            UpNotified::Applied => self.recompute(target, now),
+            UpNotified::VersionGap => {
+                self.recompute(target, now);
+                if let Some(t) = self.targets.get(&target) {
+                    tracing::info!(target = %t.aor, "dialog-info version gap: refreshing for full state");
                 }
-                Err(e) => {
-                    tracing::warn!(target = %t.aor, error = %e, "unusable PIDF from upstream")
-                }
+                self.send_subscribe(target, package, false, now);
             }
-        }
-        if let Some(action) = notified.ended {
-            self.act(target, package, action, now);
-            return self.recompute(target, now);
-        }
-        self.recompute(target, now);
-        if need_refresh {
-            let aor = self
-                .targets
-                .get(&target)
-                .map(|t| t.aor.as_str())
-                .unwrap_or_default();
-            tracing::info!(target = %aor, "dialog-info version gap: refreshing for full state");
-            self.send_subscribe(target, package, false, now);
+            UpNotified::Ended(action) => {
+                self.act(target, package, action, now);
+                self.recompute(target, now);
+            }
         }
     }
 
     // ------------------------------------------------------------ timers
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(Reverse((at, _, _))) = self.timers.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((_, _, timer))) = self.timers.pop() else {
-                break;
-            };
+        while let Some(timer) = self.timers.pop_due(now) {
             self.fire(timer, now);
         }
     }

@@ -22,13 +22,14 @@
 //! store can persist it.
 //!
 //! Files: `notifier.rs` (phone side), `subscriber.rs` (upstream side),
-//! `manager.rs` (registry, indices, timers, routing), `types.rs` (ids, keys, the
-//! target record), `build.rs` (wire formats).
+//! `manager.rs` (registry, indices, routing), `timers.rs` (the timer heap),
+//! `types.rs` (ids, keys, the target record), `build.rs` (wire formats).
 
 mod build;
 mod manager;
 mod notifier;
 mod subscriber;
+mod timers;
 mod types;
 
 pub use crate::profile::SubState;

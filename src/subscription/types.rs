@@ -4,14 +4,15 @@
 //! so that a store can persist them and a restart never sends CSeq or version
 //! backwards.
 
-use super::subscriber::{Backoff, UpState, Upstream};
-use crate::config::{EmptyPresence, Subscriptions};
+use super::build;
+use super::subscriber::{Action, Backoff, UpState, Upstream};
+use crate::auth::Credentials;
+use crate::config::{Account, EmptyPresence, Subscriptions};
 use crate::flow::Flow;
-use crate::presence::{
-    self, ApplyOutcome, DialogStream, MergedState, PresenceError, PresenceStream, TargetView,
-};
+use crate::presence::{self, ApplyOutcome, DialogStream, MergedState, PresenceStream, TargetView};
+use crate::sip::SipMessage;
 use crate::transaction::ServerKey;
-use crate::util::instant_serde;
+use crate::util::{Rng, instant_serde};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -154,6 +155,16 @@ impl Route {
     }
 }
 
+/// What an accepted upstream NOTIFY asks of the registry.
+#[derive(Debug)]
+pub(super) enum UpNotified {
+    Applied,
+    /// A partial dialog-info document did not fit: refresh for full state.
+    VersionGap,
+    /// `Subscription-State: terminated`: what to do about it.
+    Ended(Action),
+}
+
 /// One watched extension.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Target {
@@ -177,19 +188,29 @@ pub struct Target {
 }
 
 impl Target {
+    /// A new target, with its two upstream subscriptions (not sent yet) from
+    /// `account`.
     pub(super) fn new(
         id: TargetId,
         aor: &str,
         user: &str,
-        account: String,
-        dialog: Upstream,
-        presence: Upstream,
+        account: Option<&Account>,
+        rng: &mut Rng,
     ) -> Target {
+        let credentials = Credentials {
+            username: account.map(|a| a.auth_user.clone()).unwrap_or_default(),
+            password: account.map(|a| a.password.clone()).unwrap_or_default(),
+        };
+        let mut upstream = |package| {
+            let call_id = build::call_id(rng);
+            Upstream::new(package, call_id, rng.tag(), credentials.clone())
+        };
+        let (dialog, presence) = (upstream(Package::Dialog), upstream(Package::Presence));
         Target {
             id,
             aor: aor.to_string(),
             user: user.to_string(),
-            account,
+            account: account.map(|a| a.user.clone()).unwrap_or_default(),
             dialog,
             presence,
             dialog_stream: DialogStream::default(),
@@ -252,21 +273,40 @@ impl Target {
         }
     }
 
-    /// Apply the body of an upstream NOTIFY to the package's stream. True when the
-    /// dialog stream needs a refresh for full state (version gap).
-    pub(super) fn apply_body(
+    /// A NOTIFY in the package's upstream dialog: `None` (answer 481) when it is
+    /// not acceptable; else its body is applied to the package's stream (a
+    /// terminating NOTIFY without a body carries no state).
+    pub(super) fn on_notify(
         &mut self,
         package: Package,
-        body: &[u8],
+        msg: &SipMessage,
         empty: EmptyPresence,
-    ) -> Result<bool, PresenceError> {
-        match package {
-            Package::Dialog => self
-                .dialog_stream
-                .apply_body(body)
-                .map(|o| matches!(o, ApplyOutcome::NeedRefresh { .. })),
-            Package::Presence => self.presence_stream.apply_body(body, empty).map(|_| false),
+        now: Instant,
+    ) -> Option<UpNotified> {
+        let notified = self.upstream_mut(package).on_notify(msg, now)?;
+        let mut version_gap = false;
+        if notified.has_state {
+            let body = msg.body();
+            let applied = match package {
+                Package::Dialog => self
+                    .dialog_stream
+                    .apply_body(body)
+                    .map(|o| version_gap = matches!(o, ApplyOutcome::NeedRefresh { .. })),
+                Package::Presence => self.presence_stream.apply_body(body, empty),
+            };
+            if let Err(e) = applied {
+                let what = match package {
+                    Package::Dialog => "unusable dialog-info from upstream",
+                    Package::Presence => "unusable PIDF from upstream",
+                };
+                tracing::warn!(target = %self.aor, error = %e, "{what}");
+            }
         }
+        Some(match notified.ended {
+            Some(action) => UpNotified::Ended(action),
+            None if version_gap => UpNotified::VersionGap,
+            None => UpNotified::Applied,
+        })
     }
 
     /// Start a fresh upstream dialog for this package (new Call-ID and tag).
