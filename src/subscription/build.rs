@@ -4,6 +4,7 @@ use super::manager::Env;
 use super::notifier::PhoneSub;
 use super::subscriber::Upstream;
 use crate::endpoint::LocalAddrs;
+use crate::flow::Flow;
 use crate::profile::{RenderedDoc, SubState};
 use crate::sip::{MessageBuilder, Method, NameAddr, SipMessage, Transport};
 use crate::util::Rng;
@@ -153,6 +154,22 @@ pub fn subscribe(
     }
     b.header("User-Agent", &env.user_agent);
     b.finish()
+}
+
+/// The 200 to a phone's SUBSCRIBE: our Contact (on the phone's transport) and
+/// the granted expiry; `to_tag` for an initial SUBSCRIBE.
+pub fn subscribe_ok(
+    env: &Env,
+    req: &SipMessage,
+    flow: Flow,
+    to_tag: Option<&str>,
+    expires: u32,
+) -> Bytes {
+    let extra = [
+        ("Contact", contact(env, flow.transport)),
+        ("Expires", expires.to_string()),
+    ];
+    response(req, 200, "OK", to_tag, &extra)
 }
 
 /// A response to a phone's SUBSCRIBE (or other request on its dialog).

@@ -7,14 +7,14 @@ use super::notifier::{
     Accepted, AfterNotify, Initial, PhoneState, PhoneSub, ProfileRef, Refusal, Renderings, Update,
     offline_refusal,
 };
-use super::subscriber::{Action, Owner, UpTimer, Upstream};
+use super::subscriber::{Action, Failure, Owner, UpTimer, Upstream};
 use super::timers::{Timer, Timers};
 use super::types::*;
 use crate::config::Config;
 use crate::endpoint::LocalAddrs;
 use crate::flow::Flow;
 use crate::presence::MergedState;
-use crate::profile::{Mode, Profile, ProfileSet, RenderedDoc, Rendering, SubState};
+use crate::profile::{Mode, Profile, ProfileSet, RenderedDoc, SubState};
 use crate::sip::{Method, SipMessage};
 use crate::transaction::ServerKey;
 use crate::util::Rng;
@@ -208,14 +208,8 @@ impl SubscriptionManager {
         let local_tag = self.rng.tag();
         let id = PhoneId(self.next_id());
         let expires = req.expires;
-        let extra = [
-            ("Contact", build::contact(&self.env, flow.transport)),
-            ("Expires", expires.to_string()),
-        ];
-        self.respond(
-            key,
-            build::response(msg, 200, "OK", Some(&local_tag), &extra),
-        );
+        let ok = build::subscribe_ok(&self.env, msg, flow, Some(&local_tag), expires);
+        self.respond(key, ok);
         let accepted = Accepted {
             id,
             target,
@@ -235,9 +229,7 @@ impl SubscriptionManager {
         let Some(t) = self.targets.get_mut(&target) else {
             return;
         };
-        t.watchers.push(id);
-        t.linger_until = None;
-        let ready = t.ready();
+        let ready = t.watch(id);
         if expires > 0 {
             let at = now + Duration::from_secs(expires as u64);
             let expire = Timer::PhoneExpire {
@@ -285,12 +277,10 @@ impl SubscriptionManager {
             self.refuse(key, msg, refusal);
             return self.remove_phone(id, now);
         }
-        let contact_header = build::contact(&self.env, flow.transport);
-        let extra = [
-            ("Contact", contact_header),
-            ("Expires", expires.to_string()),
-        ];
-        self.respond(key, build::response(msg, 200, "OK", None, &extra));
+        self.respond(
+            key,
+            build::subscribe_ok(&self.env, msg, flow, None, expires),
+        );
         let Some(sub) = self.phones.get_mut(&id) else {
             return;
         };
@@ -371,20 +361,16 @@ impl SubscriptionManager {
         let sub = self.phones.get(&id)?;
         let target = self.targets.get(&sub.target)?;
         let profile = sub.profile.get(&self.env.profiles)?;
-        match crate::profile::render(profile, &target.aor, &target.phone_view()) {
-            Rendering::Document(d) => Some(d),
-            Rendering::Terminate { .. } => None,
-        }
+        let view = target.phone_view();
+        crate::profile::render(profile, &target.aor, &view)
+            .document()
+            .cloned()
     }
 
     /// Send the final NOTIFY (with the current document when `with_body`) and
     /// remove the subscription at once.
     fn terminate_phone(&mut self, id: PhoneId, state: SubState<'_>, with_body: bool, now: Instant) {
-        let doc = if with_body {
-            self.current_doc(id)
-        } else {
-            None
-        };
+        let doc = with_body.then(|| self.current_doc(id)).flatten();
         let branch = self.rng.branch();
         if let Some(sub) = self.phones.get_mut(&id) {
             sub.end();
@@ -552,20 +538,12 @@ impl SubscriptionManager {
 
     /// Mark a failure and schedule the next attempt with capped exponential
     /// backoff (plus jitter), or `retry_after` when the upstream gave one.
-    fn upstream_failed(
-        &mut self,
-        target: TargetId,
-        package: Package,
-        why: String,
-        retry_after: Option<u64>,
-        stop: bool,
-        now: Instant,
-    ) {
+    fn upstream_failed(&mut self, target: TargetId, package: Package, f: Failure, now: Instant) {
         let jitter = Duration::from_millis(self.rng.below(1000));
         let Some(t) = self.targets.get_mut(&target) else {
             return;
         };
-        let wait = t.fail(package, why, retry_after, stop, &self.env.cfg.subscriptions);
+        let wait = t.fail(package, f, &self.env.cfg.subscriptions);
         let at = now + Duration::from_secs(wait.delay_s) + jitter;
         let retry = UpTimer::Retry {
             generation: wait.generation,
@@ -583,11 +561,7 @@ impl SubscriptionManager {
             }
             Action::Resubscribe => self.send_subscribe(target, package, false, now),
             Action::Restart => self.resubscribe_fresh(target, package, now),
-            Action::Failed {
-                why,
-                retry_after,
-                stop,
-            } => self.upstream_failed(target, package, why, retry_after, stop, now),
+            Action::Failed(f) => self.upstream_failed(target, package, f, now),
         }
     }
 
@@ -643,17 +617,15 @@ impl SubscriptionManager {
                 target,
                 package,
                 generation,
-                unsubscribe,
+                unsubscribe: false,
                 ..
             } => {
-                let current = self
-                    .upstream(target, package)
-                    .is_some_and(|u| u.generation == generation);
-                if current && !unsubscribe {
-                    let why = "SUBSCRIBE timed out".to_string();
-                    self.upstream_failed(target, package, why, None, false, now);
+                if let Some(up) = self.upstream(target, package) {
+                    let action = up.on_request_timeout(generation);
+                    self.act(target, package, action, now);
                 }
             }
+            ReqTag::Upstream { .. } => {}
         }
     }
 

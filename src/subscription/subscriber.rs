@@ -91,21 +91,26 @@ pub(super) enum Action {
     Resubscribe,
     /// Start a fresh dialog (new Call-ID and tag).
     Restart,
-    /// The attempt failed: back off (`stop`: rejected, wait the longest).
-    Failed {
-        why: String,
-        retry_after: Option<u64>,
-        stop: bool,
-    },
+    /// The attempt failed: back off.
+    Failed(Failure),
+}
+
+/// Why an upstream attempt failed, and how long the upstream asked us to wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Failure {
+    pub why: String,
+    pub retry_after: Option<u64>,
+    /// Rejected for good: wait the longest (`retry_max`).
+    pub stop: bool,
 }
 
 impl Action {
     fn failed(why: impl Into<String>, retry_after: Option<u64>, stop: bool) -> Action {
-        Action::Failed {
+        Action::Failed(Failure {
             why: why.into(),
             retry_after,
             stop,
-        }
+        })
     }
 }
 
@@ -251,13 +256,12 @@ impl Upstream {
 
     /// Count a failure and decide the wait before the next attempt: capped
     /// exponential backoff, or `retry_after` when the upstream gave one.
-    pub(super) fn fail(
-        &mut self,
-        why: String,
-        retry_after: Option<u64>,
-        stop: bool,
-        s: &Subscriptions,
-    ) -> Backoff {
+    pub(super) fn fail(&mut self, failure: Failure, s: &Subscriptions) -> Backoff {
+        let Failure {
+            why,
+            retry_after,
+            stop,
+        } = failure;
         self.failures = self.failures.saturating_add(1);
         self.in_flight = false;
         self.last_error = Some(why);
@@ -282,6 +286,14 @@ impl Upstream {
             generation: self.generation,
             forget_state: stop || self.failures >= TRANSIENT_FAILURES_KEPT,
         }
+    }
+
+    /// The SUBSCRIBE of this generation got no final response (Timer F).
+    pub(super) fn on_request_timeout(&self, generation: u32) -> Action {
+        if self.generation != generation {
+            return Action::Nothing;
+        }
+        Action::failed("SUBSCRIBE timed out", None, false)
     }
 
     /// Whether a response belongs to the outstanding SUBSCRIBE of this dialog.

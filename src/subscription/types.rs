@@ -5,7 +5,7 @@
 //! backwards.
 
 use super::build;
-use super::subscriber::{Action, Backoff, UpState, Upstream};
+use super::subscriber::{Action, Backoff, Failure, UpState, Upstream};
 use crate::auth::Credentials;
 use crate::config::{Account, EmptyPresence, Subscriptions};
 use crate::flow::Flow;
@@ -222,6 +222,14 @@ impl Target {
         }
     }
 
+    /// A phone started watching (the linger, if any, is over); whether the
+    /// target is [`ready`](Self::ready).
+    pub(super) fn watch(&mut self, phone: PhoneId) -> bool {
+        self.watchers.push(phone);
+        self.linger_until = None;
+        self.ready()
+    }
+
     /// A phone stopped watching. When it was the last, the upstream
     /// subscriptions linger until `until`: the generation of that linger.
     pub(super) fn unwatch(&mut self, phone: PhoneId, until: Instant) -> Option<u32> {
@@ -329,16 +337,14 @@ impl Target {
     pub(super) fn fail(
         &mut self,
         package: Package,
-        why: String,
-        retry_after: Option<u64>,
-        stop: bool,
+        failure: Failure,
         s: &Subscriptions,
     ) -> Backoff {
         let up = match package {
             Package::Dialog => &mut self.dialog,
             Package::Presence => &mut self.presence,
         };
-        let wait = up.fail(why, retry_after, stop, s);
+        let wait = up.fail(failure, s);
         let why = up.last_error.as_deref().unwrap_or_default();
         tracing::warn!(target = %self.aor, package = package.event(), error = %why, retry_in_s = wait.delay_s, "upstream subscription failed");
         if wait.forget_state {
