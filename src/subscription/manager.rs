@@ -219,17 +219,17 @@ impl SubscriptionManager {
             local_tag,
             expires,
         };
-        let sub = PhoneSub::accept(accepted, msg, now);
+        let mut sub = PhoneSub::accept(accepted, msg, now);
         tracing::info!(
             phone = %flow, target = %aor, profile = %sub.profile.name(), expires,
             "phone subscription accepted"
         );
+        let ready = self.targets.get_mut(&target).is_some_and(|t| t.watch(id));
+        let hold_ms = self.env.cfg.subscriptions.first_notify_timeout_ms;
+        sub.hold_until = (!ready).then(|| now + Duration::from_millis(hold_ms));
+        let hold_until = sub.hold_until;
         self.phone_index.insert(sub.key(), id);
         self.phones.insert(id, sub);
-        let Some(t) = self.targets.get_mut(&target) else {
-            return;
-        };
-        let ready = t.watch(id);
         if expires > 0 {
             let at = now + Duration::from_secs(expires as u64);
             let expire = Timer::PhoneExpire {
@@ -238,15 +238,9 @@ impl SubscriptionManager {
             };
             self.schedule(at, expire);
         }
-        if ready {
-            self.release_first_notify(id, false, &mut Renderings::default(), now);
-        } else {
-            let until =
-                now + Duration::from_millis(self.env.cfg.subscriptions.first_notify_timeout_ms);
-            if let Some(p) = self.phones.get_mut(&id) {
-                p.hold_until = Some(until);
-            }
-            self.schedule(until, Timer::PhoneHold { phone: id });
+        match hold_until {
+            Some(until) => self.schedule(until, Timer::PhoneHold { phone: id }),
+            None => self.release_first_notify(id, false, &mut Renderings::default(), now),
         }
     }
 
@@ -461,11 +455,8 @@ impl SubscriptionManager {
             return;
         };
         tracing::info!(target = %t.aor, "no phone watches the target any more: unsubscribing upstream");
-        let established: Vec<Package> = Package::BOTH
-            .into_iter()
-            .filter(|&p| t.upstream(p).established())
-            .collect();
-        for p in established {
+        let established = Package::BOTH.map(|p| t.upstream(p).established().then_some(p));
+        for p in established.into_iter().flatten() {
             self.send_subscribe(target, p, true, now);
         }
         if let Some(t) = self.targets.remove(&target) {
@@ -656,9 +647,6 @@ impl SubscriptionManager {
             UpNotified::Applied => self.recompute(target, now),
             UpNotified::VersionGap => {
                 self.recompute(target, now);
-                if let Some(t) = self.targets.get(&target) {
-                    tracing::info!(target = %t.aor, "dialog-info version gap: refreshing for full state");
-                }
                 self.send_subscribe(target, package, false, now);
             }
             UpNotified::Ended(action) => {
@@ -701,22 +689,14 @@ impl SubscriptionManager {
                 }
             }
             Timer::Linger { target, generation } => {
-                let expired = self
+                if self
                     .targets
                     .get(&target)
-                    .is_some_and(|t| t.linger_gen == generation && t.watchers.is_empty());
-                if expired {
+                    .is_some_and(|t| t.lingered(generation))
+                {
                     self.drop_target(target, now);
                 }
             }
         }
     }
-}
-
-#[allow(dead_code)]
-fn _assert_plain_data() {
-    fn is_serde<T: serde::Serialize + for<'de> serde::Deserialize<'de>>() {}
-    is_serde::<PhoneSub>();
-    is_serde::<Upstream>();
-    is_serde::<Target>();
 }

@@ -242,6 +242,11 @@ impl Target {
         Some(self.linger_gen)
     }
 
+    /// The linger of this generation ran out with no phone watching.
+    pub(super) fn lingered(&self, generation: u32) -> bool {
+        self.linger_gen == generation && self.watchers.is_empty()
+    }
+
     pub fn upstream(&self, p: Package) -> &Upstream {
         match p {
             Package::Dialog => &self.dialog,
@@ -312,7 +317,10 @@ impl Target {
         }
         Some(match notified.ended {
             Some(action) => UpNotified::Ended(action),
-            None if version_gap => UpNotified::VersionGap,
+            None if version_gap => {
+                tracing::info!(target = %self.aor, "dialog-info version gap: refreshing for full state");
+                UpNotified::VersionGap
+            }
             None => UpNotified::Applied,
         })
     }
@@ -355,4 +363,12 @@ impl Target {
         }
         wait
     }
+}
+
+#[allow(dead_code)]
+fn _assert_plain_data() {
+    fn is_serde<T: serde::Serialize + for<'de> serde::Deserialize<'de>>() {}
+    is_serde::<super::PhoneSub>();
+    is_serde::<Upstream>();
+    is_serde::<Target>();
 }
