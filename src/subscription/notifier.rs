@@ -480,3 +480,29 @@ impl Renderings {
         &self.by_profile[at].1
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    struct Record {
+        profile: ProfileRef,
+    }
+
+    #[test]
+    fn profile_ref_is_stored_as_its_name_and_found_again() {
+        let set = ProfileSet::builtin();
+        let gxp = set.get_shared("grandstream-gxp").unwrap();
+        let r = Record {
+            profile: ProfileRef::new(gxp),
+        };
+        let text = toml::to_string(&r).unwrap();
+        assert_eq!(text.trim(), r#"profile = "grandstream-gxp""#);
+        let back: Record = toml::from_str(&text).unwrap();
+        assert!(back.profile.shared.is_none());
+        let found = back.profile.get(&set).unwrap();
+        assert!(Arc::ptr_eq(found, gxp));
+        assert!(Arc::ptr_eq(r.profile.get(&set).unwrap(), gxp));
+    }
+}

@@ -372,3 +372,17 @@ fn _assert_plain_data() {
     is_serde::<Upstream>();
     is_serde::<Target>();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialog_keys_of_different_pairs_differ() {
+        let a = DialogKey::new(b"ab", b"c");
+        assert_eq!(a, DialogKey::new(b"ab", b"c"));
+        assert_ne!(a, DialogKey::new(b"a", b"bc"));
+        assert_eq!(a.split(), (&b"ab"[..], &b"c"[..]));
+        assert_eq!(format!("{a:?}"), "DialogKey(ab, c)");
+    }
+}
