@@ -20,7 +20,7 @@
 //!   or the Contact of a registration it relayed ([`registrar`]). Anything else:
 //!   `403`, logged; nothing is ever sent to a third party.
 //!
-//! ## Forwarding (§16.6)
+//! ## Forwarding (§16.3–§16.6, `forward.rs`: one function per step)
 //! Max-Forwards is checked (`483` at 0) and decremented (70 added when absent);
 //! loops are detected with a hash of the loop-relevant fields carried in our
 //! branch (`482`; a spiral with a different Request-URI passes); Proxy-Require
@@ -33,7 +33,12 @@
 //! branch goes on top; `Content-Length` is added when a datagram without one goes
 //! out on TCP. Every other byte is forwarded as it came.
 //!
-//! ## Responses (§16.7)
+//! ## REGISTER (`register.rs`, bindings in [`registrar`])
+//! A phone's REGISTER gets our Path (RFC 3327) or its Contacts rewritten to
+//! binding URIs of ours; the 2xx updates the bindings and goes back with the
+//! phone's own Contacts.
+//!
+//! ## Responses (§16.7, `response.rs`)
 //! Our Via is popped and the response is relayed on the server transaction (which
 //! answers to the next Via with `received`/`rport`); 100 is hop-by-hop, 503
 //! becomes 500, a REGISTER 2xx gets the phones' Contacts back. A response without
