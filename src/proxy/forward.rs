@@ -108,24 +108,27 @@ impl Proxy {
         now: Instant,
     ) -> Result<Prepared, Reject> {
         let mut req = Forwarding::new(msg, from, from_upstream, ack)?;
-        let max_forwards = check_max_forwards(msg)?;
+        // §16.3: validation
+        let max_forwards = check_max_forwards(msg)?; // step 3
         let hash = route::loop_hash(msg);
         if !ack {
-            check_loop(&self.env.local, msg, hash)?;
-            check_proxy_require(msg)?;
+            check_loop(&self.env.local, msg, hash)?; // step 4
+            check_proxy_require(msg)?; // step 5
         }
+        // §16.4, §16.5: the routing decision
         preprocess_route(&self.env.local, &mut req);
         let target = self.relay_policy(&mut req)?;
         let register = self.register_bindings(&req, now);
-        strict_route_fixup(&mut req);
+        strict_route_fixup(&mut req); // §16.6 step 6
         let branch = self.new_branch(&req, hash);
 
+        // §16.6: the copy
         let mut e = Editor::new(msg);
-        rewrite_request_uri_and_routes(&mut e, &req);
-        e.set_max_forwards(max_forwards);
-        self.add_record_route(&mut e, &req, target);
-        let register = register.map(|r| register_edits(&mut e, r));
-        push_via(&mut e, &self.env.local, target.transport, &branch);
+        rewrite_request_uri_and_routes(&mut e, &req); // steps 2 and 6
+        e.set_max_forwards(max_forwards); // step 3
+        self.add_record_route(&mut e, &req, target); // step 4
+        let register = register.map(|r| register_edits(&mut e, r)); // step 5
+        push_via(&mut e, &self.env.local, target.transport, &branch); // steps 8 and 9
         Ok(Prepared {
             flow: target,
             data: e.finish(),
