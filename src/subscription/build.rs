@@ -2,49 +2,15 @@
 
 use super::manager::Env;
 use super::types::{PhoneSub, Target, Upstream};
-use crate::endpoint::LocalAddrs;
 use crate::sip::{MessageBuilder, Method, NameAddr, SipMessage, Transport};
 use bytes::Bytes;
 
-/// `host:port` the bridge advertises for a transport.
-pub fn hostport(local: &LocalAddrs, transport: Transport) -> String {
-    let port = match transport {
-        Transport::Udp => local.udp.or(local.tcp),
-        Transport::Tcp => local.tcp.or(local.udp),
-    }
-    .map(|a| a.port())
-    .unwrap_or(5060);
-    let host = &local.advertise_host;
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
-pub fn via(env: &Env, transport: Transport, branch: &str) -> String {
-    format!(
-        "SIP/2.0/{} {};branch={branch};rport",
-        transport.via_name(),
-        hostport(&env.local, transport)
-    )
-}
-
-/// Our Contact for dialogs the bridge terminates. The user part marks requests
-/// addressed to the bridge's own UAS dialogs.
+/// Our Contact for dialogs the bridge terminates. The user part
+/// ([`crate::local::CONTACT_USER`]) marks requests addressed to the bridge's own
+/// UAS dialogs.
 pub fn contact(env: &Env, transport: Transport) -> String {
-    match transport {
-        Transport::Udp => format!("<sip:{}@{}>", CONTACT_USER, hostport(&env.local, transport)),
-        Transport::Tcp => format!(
-            "<sip:{}@{};transport=tcp>",
-            CONTACT_USER,
-            hostport(&env.local, transport)
-        ),
-    }
+    env.local.contact(transport)
 }
-
-/// User part of the bridge's own Contact URIs.
-pub const CONTACT_USER: &str = "blf-bridge";
 
 /// Request-URI and Route values for an in-dialog request (RFC 3261 §12.2.1.1):
 /// loose routing when the first route has `lr`, else the strict-routing form.
@@ -76,7 +42,7 @@ pub fn notify(
 ) -> Bytes {
     let (ruri, routes) = in_dialog_target(&sub.remote_target, &sub.route_set);
     let mut b = MessageBuilder::request(&Method::Notify, &ruri);
-    b.header("Via", via(env, sub.flow.transport, branch))
+    b.header("Via", env.local.via(sub.flow.transport, branch))
         .header("Max-Forwards", 70);
     for r in &routes {
         b.header("Route", r);
@@ -91,7 +57,7 @@ pub fn notify(
         None => b.header("Event", "dialog"),
     };
     b.header("Subscription-State", subscription_state)
-        .header("User-Agent", &env.user_agent);
+        .header("User-Agent", env.user_agent);
     match body {
         Some(body) => b.finish_with_body("application/dialog-info+xml", body),
         None => b.finish(),
@@ -114,7 +80,7 @@ pub fn subscribe(
         _ => (target.aor.clone(), Vec::new()),
     };
     let mut b = MessageBuilder::request(&Method::Subscribe, &ruri);
-    b.header("Via", via(env, transport, branch))
+    b.header("Via", env.local.via(transport, branch))
         .header("Max-Forwards", 70);
     for r in &routes {
         b.header("Route", r);
@@ -136,7 +102,7 @@ pub fn subscribe(
     for (name, value) in auth {
         b.header(name, value);
     }
-    b.header("User-Agent", &env.user_agent);
+    b.header("User-Agent", env.user_agent);
     (b.finish(), ruri)
 }
 

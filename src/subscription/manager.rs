@@ -4,11 +4,10 @@
 use super::build;
 use super::types::*;
 use crate::auth::{Credentials, DigestClient};
-use crate::config::Config;
-use crate::endpoint::LocalAddrs;
+use crate::context::Context;
 use crate::flow::Flow;
 use crate::presence::{self, ApplyOutcome, DialogStream, MergedState, PresenceStream, TargetView};
-use crate::profile::{Mode, OfflineStrategy, ProfileSet, Rendering};
+use crate::profile::{Mode, OfflineStrategy, Rendering};
 use crate::sip::typed::SubStateKind;
 use crate::sip::{HeaderName, Method, SipMessage};
 use crate::transaction::ServerKey;
@@ -16,26 +15,15 @@ use crate::util::Rng;
 use bytes::Bytes;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Consecutive transient failures during which an upstream stream keeps its last
 /// known state.
 const TRANSIENT_FAILURES_KEPT: u32 = 3;
 
-/// Everything the manager needs to know about its surroundings.
-#[derive(Clone)]
-pub struct Env {
-    pub cfg: Arc<Config>,
-    pub profiles: Arc<ProfileSet>,
-    pub local: LocalAddrs,
-    /// Flow towards `[upstream] proxy`.
-    pub upstream: Flow,
-    /// RFC 3261 T1 (Timer N = 64·T1).
-    pub t1: Duration,
-    /// User-Agent header of requests the bridge originates.
-    pub user_agent: String,
-}
+/// Everything the manager needs to know about its surroundings: the core's
+/// shared [`Context`] (T1 gives Timer N = 64·T1).
+pub type Env = Context;
 
 /// Identifies what a client transaction started by the manager was for.
 #[derive(Debug, Clone, PartialEq, Eq)]

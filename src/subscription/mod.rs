@@ -24,6 +24,5 @@ mod build;
 mod manager;
 mod types;
 
-pub use build::{CONTACT_USER, hostport};
 pub use manager::{Classification, Env, Out, ReqTag, SubscriptionManager};
 pub use types::{Package, PhoneState, PhoneSub, Target, UpState, Upstream};
