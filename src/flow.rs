@@ -36,6 +36,23 @@ impl Flow {
             conn,
         }
     }
+
+    /// Where responses to a request that came on this flow go: back where it came
+    /// from — the same TCP connection, or over UDP the source address and port
+    /// (symmetric response routing, RFC 3581 behaviour applied to every request).
+    /// RFC 3261 §18.2.2 would use the Via's sent-by port when the request has no
+    /// `rport`, but a phone behind NAT can only be reached on the port its packets
+    /// came from, and a phone on the LAN sends from the port it listens on anyway.
+    /// See docs/decisions.md.
+    pub fn reply(&self) -> Flow {
+        if self.transport.is_reliable() {
+            return *self;
+        }
+        Flow {
+            conn: None,
+            ..*self
+        }
+    }
 }
 
 impl std::fmt::Display for Flow {

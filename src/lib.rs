@@ -3,6 +3,8 @@
 //! PBX's `dialog` and `presence` event packages.
 //!
 //! Layout (sans-IO core, thin runtime — the quinn-proto/quinn split):
+//! - [`local`]: the bridge's own addresses, Via/Contact host and "is this URI us?".
+//! - [`context`]: the surroundings shared by the translator and the proxy.
 //! - [`sip`]: byte-preserving message layer (framing, typed views, edits, builder).
 //! - [`auth`]: digest client (401/407).
 //! - [`transaction`]: RFC 3261 transaction state machines, fed with (message, time).
@@ -16,8 +18,10 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod endpoint;
 pub mod flow;
+pub mod local;
 pub mod presence;
 pub mod profile;
 pub mod proxy;

@@ -11,6 +11,7 @@ use blf_bridge::flow::Flow;
 use blf_bridge::profile::ProfileSet;
 use blf_bridge::sip::{HeaderName, Method, SipMessage, Transport};
 use bytes::Bytes;
+use sim::msg::Req;
 use sim::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,22 +51,18 @@ fn bridge_rr(m: &SipMessage) -> String {
         .expect("no Record-Route of the bridge")
 }
 
-fn register(user: &str, port: u16, cseq: u32, extra: &str) -> String {
-    format!(
-        "REGISTER sip:pbx.test SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKreg{user}{cseq};rport
-Max-Forwards: 70
-From: <sip:{user}@pbx.test>;tag=r{user}
-To: <sip:{user}@pbx.test>
-Call-ID: reg-{user}@phone
-CSeq: {cseq} REGISTER
-Contact: <sip:{user}@127.0.0.1:{port};transport=udp>
-Expires: 3600
-{extra}User-Agent: Grandstream GXP2170 1.0.11.23
-Content-Length: 0
-
-"
-    )
+/// A Grandstream phone's REGISTER; `extra` header lines go before its User-Agent.
+fn register(user: &str, port: u16, cseq: u32, extra: &str) -> Req {
+    Req::new("REGISTER", "sip:pbx.test")
+        .phone(port, &format!("z9hG4bKreg{user}{cseq}"))
+        .from(user, &format!("r{user}"))
+        .to(user)
+        .call_id(&format!("reg-{user}@phone"))
+        .cseq(cseq)
+        .contact(&format!("<sip:{user}@127.0.0.1:{port};transport=udp>"))
+        .header("Expires", "3600")
+        .headers(extra)
+        .header("User-Agent", "Grandstream GXP2170 1.0.11.23")
 }
 
 /// REGISTER 401 → REGISTER with credentials → 200, as the upstream registrar.
@@ -106,6 +103,63 @@ fn register_phone(sim: &mut Sim, user: &str, port: u16, extra: &str) -> String {
     let ok = one(sim.take_to(&phone), "200 to phone");
     assert_eq!(status(&ok), 200);
     contact
+}
+
+#[test]
+fn message_builder_writes_a_request_and_what_derives_from_it() {
+    let inv = Req::new("INVITE", "sip:1002@pbx.test")
+        .phone(5062, "z9hG4bKo1")
+        .from("1001", "o1")
+        .to("1002")
+        .call_id("out1@phone")
+        .contact("<sip:1001@127.0.0.1:5062>")
+        .header("Supported", "timer")
+        .body("text/plain", "hi");
+    assert_eq!(
+        inv.to_string(),
+        "INVITE sip:1002@pbx.test SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKo1;rport
+Max-Forwards: 70
+From: <sip:1001@pbx.test>;tag=o1
+To: <sip:1002@pbx.test>
+Call-ID: out1@phone
+CSeq: 1 INVITE
+Contact: <sip:1001@127.0.0.1:5062>
+Supported: timer
+Content-Type: text/plain
+Content-Length: 2
+
+hi"
+    );
+    assert_eq!(
+        inv.ack("u407").to_string(),
+        "ACK sip:1002@pbx.test SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKo1;rport
+Max-Forwards: 70
+From: <sip:1001@pbx.test>;tag=o1
+To: <sip:1002@pbx.test>;tag=u407
+Call-ID: out1@phone
+CSeq: 1 ACK
+Content-Length: 0
+
+"
+    );
+    let bye = inv
+        .in_dialog("BYE", 2, "z9hG4bKb")
+        .ruri("sip:1002@127.0.0.1:5063")
+        .with_to_tag("t")
+        .route("<sip:a;lr>")
+        .route("<sip:b;lr>");
+    assert!(bye.to_string().starts_with(
+        "BYE sip:1002@127.0.0.1:5063 SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKb;rport
+Route: <sip:a;lr>, <sip:b;lr>
+"
+    ));
+    assert!(
+        bye.crlf()
+            .contains("CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n")
+    );
 }
 
 #[test]
@@ -224,7 +278,7 @@ fn unregister_removes_the_binding() {
     let mut sim = Sim::new("");
     let contact = register_phone(&mut sim, "1001", 5062, "");
     assert_eq!(sim.ep.proxy().registrations().len(), 1);
-    let unreg = register("1001", 5062, 3, "").replace("Expires: 3600", "Expires: 0");
+    let unreg = register("1001", 5062, 3, "").set("Expires", "0");
     sim.udp_from(P1001, &unreg);
     let up = one(sim.take_to(UPSTREAM), "un-REGISTER");
     assert_eq!(
@@ -237,24 +291,18 @@ fn unregister_removes_the_binding() {
     assert_eq!(sim.ep.proxy().registrations().len(), 0);
 }
 
-fn inbound_invite(ruri: &str, call: &str) -> String {
+/// A call from 1003 through the upstream, which record-routes itself.
+fn inbound_invite(ruri: &str, call: &str) -> Req {
     let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n";
-    format!(
-        "INVITE {ruri} SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKk{call}
-Record-Route: <sip:127.0.0.1:5070;lr;ftag=c{call}>
-Max-Forwards: 69
-From: <sip:1003@pbx.test>;tag=c{call}
-To: <sip:1001@pbx.test>
-Call-ID: {call}@caller
-CSeq: 1 INVITE
-Contact: <sip:1003@127.0.0.1:5074>
-Content-Type: application/sdp
-Content-Length: {}
-
-{sdp}",
-        sdp.len()
-    )
+    Req::new("INVITE", ruri)
+        .upstream(&format!("z9hG4bKk{call}"))
+        .record_route(&format!("<sip:127.0.0.1:5070;lr;ftag=c{call}>"))
+        .max_forwards(69)
+        .from("1003", &format!("c{call}"))
+        .to("1001")
+        .call_id(&format!("{call}@caller"))
+        .contact("<sip:1003@127.0.0.1:5074>")
+        .body("application/sdp", sdp)
 }
 
 #[test]
@@ -265,7 +313,8 @@ fn inbound_call_reaches_the_registered_phone_through_its_token_and_completes() {
         .trim_start_matches('<')
         .trim_end_matches('>')
         .to_string();
-    sim.udp_from(UPSTREAM, &inbound_invite(&tok_uri, "in1"));
+    let invite = inbound_invite(&tok_uri, "in1");
+    sim.udp_from(UPSTREAM, &invite);
     let trying = one(sim.take_to(UPSTREAM), "100 Trying at once");
     assert_eq!(status(&trying), 100);
     let inv = one(sim.take_to(P1001), "INVITE to phone");
@@ -305,20 +354,11 @@ fn inbound_call_reaches_the_registered_phone_through_its_token_and_completes() {
 
     // ACK for the 2xx: the caller's route set is the Record-Route reversed, the
     // upstream has popped itself
-    let ack = format!(
-        "ACK sip:1001@127.0.0.1:5062 SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKack1
-Route: {}
-Max-Forwards: 69
-From: <sip:1003@pbx.test>;tag=cin1
-To: <sip:1001@pbx.test>;tag=p1
-Call-ID: in1@caller
-CSeq: 1 ACK
-Content-Length: 0
-
-",
-        rr[0]
-    );
+    let ack = invite
+        .in_dialog("ACK", 1, "z9hG4bKack1")
+        .ruri("sip:1001@127.0.0.1:5062")
+        .with_to_tag("p1")
+        .route(&rr[0]);
     sim.udp_from(UPSTREAM, &ack);
     let a = one(sim.take_to(P1001), "ACK to phone");
     assert!(is_method(&a, Method::Ack));
@@ -326,20 +366,14 @@ Content-Length: 0
     assert_eq!(a.vias().count(), 2);
 
     // the phone hangs up: its route set is the INVITE's Record-Route in order
-    let bye = format!(
-        "BYE sip:1003@127.0.0.1:5074 SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKbye1;rport
-Route: {}, {}
-Max-Forwards: 70
-From: <sip:1001@pbx.test>;tag=p1
-To: <sip:1003@pbx.test>;tag=cin1
-Call-ID: in1@caller
-CSeq: 1 BYE
-Content-Length: 0
-
-",
-        rr[0], rr[1]
-    );
+    let bye = Req::new("BYE", "sip:1003@127.0.0.1:5074")
+        .phone(5062, "z9hG4bKbye1")
+        .route(&rr[0])
+        .route(&rr[1])
+        .from("1001", "p1")
+        .to("1003")
+        .with_to_tag("cin1")
+        .call_id("in1@caller");
     sim.udp_from(P1001, &bye);
     let b = one(sim.take_to(UPSTREAM), "BYE upstream");
     assert!(is_method(&b, Method::Bye));
@@ -352,29 +386,24 @@ Content-Length: 0
     assert_eq!(sim.ep.proxy().stats().forbidden, 0);
 }
 
-fn outbound_invite(cseq: u32, branch: &str, extra: &str) -> String {
+/// Phone 1001 calls 1002.
+fn outbound_invite(cseq: u32, branch: &str) -> Req {
     let sdp = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6002 RTP/AVP 0\r\n";
-    format!(
-        "INVITE sip:1002@pbx.test SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:5062;branch={branch};rport
-Max-Forwards: 70
-From: <sip:1001@pbx.test>;tag=o1
-To: <sip:1002@pbx.test>
-Call-ID: out1@phone
-CSeq: {cseq} INVITE
-Contact: <sip:1001@127.0.0.1:5062>
-{extra}Content-Type: application/sdp
-Content-Length: {}
-
-{sdp}",
-        sdp.len()
-    )
+    Req::new("INVITE", "sip:1002@pbx.test")
+        .phone(5062, branch)
+        .from("1001", "o1")
+        .to("1002")
+        .call_id("out1@phone")
+        .cseq(cseq)
+        .contact("<sip:1001@127.0.0.1:5062>")
+        .body("application/sdp", sdp)
 }
 
 #[test]
 fn outbound_call_with_407_ringing_answer_ack_and_bye_from_the_far_end() {
     let mut sim = Sim::new("");
-    sim.udp_from(P1001, &outbound_invite(1, "z9hG4bKo1", ""));
+    let invite = outbound_invite(1, "z9hG4bKo1");
+    sim.udp_from(P1001, &invite);
     assert_eq!(status(&one(sim.take_to(P1001), "100 Trying")), 100);
     let inv = one(sim.take_to(UPSTREAM), "INVITE upstream");
     let rr = bridge_rr(&inv);
@@ -398,33 +427,18 @@ fn outbound_call_with_407_ringing_answer_ack_and_bye_from_the_far_end() {
     let ack = one(sim.take_to(UPSTREAM), "our ACK for the 407");
     assert!(is_method(&ack, Method::Ack));
     assert_eq!(ack.branch(), inv.branch());
-    sim.udp_from(
-        P1001,
-        "ACK sip:1002@pbx.test SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKo1;rport
-Max-Forwards: 70
-From: <sip:1001@pbx.test>;tag=o1
-To: <sip:1002@pbx.test>;tag=u407
-Call-ID: out1@phone
-CSeq: 1 ACK
-Content-Length: 0
-
-",
-    );
+    sim.udp_from(P1001, &invite.ack("u407"));
     assert!(
         sim.take_to(UPSTREAM).is_empty(),
         "the phone's ACK for a 407 stays here"
     );
 
     // with credentials
-    sim.udp_from(
-        P1001,
-        &outbound_invite(
-            2,
-            "z9hG4bKo2",
-            "Proxy-Authorization: Digest username=\"1001\", response=\"x\"\n",
-        ),
+    let invite2 = outbound_invite(2, "z9hG4bKo2").header(
+        "Proxy-Authorization",
+        "Digest username=\"1001\", response=\"x\"",
     );
+    sim.udp_from(P1001, &invite2);
     sim.take_to(P1001);
     let inv2 = one(sim.take_to(UPSTREAM), "INVITE with credentials");
     assert_eq!(
@@ -449,19 +463,12 @@ Content-Length: 0
     // ACK for the 2xx: route set reversed
     sim.udp_from(
         P1001,
-        &format!(
-            "ACK sip:1002@127.0.0.1:5063 SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKo3;rport
-Route: {rr2}, <sip:127.0.0.1:5070;lr>
-Max-Forwards: 70
-From: <sip:1001@pbx.test>;tag=o1
-To: <sip:1002@pbx.test>;tag=callee
-Call-ID: out1@phone
-CSeq: 2 ACK
-Content-Length: 0
-
-"
-        ),
+        &invite2
+            .in_dialog("ACK", 2, "z9hG4bKo3")
+            .ruri("sip:1002@127.0.0.1:5063")
+            .with_to_tag("callee")
+            .route(&rr2)
+            .route("<sip:127.0.0.1:5070;lr>"),
     );
     let a = one(sim.take_to(UPSTREAM), "ACK upstream");
     assert!(is_method(&a, Method::Ack));
@@ -471,20 +478,16 @@ Content-Length: 0
     // the far end hangs up
     sim.udp_from(
         UPSTREAM,
-        &format!(
-            "BYE sip:1001@127.0.0.1:5062 SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKkbye
-Via: SIP/2.0/UDP 127.0.0.1:5063;branch=z9hG4bKcbye;received=127.0.0.1
-Route: {rr2}
-Max-Forwards: 69
-From: <sip:1002@pbx.test>;tag=callee
-To: <sip:1001@pbx.test>;tag=o1
-Call-ID: out1@phone
-CSeq: 7 BYE
-Content-Length: 0
-
-"
-        ),
+        &Req::new("BYE", "sip:1001@127.0.0.1:5062")
+            .upstream("z9hG4bKkbye")
+            .via("SIP/2.0/UDP 127.0.0.1:5063;branch=z9hG4bKcbye;received=127.0.0.1")
+            .route(&rr2)
+            .max_forwards(69)
+            .from("1002", "callee")
+            .to("1001")
+            .with_to_tag("o1")
+            .call_id("out1@phone")
+            .cseq(7),
     );
     let b = one(sim.take_to(P1001), "BYE to the phone");
     assert!(is_method(&b, Method::Bye));
@@ -507,7 +510,8 @@ Content-Length: 0
 fn call_between_two_phones_spirals_through_the_bridge() {
     let mut sim = Sim::new("");
     let c1002 = register_phone(&mut sim, "1002", 5063, "");
-    sim.udp_from(P1001, &outbound_invite(1, "z9hG4bKsp1", ""));
+    let invite = outbound_invite(1, "z9hG4bKsp1");
+    sim.udp_from(P1001, &invite);
     sim.take_to(P1001);
     let inv = one(sim.take_to(UPSTREAM), "INVITE upstream");
     // the upstream looks 1002 up and sends the INVITE back to the bridge
@@ -543,20 +547,13 @@ fn call_between_two_phones_spirals_through_the_bridge() {
     // passes the bridge twice with the same Request-URI, a spiral again
     sim.udp_from(
         P1001,
-        &format!(
-            "BYE sip:1002@127.0.0.1:5063 SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKspbye;rport
-Route: {}, {}, {}
-Max-Forwards: 70
-From: <sip:1001@pbx.test>;tag=o1
-To: <sip:1002@pbx.test>;tag=t1002
-Call-ID: out1@phone
-CSeq: 2 BYE
-Content-Length: 0
-
-",
-            rr[2], rr[1], rr[0]
-        ),
+        &invite
+            .in_dialog("BYE", 2, "z9hG4bKspbye")
+            .ruri("sip:1002@127.0.0.1:5063")
+            .with_to_tag("t1002")
+            .route(&rr[2])
+            .route(&rr[1])
+            .route(&rr[0]),
     );
     let bye = one(sim.take_to(UPSTREAM), "BYE upstream");
     assert_eq!(
@@ -581,7 +578,7 @@ Content-Length: 0
 #[test]
 fn a_looping_request_gets_482() {
     let mut sim = Sim::new("");
-    sim.udp_from(P1001, &outbound_invite(1, "z9hG4bKl1", ""));
+    sim.udp_from(P1001, &outbound_invite(1, "z9hG4bKl1"));
     sim.take_to(P1001);
     let inv = one(sim.take_to(UPSTREAM), "INVITE upstream");
     // the upstream sends it straight back, Request-URI unchanged
@@ -605,17 +602,13 @@ fn max_forwards_zero_gets_483_and_is_not_forwarded() {
     let mut sim = Sim::new("");
     sim.udp_from(
         P1001,
-        "MESSAGE sip:1002@pbx.test SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKmf0
-Max-Forwards: 0
-From: <sip:1001@pbx.test>;tag=m1
-To: <sip:1002@pbx.test>
-Call-ID: mf0@phone
-CSeq: 1 MESSAGE
-Content-Type: text/plain
-Content-Length: 2
-
-hi",
+        &Req::new("MESSAGE", "sip:1002@pbx.test")
+            .top_via("127.0.0.1:5062", "z9hG4bKmf0")
+            .max_forwards(0)
+            .from("1001", "m1")
+            .to("1002")
+            .call_id("mf0@phone")
+            .body("text/plain", "hi"),
     );
     assert_eq!(status(&one(sim.take_to(P1001), "483")), 483);
     assert!(sim.take_to(UPSTREAM).is_empty());
@@ -624,24 +617,13 @@ hi",
 #[test]
 fn cancel_of_a_ringing_call() {
     let mut sim = Sim::new("");
-    sim.udp_from(P1001, &outbound_invite(1, "z9hG4bKc1", ""));
+    let invite = outbound_invite(1, "z9hG4bKc1");
+    sim.udp_from(P1001, &invite);
     sim.take_to(P1001);
     let inv = one(sim.take_to(UPSTREAM), "INVITE");
     sim.udp_from(UPSTREAM, &reply(&inv, 180, "Ringing", Some("cal"), ""));
     assert_eq!(status(&one(sim.take_to(P1001), "180")), 180);
-    sim.udp_from(
-        P1001,
-        "CANCEL sip:1002@pbx.test SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKc1;rport
-Max-Forwards: 70
-From: <sip:1001@pbx.test>;tag=o1
-To: <sip:1002@pbx.test>
-Call-ID: out1@phone
-CSeq: 1 CANCEL
-Content-Length: 0
-
-",
-    );
+    sim.udp_from(P1001, &invite.cancel());
     let r = one(sim.take_to(P1001), "200 for CANCEL");
     assert_eq!(
         (status(&r), hv(&r, HeaderName::CSeq)),
@@ -675,22 +657,11 @@ Content-Length: 0
 #[test]
 fn cancel_before_any_provisional_waits_for_one() {
     let mut sim = Sim::new("");
-    sim.udp_from(P1001, &outbound_invite(1, "z9hG4bKc2", ""));
+    let invite = outbound_invite(1, "z9hG4bKc2");
+    sim.udp_from(P1001, &invite);
     sim.take_to(P1001);
     let inv = one(sim.take_to(UPSTREAM), "INVITE");
-    sim.udp_from(
-        P1001,
-        "CANCEL sip:1002@pbx.test SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKc2;rport
-Max-Forwards: 70
-From: <sip:1001@pbx.test>;tag=o1
-To: <sip:1002@pbx.test>
-Call-ID: out1@phone
-CSeq: 1 CANCEL
-Content-Length: 0
-
-",
-    );
+    sim.udp_from(P1001, &invite.cancel());
     assert_eq!(status(&one(sim.take_to(P1001), "200 CANCEL")), 200);
     assert!(
         sim.take_to(UPSTREAM).is_empty(),
@@ -706,24 +677,13 @@ Content-Length: 0
 fn unanswered_cancel_gives_up_with_487_and_timer_c_cancels_endless_ringing() {
     // The next hop ignores the CANCEL: 64·T1 later the phone gets 487.
     let mut sim = Sim::new("");
-    sim.udp_from(P1001, &outbound_invite(1, "z9hG4bKc3", ""));
+    let invite = outbound_invite(1, "z9hG4bKc3");
+    sim.udp_from(P1001, &invite);
     sim.take_to(P1001);
     let inv = one(sim.take_to(UPSTREAM), "INVITE");
     sim.udp_from(UPSTREAM, &reply(&inv, 180, "Ringing", Some("cal"), ""));
     sim.take_to(P1001);
-    sim.udp_from(
-        P1001,
-        "CANCEL sip:1002@pbx.test SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKc3;rport
-Max-Forwards: 70
-From: <sip:1001@pbx.test>;tag=o1
-To: <sip:1002@pbx.test>
-Call-ID: out1@phone
-CSeq: 1 CANCEL
-Content-Length: 0
-
-",
-    );
+    sim.udp_from(P1001, &invite.cancel());
     sim.take_to(P1001);
     sim.advance(Duration::from_secs(33));
     // (the 487 is retransmitted by Timer G while the phone does not ACK)
@@ -740,7 +700,7 @@ Content-Length: 0
 
     // Timer C: ringing for more than 3 minutes → CANCEL, then 408 if still nothing.
     let mut sim = Sim::new("");
-    sim.udp_from(P1001, &outbound_invite(1, "z9hG4bKc4", ""));
+    sim.udp_from(P1001, &outbound_invite(1, "z9hG4bKc4"));
     sim.take_to(P1001);
     let inv = one(sim.take_to(UPSTREAM), "INVITE");
     sim.udp_from(UPSTREAM, &reply(&inv, 180, "Ringing", Some("cal"), ""));
@@ -780,8 +740,7 @@ fn foreign_domain_and_unknown_targets_are_refused_and_never_leave() {
     let mut sim = Sim::new("");
     sim.udp_from(
         P1001,
-        &outbound_invite(1, "z9hG4bKf1", "")
-            .replace("INVITE sip:1002@pbx.test", "INVITE sip:bob@example.com"),
+        &outbound_invite(1, "z9hG4bKf1").ruri("sip:bob@example.com"),
     );
     let r: Vec<_> = sim
         .take_to(P1001)
@@ -809,7 +768,10 @@ fn foreign_domain_and_unknown_targets_are_refused_and_never_leave() {
     // from a source neither allowed nor the upstream
     sim.udp_from(
         "203.0.113.9:5060",
-        &outbound_invite(1, "z9hG4bKf2", "").replace("127.0.0.1:5062", "203.0.113.9:5060"),
+        &outbound_invite(1, "z9hG4bKf2")
+            .top_via("203.0.113.9:5060", "z9hG4bKf2")
+            .rport()
+            .contact("<sip:1001@203.0.113.9:5060>"),
     );
     let r: Vec<_> = sim
         .take_to("203.0.113.9:5060")
@@ -867,10 +829,7 @@ fn path_mode_when_the_phone_supports_it() {
     assert_eq!(sim.ep.proxy().registrations().registrar_path, Some(true));
 
     // inbound: Request-URI the phone's Contact, Route the Path
-    let inv = inbound_invite("sip:1002@127.0.0.1:5063;transport=udp", "p1").replace(
-        "Record-Route: ",
-        &format!("Route: {}\nRecord-Route: ", path[0]),
-    );
+    let inv = inbound_invite("sip:1002@127.0.0.1:5063;transport=udp", "p1").route(&path[0]);
     sim.udp_from(UPSTREAM, &inv);
     let at = one(sim.take_to(P1002), "INVITE via Path");
     assert!(at.header(HeaderName::Route).is_none());
@@ -1027,12 +986,8 @@ fn datagram_without_content_length_gets_one_on_tcp() {
     assert_eq!(body(&m), "hello");
     assert_eq!(m.top_via().unwrap().unwrap().transport, "TCP");
     // double Record-Route is not needed for MESSAGE; an INVITE gets one per side
-    let inv = outbound_invite(1, "z9hG4bKcl2", "");
-    ep.handle_datagram(
-        Flow::udp(addr(P1001)),
-        Bytes::from(inv.replace('\n', "\r\n").replace("\r\r\n", "\r\n")),
-        now,
-    );
+    let inv = outbound_invite(1, "z9hG4bKcl2");
+    ep.handle_datagram(Flow::udp(addr(P1001)), Bytes::from(inv.crlf()), now);
     let t = std::iter::from_fn(|| ep.poll_transmit())
         .find(|t| t.flow.remote == addr(UPSTREAM))
         .expect("INVITE");
@@ -1046,19 +1001,12 @@ fn datagram_without_content_length_gets_one_on_tcp() {
 fn responses_go_to_the_next_via_with_received_and_rport() {
     let mut sim = Sim::new("");
     // rport: the response goes to the source port, not the Via port
-    sim.udp_from(
-        "127.0.0.1:40000",
-        "OPTIONS sip:1002@pbx.test SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKrp1;rport
-Max-Forwards: 70
-From: <sip:1001@pbx.test>;tag=o
-To: <sip:1002@pbx.test>
-Call-ID: rp1
-CSeq: 1 OPTIONS
-Content-Length: 0
-
-",
-    );
+    let options = Req::new("OPTIONS", "sip:1002@pbx.test")
+        .phone(5062, "z9hG4bKrp1")
+        .from("1001", "o")
+        .to("1002")
+        .call_id("rp1");
+    sim.udp_from("127.0.0.1:40000", &options);
     let up = one(sim.take_to(UPSTREAM), "OPTIONS upstream");
     let phone_via = values(&up, HeaderName::Via).remove(1);
     assert_eq!(
@@ -1075,16 +1023,9 @@ Content-Length: 0
     // source address and port (symmetric response routing, docs/decisions.md §8)
     sim.udp_from(
         "127.0.0.1:40001",
-        "OPTIONS sip:1002@pbx.test SIP/2.0
-Via: SIP/2.0/UDP 10.1.2.3:5066;branch=z9hG4bKrp2
-Max-Forwards: 70
-From: <sip:1001@pbx.test>;tag=o
-To: <sip:1002@pbx.test>
-Call-ID: rp2
-CSeq: 1 OPTIONS
-Content-Length: 0
-
-",
+        &options
+            .top_via("10.1.2.3:5066", "z9hG4bKrp2")
+            .call_id("rp2"),
     );
     let up = one(sim.take_to(UPSTREAM), "OPTIONS upstream");
     sim.udp_from(UPSTREAM, &reply(&up, 200, "OK", Some("t"), ""));
@@ -1095,24 +1036,18 @@ Content-Length: 0
     assert!(sim.take_to("127.0.0.1:5066").is_empty());
 }
 
-fn subscribe(event: &str, ua: &str, cid: &str) -> String {
-    format!(
-        "SUBSCRIBE sip:1001@pbx.test SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK{cid};rport
-Max-Forwards: 70
-From: <sip:1001@pbx.test>;tag=s{cid}
-To: <sip:1001@pbx.test>
-Call-ID: {cid}@phone
-CSeq: 1 SUBSCRIBE
-Contact: <sip:1001@127.0.0.1:5062>
-Event: {event}
-Accept: application/simple-message-summary
-Expires: 3600
-User-Agent: {ua}
-Content-Length: 0
-
-"
-    )
+/// Phone 1001 subscribes to `event` of its own AOR.
+fn subscribe(event: &str, ua: &str, cid: &str) -> Req {
+    Req::new("SUBSCRIBE", "sip:1001@pbx.test")
+        .phone(5062, &format!("z9hG4bK{cid}"))
+        .from("1001", &format!("s{cid}"))
+        .to("1001")
+        .call_id(&format!("{cid}@phone"))
+        .contact("<sip:1001@127.0.0.1:5062>")
+        .header("Event", event)
+        .header("Accept", "application/simple-message-summary")
+        .header("Expires", "3600")
+        .header("User-Agent", ua)
 }
 
 #[test]
@@ -1143,24 +1078,17 @@ fn mwi_subscribe_and_its_notify_pass_with_record_route() {
     let summary = "Messages-Waiting: yes\r\nVoice-Message: 2/0 (0/0)\r\n";
     sim.udp_from(
         UPSTREAM,
-        &format!(
-            "NOTIFY sip:1001@127.0.0.1:5062 SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKn1
-Route: {rr}
-Max-Forwards: 70
-From: <sip:1001@pbx.test>;tag=vm
-To: <sip:1001@pbx.test>;tag=smwi1
-Call-ID: mwi1@phone
-CSeq: 1 NOTIFY
-Contact: <sip:127.0.0.1:5070>
-Event: message-summary
-Subscription-State: active;expires=3600
-Content-Type: application/simple-message-summary
-Content-Length: {}
-
-{summary}",
-            summary.len()
-        ),
+        &Req::new("NOTIFY", "sip:1001@127.0.0.1:5062")
+            .upstream("z9hG4bKn1")
+            .route(&rr)
+            .from("1001", "vm")
+            .to("1001")
+            .with_to_tag("smwi1")
+            .call_id("mwi1@phone")
+            .contact("<sip:127.0.0.1:5070>")
+            .header("Event", "message-summary")
+            .header("Subscription-State", "active;expires=3600")
+            .body("application/simple-message-summary", summary),
     );
     let n = one(sim.take_to(P1001), "NOTIFY to the phone");
     assert!(is_method(&n, Method::Notify));
@@ -1180,8 +1108,8 @@ Content-Length: {}
 fn passthrough_profile_dialog_subscribe_is_forwarded_untouched() {
     let mut sim = Sim::new("");
     let sub = subscribe("dialog", "Zoiper rv2.10.20.2", "zo1")
-        .replace("sip:1001@pbx.test SIP", "sip:1002@pbx.test SIP")
-        .replace("To: <sip:1001@pbx.test>", "To: <sip:1002@pbx.test>");
+        .ruri("sip:1002@pbx.test")
+        .to("1002");
     sim.udp_from(P1001, &sub);
     let up = one(sim.take_to(UPSTREAM), "SUBSCRIBE upstream");
     assert_eq!(hv(&up, HeaderName::CallId), "zo1@phone");
@@ -1198,7 +1126,7 @@ fn passthrough_profile_dialog_subscribe_is_forwarded_untouched() {
             .map(str::to_owned)
             .collect()
     };
-    let orig = SipMessage::parse(Bytes::from(sub.replace('\n', "\r\n"))).unwrap();
+    let orig = SipMessage::parse(Bytes::from(sub.crlf())).unwrap();
     assert_eq!(strip(&up), strip(&orig));
     assert!(bridge_rr(&up).starts_with("<sip:f-"));
 }
@@ -1207,18 +1135,14 @@ fn passthrough_profile_dialog_subscribe_is_forwarded_untouched() {
 fn requests_from_upstream_reach_phones_only_with_an_authentic_route() {
     let mut sim = Sim::new("");
     // a Route naming the bridge with a forged flow token pointing elsewhere
-    let forged = "BYE sip:victim@127.0.0.1:5099 SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKfg
-Route: <sip:f-00c0a8010113c40000000000000000@127.0.0.1:5060;lr>
-Max-Forwards: 70
-From: <sip:x@pbx.test>;tag=1
-To: <sip:y@pbx.test>;tag=2
-Call-ID: fg
-CSeq: 1 BYE
-Content-Length: 0
-
-";
-    sim.udp_from(UPSTREAM, forged);
+    let forged = Req::new("BYE", "sip:victim@127.0.0.1:5099")
+        .upstream("z9hG4bKfg")
+        .route("<sip:f-00c0a8010113c40000000000000000@127.0.0.1:5060;lr>")
+        .from("x", "1")
+        .to("y")
+        .with_to_tag("2")
+        .call_id("fg");
+    sim.udp_from(UPSTREAM, &forged);
     let r = one(sim.take_to(UPSTREAM), "403");
     assert_eq!(status(&r), 403);
     assert!(sim.pending.is_empty(), "{:?}", sim.pending);
@@ -1233,27 +1157,14 @@ fn cancel_from_the_upstream_reaches_the_ringing_phone() {
         .trim_start_matches('<')
         .trim_end_matches('>')
         .to_string();
-    sim.udp_from(UPSTREAM, &inbound_invite(&tok_uri, "ic"));
+    let invite = inbound_invite(&tok_uri, "ic");
+    sim.udp_from(UPSTREAM, &invite);
     sim.take_to(UPSTREAM);
     let inv = one(sim.take_to(P1001), "INVITE to phone");
     sim.udp_from(P1001, &reply(&inv, 180, "Ringing", Some("pc"), ""));
     sim.take_to(UPSTREAM);
     // the caller gives up: the upstream CANCELs hop-by-hop to the bridge
-    sim.udp_from(
-        UPSTREAM,
-        &format!(
-            "CANCEL {tok_uri} SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKkic
-Max-Forwards: 70
-From: <sip:1003@pbx.test>;tag=cic
-To: <sip:1001@pbx.test>
-Call-ID: ic@caller
-CSeq: 1 CANCEL
-Content-Length: 0
-
-"
-        ),
-    );
+    sim.udp_from(UPSTREAM, &invite.cancel());
     assert_eq!(status(&one(sim.take_to(UPSTREAM), "200 CANCEL")), 200);
     let c = one(sim.take_to(P1001), "CANCEL to phone");
     assert!(is_method(&c, Method::Cancel));
@@ -1280,18 +1191,11 @@ Content-Length: 0
 fn options_to_the_bridge_is_answered_and_options_to_a_user_is_proxied() {
     let mut sim = Sim::new("");
     let opt = |ruri: &str, b: &str| {
-        format!(
-            "OPTIONS {ruri} SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK{b};rport
-Max-Forwards: 70
-From: <sip:1001@pbx.test>;tag=o{b}
-To: <{ruri}>
-Call-ID: {b}@phone
-CSeq: 1 OPTIONS
-Content-Length: 0
-
-"
-        )
+        Req::new("OPTIONS", ruri)
+            .phone(5062, &format!("z9hG4bK{b}"))
+            .from("1001", &format!("o{b}"))
+            .to(ruri)
+            .call_id(&format!("{b}@phone"))
     };
     sim.udp_from(P1001, &opt("sip:127.0.0.1:5060", "ka1"));
     assert_eq!(status(&one(sim.take_to(P1001), "200 from the bridge")), 200);
@@ -1307,8 +1211,8 @@ fn tcp_phone_is_reached_on_its_connection_and_after_it_closes_on_its_contact() {
     let mut sim = Sim::new("");
     let phone_src = "127.0.0.1:40100";
     let reg = register("1001", 5062, 1, "")
-        .replace("SIP/2.0/UDP 127.0.0.1:5062", "SIP/2.0/TCP 127.0.0.1:5062")
-        .replace(";transport=udp", ";transport=tcp");
+        .tcp()
+        .contact("<sip:1001@127.0.0.1:5062;transport=tcp>");
     sim.tcp_from(phone_src, 9, &reg);
     let up = one(sim.take_to(UPSTREAM), "REGISTER");
     let contact = values(&up, HeaderName::Contact).remove(0);
@@ -1364,19 +1268,16 @@ fn in_dialog_refer_with_replaces_info_and_update_pass_untouched() {
         ("UPDATE", "Supported: timer\n"),
         ("PRACK", "RAck: 1 1 INVITE\n"),
     ] {
-        let req = format!(
-            "{method} sip:1002@127.0.0.1:5063 SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK{method}1
-Route: <sip:f-whatever@127.0.0.1:5060;lr>, {rr}
-Max-Forwards: 70
-From: <sip:1001@pbx.test>;tag=d1
-To: <sip:1002@pbx.test>;tag=d2
-Call-ID: dlg1@phone
-CSeq: 5 {method}
-{extra}Content-Length: 0
-
-"
-        );
+        let req = Req::new(method, "sip:1002@127.0.0.1:5063")
+            .top_via("127.0.0.1:5062", &format!("z9hG4bK{method}1"))
+            .route("<sip:f-whatever@127.0.0.1:5060;lr>")
+            .route(rr)
+            .from("1001", "d1")
+            .to("1002")
+            .with_to_tag("d2")
+            .call_id("dlg1@phone")
+            .cseq(5)
+            .headers(extra);
         sim.udp_from(P1001, &req);
         let up = one(sim.take_to(UPSTREAM), method);
         assert_eq!(up.method().unwrap().as_str(), method);
@@ -1393,7 +1294,7 @@ CSeq: 5 {method}
                 .map(str::to_owned)
                 .collect()
         };
-        let orig = SipMessage::parse(Bytes::from(req.replace('\n', "\r\n"))).unwrap();
+        let orig = SipMessage::parse(Bytes::from(req.crlf())).unwrap();
         assert_eq!(strip(&up), strip(&orig), "{method}");
         assert!(up.header(HeaderName::RecordRoute).is_none());
         sim.udp_from(UPSTREAM, &reply(&up, 200, "OK", None, ""));

@@ -1,9 +1,10 @@
 //! Sans-IO SIP digest client (RFC 3261 §22, RFC 2617, RFC 7616, RFC 8760) for the
-//! requests the bridge originates upstream: SUBSCRIBE, its in-dialog refreshes and
-//! OPTIONS pings.
+//! SUBSCRIBEs the bridge originates upstream and their in-dialog refreshes. (The
+//! keep-alive OPTIONS pings go without credentials: any answer, a 401/407
+//! included, shows the flow alive, and a challenge to them is not answered.)
 //!
-//! The endpoint feeds every 401/407 to [`DigestClient::handle_challenge`] together
-//! with the request that was challenged; on `Ok(())` it resends the request (new
+//! The subscription manager feeds every 401/407 to its SUBSCRIBEs to
+//! [`DigestClient::handle_challenge`] together with the request that was challenged; on `Ok(())` it resends the request (new
 //! CSeq/branch) with the headers from [`DigestClient::authorize`]. Every later
 //! request also gets [`DigestClient::authorize`] headers: the stored nonce is reused
 //! with an incremented `nc` (pre-emptive credentials) until a new challenge replaces

@@ -15,30 +15,27 @@
 //! 6. everything else goes to the proxy.
 
 use crate::config::Config;
+use crate::context::Context;
 use crate::flow::{ConnId, Flow, Transmit};
+use crate::local::{CALL_ID_HOST, CONTACT_USER};
 use crate::profile::ProfileSet;
 use crate::proxy::{self, Proxy};
 use crate::sip::typed::Via;
 use crate::sip::{Editor, HeaderName, MessageBuilder, Method, SipMessage, Uri};
-use crate::subscription::{self, Out, ReqTag, Route, SubscriptionManager};
+use crate::subscription::{Out, ReqTag, Route, SubscriptionManager};
 use crate::transaction::{
     ClientKey, RequestDisposition, ResponseDisposition, Timers, TransactionLayer, TxEvent, TxKey,
 };
 use crate::util::Rng;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The bridge's own addresses, as bound by the runtime.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalAddrs {
-    pub udp: Option<SocketAddr>,
-    pub tcp: Option<SocketAddr>,
-    /// Host written into Via/Contact/Record-Route.
-    pub advertise_host: String,
-}
+/// The bridge's own addresses (defined in [`crate::local`]; re-exported here
+/// because [`Endpoint::new`] takes them).
+pub use crate::local::LocalAddrs;
 
 /// Who started a client transaction.
 #[derive(Debug, Clone)]
@@ -59,9 +56,7 @@ pub struct Stats {
 }
 
 pub struct Endpoint {
-    cfg: Arc<Config>,
-    local: LocalAddrs,
-    upstream: Flow,
+    ctx: Context,
     txl: TransactionLayer,
     subs: SubscriptionManager,
     proxy: Proxy,
@@ -82,39 +77,16 @@ impl Endpoint {
         now: Instant,
     ) -> Self {
         let timers = Timers::default();
-        let upstream = Flow {
-            transport: cfg.upstream.transport,
-            remote: upstream,
-            conn: None,
-        };
-        let env = subscription::Env {
-            cfg: cfg.clone(),
-            profiles: profiles.clone(),
-            local: local.clone(),
-            upstream,
-            t1: timers.t1,
-            user_agent: format!("blf-bridge/{}", env!("CARGO_PKG_VERSION")),
-        };
+        let ctx = Context::new(cfg, profiles, local, upstream, timers.t1);
         let mut rng = Rng::seeded(seed);
-        let subs = SubscriptionManager::new(env, rng.next_u64());
-        let proxy = Proxy::new(
-            proxy::ProxyEnv {
-                cfg: cfg.clone(),
-                profiles,
-                local: local.clone(),
-                upstream,
-                t1: timers.t1,
-            },
-            rng.next_u64(),
-        );
-        let next_ping = match cfg.upstream.keepalive {
+        let subs = SubscriptionManager::new(ctx.clone(), rng.next_u64());
+        let proxy = Proxy::new(ctx.clone(), rng.next_u64());
+        let next_ping = match ctx.cfg.upstream.keepalive {
             crate::config::Keepalive::None => None,
-            _ => Some(now + std::time::Duration::from_secs(cfg.upstream.keepalive_interval_s)),
+            _ => Some(now + std::time::Duration::from_secs(ctx.cfg.upstream.keepalive_interval_s)),
         };
         Endpoint {
-            cfg,
-            local,
-            upstream,
+            ctx,
             txl: TransactionLayer::new(timers),
             subs,
             proxy,
@@ -165,8 +137,9 @@ impl Endpoint {
     /// open TCP connections from ephemeral ports).
     fn is_upstream(&self, from: &Flow) -> bool {
         let ip = from.remote.ip();
-        ip == self.upstream.remote.ip()
-            && (from.remote.port() == self.upstream.remote.port() || !self.cfg.security.allows(ip))
+        let upstream = &self.ctx.upstream;
+        ip == upstream.remote.ip()
+            && (from.remote.port() == upstream.remote.port() || !self.ctx.cfg.security.allows(ip))
     }
 
     fn on_request(&mut self, from: Flow, msg: SipMessage, now: Instant) {
@@ -177,8 +150,10 @@ impl Endpoint {
                 self.stats.malformed_rejected += 1;
                 tracing::warn!(%from, code = d.code, reason = d.reason, "rejecting malformed request");
                 let resp = MessageBuilder::response_to(&msg, d.code, d.reason, None).finish();
-                let flow = reply_flow(&msg, &from);
-                self.out.push_back(Transmit { flow, data: resp });
+                self.out.push_back(Transmit {
+                    flow: from.reply(),
+                    data: resp,
+                });
             } else {
                 self.stats.malformed_dropped += 1;
                 tracing::warn!(%from, reason = d.reason, "dropping malformed request without a usable Via");
@@ -194,19 +169,19 @@ impl Endpoint {
             None => msg,
         };
         let from_upstream = self.is_upstream(&from);
-        if !from_upstream && !self.cfg.security.allows(from.remote.ip()) {
+        if !from_upstream && !self.ctx.cfg.security.allows(from.remote.ip()) {
             self.stats.forbidden += 1;
             tracing::warn!(%from, method = %msg.method().map(|m| m.to_string()).unwrap_or_default(), "request from a source that is neither allowed nor the upstream: 403");
             if msg.method() != Some(&Method::Ack) {
                 let resp = MessageBuilder::response_to(&msg, 403, "Forbidden", None).finish();
                 self.out.push_back(Transmit {
-                    flow: reply_flow(&msg, &from),
+                    flow: from.reply(),
                     data: resp,
                 });
             }
             return;
         }
-        let reply_to = reply_flow(&msg, &from);
+        let reply_to = from.reply();
         let key = match self.txl.on_request(&msg, from, reply_to, now) {
             RequestDisposition::New(key) => key,
             RequestDisposition::Retransmission | RequestDisposition::AckAbsorbed => return,
@@ -263,37 +238,11 @@ impl Endpoint {
     }
 
     /// Is the Request-URI the bridge itself (our Contact user, or our address with
-    /// no user part)?
+    /// no user)? See [`LocalAddrs::addresses_bridge`].
     fn addressed_to_us(&self, msg: &SipMessage) -> bool {
-        let Some(u) = msg.request_uri().and_then(|u| Uri::parse(u).ok()) else {
-            return false;
-        };
-        if !u.is_sip() {
-            return false;
-        }
-        let host_is_us = self.is_local_host(u.host_unbracketed(), u.port);
-        host_is_us && (u.user.is_none() || u.user == Some(subscription::CONTACT_USER.as_bytes()))
-    }
-
-    fn is_local_host(&self, host: &str, port: Option<u16>) -> bool {
-        let port_ok = |p: u16| {
-            self.local.udp.map(|a| a.port()) == Some(p)
-                || self.local.tcp.map(|a| a.port()) == Some(p)
-        };
-        // no port: the request reached us, so it is for us (phones often leave
-        // the port out of the bridge's address)
-        let port_matches = port.map(port_ok).unwrap_or(true);
-        if host.eq_ignore_ascii_case(&self.local.advertise_host) {
-            return port_matches;
-        }
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            let bound = [self.local.udp, self.local.tcp]
-                .into_iter()
-                .flatten()
-                .any(|a| a.ip() == ip || (a.ip().is_unspecified() && ip.is_loopback()));
-            return bound && port_matches;
-        }
-        false
+        msg.request_uri()
+            .and_then(|u| Uri::parse(u).ok())
+            .is_some_and(|u| self.ctx.local.addresses_bridge(&u))
     }
 
     fn on_response(&mut self, from: Flow, msg: SipMessage, now: Instant) {
@@ -314,12 +263,14 @@ impl Endpoint {
                     Some(Owner::Sub(tag)) if final_ => self.subs.on_response(tag, &msg, now),
                     Some(Owner::Sub(_)) => {}
                     Some(Owner::Proxy(tag)) => self.proxy.on_response(tag, &msg, now),
+                    // Any answer shows the upstream reachable; pings carry no
+                    // credentials and a 401/407 to one is not answered.
                     Some(Owner::Ping) => {}
                     None => {}
                 }
             }
             ResponseDisposition::Absorbed => {}
-            ResponseDisposition::Stray => self.proxy.on_stray_response(&msg, from, now),
+            ResponseDisposition::Stray => self.proxy.on_stray_response(&msg),
         }
     }
 
@@ -343,47 +294,42 @@ impl Endpoint {
     }
 
     fn send_keepalive(&mut self, now: Instant) {
-        let interval = std::time::Duration::from_secs(self.cfg.upstream.keepalive_interval_s);
+        let interval = std::time::Duration::from_secs(self.ctx.cfg.upstream.keepalive_interval_s);
         self.next_ping = Some(now + interval);
-        match self.cfg.upstream.keepalive {
+        let upstream = self.ctx.upstream;
+        match self.ctx.cfg.upstream.keepalive {
             crate::config::Keepalive::None => {}
             crate::config::Keepalive::Crlf => {
-                let data = if self.upstream.transport.is_reliable() {
+                let data = if upstream.transport.is_reliable() {
                     Bytes::from_static(b"\r\n\r\n")
                 } else {
                     Bytes::from_static(b"\r\n")
                 };
                 self.out.push_back(Transmit {
-                    flow: self.upstream,
+                    flow: upstream,
                     data,
                 });
             }
             crate::config::Keepalive::Options => {
-                let t = self.upstream.transport;
-                let env_host = subscription::hostport(&self.local, t);
+                let t = upstream.transport;
+                let local = &self.ctx.local;
                 let branch = self.rng.branch();
                 let tag = self.rng.tag();
                 let cid = self.rng.token(20);
-                let domain = &self.cfg.upstream.domain;
+                let domain = &self.ctx.cfg.upstream.domain;
                 let data = MessageBuilder::request(&Method::Options, &format!("sip:{domain}"))
-                    .header(
-                        "Via",
-                        format_args!("SIP/2.0/{} {env_host};branch={branch};rport", t.via_name()),
-                    )
+                    .header("Via", local.via(t, &branch))
                     .header("Max-Forwards", 70)
                     .header(
                         "From",
-                        format_args!("<sip:{}@{env_host}>;tag={tag}", subscription::CONTACT_USER),
+                        format_args!("<sip:{CONTACT_USER}@{}>;tag={tag}", local.hostport(t)),
                     )
                     .header("To", format_args!("<sip:{domain}>"))
-                    .header("Call-ID", format_args!("{cid}@blf-bridge"))
+                    .header("Call-ID", format_args!("{cid}@{CALL_ID_HOST}"))
                     .header("CSeq", "1 OPTIONS")
-                    .header(
-                        "User-Agent",
-                        format_args!("blf-bridge/{}", env!("CARGO_PKG_VERSION")),
-                    )
+                    .header("User-Agent", self.ctx.user_agent)
                     .finish();
-                self.start_client(self.upstream, data, Owner::Ping, now);
+                self.start_client(upstream, data, Owner::Ping, now);
             }
         }
     }
@@ -439,7 +385,7 @@ impl Endpoint {
                 match ev {
                     TxEvent::Timeout(key) => match self.owners.remove(&key) {
                         Some(Owner::Sub(tag)) => self.subs.on_request_timeout(tag, now),
-                        Some(Owner::Proxy(tag)) => self.proxy.on_request_timeout(tag, now),
+                        Some(Owner::Proxy(tag)) => self.proxy.on_request_timeout(tag),
                         Some(Owner::Ping) => {
                             tracing::warn!("upstream did not answer the keep-alive OPTIONS")
                         }
@@ -447,11 +393,11 @@ impl Endpoint {
                     },
                     TxEvent::Terminated(TxKey::Client(key)) => {
                         if let Some(Owner::Proxy(tag)) = self.owners.remove(&key) {
-                            self.proxy.on_client_terminated(tag, now);
+                            self.proxy.on_client_terminated(tag);
                         }
                     }
                     TxEvent::Terminated(TxKey::Server(_)) => {}
-                    TxEvent::AckTimeout(key) => self.proxy.on_ack_timeout(&key, now),
+                    TxEvent::AckTimeout(key) => self.proxy.on_ack_timeout(&key),
                 }
             }
             if !progressed {
@@ -485,23 +431,6 @@ impl Endpoint {
         .into_iter()
         .flatten()
         .min()
-    }
-}
-
-/// Where responses to a request go: back where it came from — the same TCP
-/// connection, or over UDP the source address and port (symmetric response
-/// routing, RFC 3581 behaviour applied to every request). RFC 3261 §18.2.2 would
-/// use the Via's sent-by port when the request has no `rport`, but a phone behind
-/// NAT can only be reached on the port its packets came from, and a phone on the
-/// LAN sends from the port it listens on anyway. See docs/decisions.md.
-pub fn reply_flow(_msg: &SipMessage, from: &Flow) -> Flow {
-    if from.transport.is_reliable() {
-        return *from;
-    }
-    Flow {
-        transport: from.transport,
-        remote: from.remote,
-        conn: None,
     }
 }
 

@@ -1,14 +1,14 @@
 //! Routing rules as pure functions over a message and the bridge's addresses:
-//! which URIs are the bridge's own, which hosts belong to the upstream, loop
-//! detection (RFC 3261 §16.3 step 4), Route pre-processing (§16.4) and the URIs
-//! the bridge writes into Via, Record-Route, Path and rewritten Contacts.
+//! the user parts of the bridge's own URIs, loop detection (RFC 3261 §16.3
+//! step 4), the Route set (§16.4) and the URIs the bridge writes into
+//! Record-Route, Path and rewritten Contacts. Which URIs and Vias are the
+//! bridge's own is [`crate::local`]'s rule; which hosts are the upstream's is
+//! [`Context::is_upstream_host`].
 
-use crate::config::Config;
-use crate::endpoint::LocalAddrs;
-use crate::flow::Flow;
+use crate::context::Context;
+use crate::local::LocalAddrs;
 use crate::sip::message::split_list;
 use crate::sip::{HeaderName, NameAddr, SipMessage, Span, Transport, Uri};
-use std::net::IpAddr;
 
 /// Prefix of every branch the proxy writes (after the RFC 3261 magic cookie);
 /// followed by the 16-hex-digit loop-detection hash.
@@ -43,113 +43,26 @@ impl<'a> OwnUser<'a> {
     }
 }
 
-/// The bridge's addresses and the upstream's names, for routing decisions.
-#[derive(Debug, Clone)]
-pub struct Here<'e> {
-    pub local: &'e LocalAddrs,
-    pub cfg: &'e Config,
-    pub upstream: &'e Flow,
+/// Record-Route value carrying a flow token, reachable over `transport`.
+pub fn record_route(local: &LocalAddrs, flow_token: &str, transport: Transport) -> String {
+    format!(
+        "<{};lr>",
+        local.uri(&format!("{RR_USER_PREFIX}{flow_token}"), transport)
+    )
 }
 
-impl Here<'_> {
-    /// Is `host[:port]` the bridge (the advertised host or a bound address, on one
-    /// of our ports; no port means 5060)?
-    pub fn is_local(&self, host: &str, port: Option<u16>) -> bool {
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        let port = port.unwrap_or(5060);
-        let port_ok = self.local.udp.map(|a| a.port()) == Some(port)
-            || self.local.tcp.map(|a| a.port()) == Some(port);
-        if !port_ok {
-            return false;
-        }
-        let adv = self.local.advertise_host.as_str();
-        let adv = adv
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(adv);
-        if host.eq_ignore_ascii_case(adv) {
-            return true;
-        }
-        match host.parse::<IpAddr>() {
-            Ok(ip) => [self.local.udp, self.local.tcp]
-                .into_iter()
-                .flatten()
-                .any(|a| a.ip() == ip || (a.ip().is_unspecified() && ip.is_loopback())),
-            Err(_) => false,
-        }
-    }
+/// The Contact URI that replaces a phone's Contact in a REGISTER (reachable
+/// from the upstream).
+pub fn binding_contact(ctx: &Context, token: &str) -> String {
+    ctx.local.uri(
+        &format!("{BINDING_USER_PREFIX}{token}"),
+        ctx.upstream.transport,
+    )
+}
 
-    /// Is this SIP URI one of the bridge's own?
-    pub fn is_own_uri(&self, uri: &Uri<'_>) -> bool {
-        uri.is_sip() && self.is_local(uri.host_str(), uri.port)
-    }
-
-    /// Does this host name the upstream: its domain, the configured proxy host,
-    /// the address the proxy resolved to, or an `[upstream] aliases` entry?
-    pub fn is_upstream_host(&self, host: &str) -> bool {
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        let up = &self.cfg.upstream;
-        if host.eq_ignore_ascii_case(&up.domain) || host.eq_ignore_ascii_case(&up.proxy_host) {
-            return true;
-        }
-        if up.aliases.iter().any(|a| a.eq_ignore_ascii_case(host)) {
-            return true;
-        }
-        host.parse::<IpAddr>()
-            .is_ok_and(|ip| ip == self.upstream.remote.ip())
-    }
-
-    /// `host:port` of the bridge for a transport (IPv6 bracketed).
-    pub fn hostport(&self, transport: Transport) -> String {
-        crate::subscription::hostport(self.local, transport)
-    }
-
-    /// The Via value the proxy pushes.
-    pub fn via(&self, transport: Transport, branch: &str) -> String {
-        format!(
-            "SIP/2.0/{} {};branch={branch};rport",
-            transport.via_name(),
-            self.hostport(transport)
-        )
-    }
-
-    /// `sip:<user>@<bridge>` for a transport, with `;transport=tcp` on TCP.
-    fn own_uri(&self, user: &str, transport: Transport) -> String {
-        let t = if transport == Transport::Tcp {
-            ";transport=tcp"
-        } else {
-            ""
-        };
-        format!("sip:{user}@{}{t}", self.hostport(transport))
-    }
-
-    /// Record-Route value carrying a flow token, reachable over `transport`.
-    pub fn record_route(&self, flow_token: &str, transport: Transport) -> String {
-        format!(
-            "<{};lr>",
-            self.own_uri(&format!("{RR_USER_PREFIX}{flow_token}"), transport)
-        )
-    }
-
-    /// The Contact URI that replaces a phone's Contact in a REGISTER (reachable
-    /// from the upstream).
-    pub fn binding_contact(&self, token: &str) -> String {
-        self.own_uri(
-            &format!("{BINDING_USER_PREFIX}{token}"),
-            self.upstream.transport,
-        )
-    }
-
-    /// The Path value added to a REGISTER (RFC 3327).
-    pub fn path(&self, token: &str) -> String {
-        format!("<{};lr>", self.binding_contact(token))
-    }
+/// The Path value added to a REGISTER (RFC 3327).
+pub fn path(ctx: &Context, token: &str) -> String {
+    format!("<{};lr>", binding_contact(ctx, token))
 }
 
 /// FNV-1a 64 over the fields RFC 3261 §16.6 step 8 names for loop detection:
@@ -188,12 +101,12 @@ pub fn loop_hash(msg: &SipMessage) -> u64 {
 
 /// RFC 3261 §16.3 step 4: does a Via of ours carry this request's loop hash
 /// (a loop), as opposed to a different one (a spiral) or none?
-pub fn is_loop(here: &Here<'_>, msg: &SipMessage, hash: u64) -> bool {
+pub fn is_loop(local: &LocalAddrs, msg: &SipMessage, hash: u64) -> bool {
     let want = format!("{BRANCH_PREFIX}{hash:016x}");
     msg.vias().flatten().any(|v| {
         v.branch().is_some_and(|b| {
             b.len() >= want.len() && b[..want.len()].eq_ignore_ascii_case(want.as_bytes())
-        }) && here.is_local(v.host, v.port)
+        }) && local.is_own_via(&v)
     })
 }
 

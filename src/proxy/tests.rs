@@ -2,9 +2,17 @@
 //! [`Out`] items inspected. (End-to-end scenarios through the endpoint live in
 //! `tests/proxy_sim.rs`.)
 
+use super::forward::readdress;
+use super::registrar::BindingMode;
+use super::response::via_flow;
+use super::route::{BRANCH_PREFIX, OwnUser};
 use super::*;
-use crate::sip::Method;
+use crate::config::Config;
+use crate::local::LocalAddrs;
+use crate::profile::ProfileSet;
+use crate::sip::{HeaderName, Method, NameAddr, Transport, Uri, Via};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 const BRIDGE: &str = "192.168.1.2:5060";
 const PBX: &str = "198.51.100.10:5060";
@@ -30,23 +38,18 @@ keepalive = "none"
 
 fn proxy_with(extra_upstream: &str, extra: &str) -> Proxy {
     let cfg = cfg(extra_upstream, extra);
-    let upstream = Flow {
-        transport: cfg.upstream.transport,
-        remote: PBX.parse().unwrap(),
-        conn: None,
-    };
     Proxy::new(
-        ProxyEnv {
-            cfg: Arc::new(cfg),
-            profiles: Arc::new(ProfileSet::builtin()),
-            local: LocalAddrs {
+        Context::new(
+            Arc::new(cfg),
+            Arc::new(ProfileSet::builtin()),
+            LocalAddrs {
                 udp: Some(BRIDGE.parse().unwrap()),
                 tcp: Some(BRIDGE.parse().unwrap()),
                 advertise_host: "192.168.1.2".into(),
             },
-            upstream,
-            t1: Duration::from_millis(500),
-        },
+            PBX.parse().unwrap(),
+            Duration::from_millis(500),
+        ),
         1,
     )
 }
@@ -119,7 +122,7 @@ fn text(m: &SipMessage) -> String {
 #[test]
 fn local_and_upstream_hosts() {
     let p = proxy();
-    let h = p.env.here();
+    let h = &p.env.local;
     assert!(h.is_local("192.168.1.2", None));
     assert!(h.is_local("192.168.1.2", Some(5060)));
     assert!(
@@ -135,7 +138,7 @@ fn local_and_upstream_hosts() {
         "198.51.100.10",
         "alias.example.com",
     ] {
-        assert!(h.is_upstream_host(host), "{host}");
+        assert!(p.env.is_upstream_host(host), "{host}");
     }
     for host in [
         "example.com",
@@ -143,7 +146,7 @@ fn local_and_upstream_hosts() {
         "198.51.100.11",
         "192.168.1.2",
     ] {
-        assert!(!h.is_upstream_host(host), "{host}");
+        assert!(!p.env.is_upstream_host(host), "{host}");
     }
 }
 
@@ -155,7 +158,7 @@ fn unspecified_bind_treats_loopback_and_advertise_host_as_us() {
         tcp: None,
         advertise_host: "bridge.lan".into(),
     };
-    let h = p.env.here();
+    let h = &p.env.local;
     assert!(h.is_local("127.0.0.1", Some(5070)));
     assert!(h.is_local("BRIDGE.LAN", Some(5070)));
     assert!(

@@ -37,8 +37,9 @@ mod event_loop;
 pub mod net;
 
 use crate::config::Config;
-use crate::endpoint::{Endpoint, LocalAddrs};
+use crate::endpoint::Endpoint;
 use crate::flow::{ConnId, Flow, Transmit};
+use crate::local::LocalAddrs;
 use crate::sip::{SipMessage, Transport};
 use bytes::Bytes;
 use conn::ConnParams;

@@ -1,57 +1,19 @@
-//! Wire formats of the requests and responses the translator originates.
+//! Wire formats shared by the notifier and the subscriber: Contact, Call-IDs,
+//! in-dialog request targets, responses.
 
-use super::manager::Env;
-use super::notifier::PhoneSub;
-use super::subscriber::Upstream;
-use crate::endpoint::LocalAddrs;
+use super::types::Env;
 use crate::flow::Flow;
-use crate::profile::{RenderedDoc, SubState};
-use crate::sip::{MessageBuilder, Method, NameAddr, SipMessage, Transport};
+use crate::local::CALL_ID_HOST;
+use crate::sip::{MessageBuilder, NameAddr, SipMessage, Transport};
 use crate::util::Rng;
 use bytes::Bytes;
 
-/// `host:port` the bridge advertises for a transport.
-pub fn hostport(local: &LocalAddrs, transport: Transport) -> String {
-    let port = match transport {
-        Transport::Udp => local.udp.or(local.tcp),
-        Transport::Tcp => local.tcp.or(local.udp),
-    }
-    .map(|a| a.port())
-    .unwrap_or(5060);
-    let host = &local.advertise_host;
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
-pub fn via(env: &Env, transport: Transport, branch: &str) -> String {
-    format!(
-        "SIP/2.0/{} {};branch={branch};rport",
-        transport.via_name(),
-        hostport(&env.local, transport)
-    )
-}
-
-/// Our Contact for dialogs the bridge terminates. The user part marks requests
-/// addressed to the bridge's own UAS dialogs.
+/// Our Contact for dialogs the bridge terminates. The user part
+/// ([`crate::local::CONTACT_USER`]) marks requests addressed to the bridge's own
+/// UAS dialogs.
 pub fn contact(env: &Env, transport: Transport) -> String {
-    match transport {
-        Transport::Udp => format!("<sip:{}@{}>", CONTACT_USER, hostport(&env.local, transport)),
-        Transport::Tcp => format!(
-            "<sip:{}@{};transport=tcp>",
-            CONTACT_USER,
-            hostport(&env.local, transport)
-        ),
-    }
+    env.local.contact(transport)
 }
-
-/// User part of the bridge's own Contact URIs.
-pub const CONTACT_USER: &str = "blf-bridge";
-
-/// Host part of the Call-IDs the bridge makes up.
-pub const CALL_ID_HOST: &str = "blf-bridge";
 
 /// A new Call-ID for a dialog the bridge starts.
 pub fn call_id(rng: &mut Rng) -> String {
@@ -76,84 +38,6 @@ pub fn in_dialog_target(remote_target: &str, route_set: &[String]) -> (String, V
         }
         _ => (remote_target.to_string(), route_set.to_vec()),
     }
-}
-
-/// A NOTIFY for a phone subscription; the document (if any) is written into the
-/// message with its version, without an intermediate copy.
-pub fn notify(
-    env: &Env,
-    sub: &PhoneSub,
-    branch: &str,
-    subscription_state: SubState<'_>,
-    body: Option<(&RenderedDoc, u32)>,
-) -> Bytes {
-    let (ruri, routes) = in_dialog_target(&sub.remote_target, &sub.route_set);
-    let mut b = MessageBuilder::request(&Method::Notify, &ruri);
-    b.header("Via", via(env, sub.flow.transport, branch))
-        .header("Max-Forwards", 70);
-    for r in &routes {
-        b.header("Route", r);
-    }
-    b.header("From", &sub.local_header)
-        .header("To", &sub.remote_header)
-        .header("Call-ID", &sub.call_id)
-        .header("CSeq", format_args!("{} NOTIFY", sub.local_cseq))
-        .header("Contact", contact(env, sub.flow.transport));
-    match &sub.event_id {
-        Some(id) => b.header("Event", format_args!("dialog;id={id}")),
-        None => b.header("Event", "dialog"),
-    };
-    b.header("Subscription-State", subscription_state)
-        .header("User-Agent", &env.user_agent);
-    match body {
-        Some((doc, version)) => b.finish_with_body_writer(
-            "application/dialog-info+xml",
-            doc.len_with_version(version),
-            |buf| doc.write_with_version(version, buf),
-        ),
-        None => b.finish(),
-    }
-}
-
-/// A SUBSCRIBE towards the upstream for `aor`, from the `account` user: initial
-/// (no remote tag yet) or in-dialog.
-pub fn subscribe(
-    env: &Env,
-    aor: &str,
-    account: &str,
-    up: &Upstream,
-    branch: &str,
-    expires: u32,
-    auth: &[(&'static str, String)],
-) -> Bytes {
-    let domain = &env.cfg.upstream.domain;
-    let transport = env.upstream.transport;
-    let (ruri, routes) = up.request_target(aor);
-    let mut b = MessageBuilder::request(&Method::Subscribe, &ruri);
-    b.header("Via", via(env, transport, branch))
-        .header("Max-Forwards", 70);
-    for r in &routes {
-        b.header("Route", r);
-    }
-    b.header(
-        "From",
-        format_args!("<sip:{account}@{domain}>;tag={}", up.local_tag),
-    );
-    match &up.remote_tag {
-        Some(t) => b.header("To", format_args!("<{aor}>;tag={t}")),
-        None => b.header("To", format_args!("<{aor}>")),
-    };
-    b.header("Call-ID", &up.call_id)
-        .header("CSeq", format_args!("{} SUBSCRIBE", up.cseq))
-        .header("Contact", contact(env, transport))
-        .header("Event", up.package.event())
-        .header("Accept", up.package.accept())
-        .header("Expires", expires);
-    for (name, value) in auth {
-        b.header(name, value);
-    }
-    b.header("User-Agent", &env.user_agent);
-    b.finish()
 }
 
 /// The 200 to a phone's SUBSCRIBE: our Contact (on the phone's transport) and

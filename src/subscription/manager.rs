@@ -8,13 +8,12 @@ use super::notifier::{
     offline_refusal,
 };
 use super::subscriber::{Action, Failure, Owner, UpTimer, Upstream};
+use super::target::{Target, UpNotified};
 use super::timers::{Timer, Timers};
 use super::types::*;
-use crate::config::Config;
-use crate::endpoint::LocalAddrs;
 use crate::flow::Flow;
 use crate::presence::MergedState;
-use crate::profile::{Mode, Profile, ProfileSet, RenderedDoc, SubState};
+use crate::profile::{Mode, Profile, RenderedDoc, SubState};
 use crate::sip::{Method, SipMessage};
 use crate::transaction::ServerKey;
 use crate::util::Rng;
@@ -22,20 +21,6 @@ use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Everything the manager needs to know about its surroundings.
-#[derive(Clone)]
-pub struct Env {
-    pub cfg: Arc<Config>,
-    pub profiles: Arc<ProfileSet>,
-    pub local: LocalAddrs,
-    /// Flow towards `[upstream] proxy`.
-    pub upstream: Flow,
-    /// RFC 3261 T1 (Timer N = 64·T1).
-    pub t1: Duration,
-    /// User-Agent header of requests the bridge originates.
-    pub user_agent: String,
-}
 
 /// The subscription translator. See the module docs.
 pub struct SubscriptionManager {
@@ -699,4 +684,12 @@ impl SubscriptionManager {
             }
         }
     }
+}
+
+#[allow(dead_code)]
+fn _assert_plain_data() {
+    fn is_serde<T: serde::Serialize + for<'de> serde::Deserialize<'de>>() {}
+    is_serde::<PhoneSub>();
+    is_serde::<Upstream>();
+    is_serde::<Target>();
 }

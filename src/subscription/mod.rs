@@ -21,20 +21,22 @@
 //! is plain serialisable data ([`Target`], [`PhoneSub`], [`Upstream`]), so that a
 //! store can persist it.
 //!
-//! Files: `notifier.rs` (phone side), `subscriber.rs` (upstream side),
-//! `manager.rs` (registry, indices, routing), `timers.rs` (the timer heap),
-//! `types.rs` (ids, keys, the target record), `build.rs` (wire formats).
+//! Files, each using only those above it: `types.rs` (ids, keys, messages),
+//! `build.rs` (shared wire formats), `subscriber.rs` (upstream side),
+//! `target.rs` (the per-target record), `notifier.rs` (phone side), `timers.rs`
+//! (the timer heap), `manager.rs` (registry, indices, routing).
 
 mod build;
 mod manager;
 mod notifier;
 mod subscriber;
+mod target;
 mod timers;
 mod types;
 
 pub use crate::profile::SubState;
-pub use build::{CALL_ID_HOST, CONTACT_USER, call_id, hostport};
-pub use manager::{Env, SubscriptionManager};
+pub use manager::SubscriptionManager;
 pub use notifier::{PhoneState, PhoneSub, ProfileRef};
 pub use subscriber::{UpState, Upstream};
-pub use types::{DialogKey, Out, Package, PhoneId, ReqTag, Route, Target, TargetId};
+pub use target::Target;
+pub use types::{DialogKey, Env, Out, Package, PhoneId, ReqTag, Route, TargetId};

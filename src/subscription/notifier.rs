@@ -6,14 +6,15 @@
 //! decides when they happen and keeps the timers.
 
 use super::build;
-use super::manager::Env;
-use super::types::{DialogKey, Out, PhoneId, ReqTag, Target, TargetId};
+use super::target::Target;
+use super::types::{DialogKey, Env, Out, PhoneId, ReqTag, TargetId};
 use crate::config::Subscriptions;
 use crate::flow::Flow;
 use crate::presence::TargetView;
 use crate::profile::{OfflineStrategy, Profile, ProfileSet, RenderedDoc, Rendering, SubState};
-use crate::sip::{HeaderName, SipMessage};
+use crate::sip::{HeaderName, MessageBuilder, Method, SipMessage};
 use crate::util::{Rng, instant_serde};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -409,7 +410,7 @@ impl PhoneSub {
         self.notify_in_flight = true;
         Out::Request {
             flow: self.flow,
-            data: build::notify(env, self, branch, state, body),
+            data: notify_request(env, self, branch, state, body),
             tag: ReqTag::Notify {
                 phone: self.id,
                 cseq: self.local_cseq,
@@ -450,6 +451,43 @@ impl PhoneSub {
         } else {
             AfterNotify::Nothing
         }
+    }
+}
+
+/// A NOTIFY for a phone subscription; the document (if any) is written into the
+/// message with its version, without an intermediate copy.
+fn notify_request(
+    env: &Env,
+    sub: &PhoneSub,
+    branch: &str,
+    subscription_state: SubState<'_>,
+    body: Option<(&RenderedDoc, u32)>,
+) -> Bytes {
+    let (ruri, routes) = build::in_dialog_target(&sub.remote_target, &sub.route_set);
+    let mut b = MessageBuilder::request(&Method::Notify, &ruri);
+    b.header("Via", env.local.via(sub.flow.transport, branch))
+        .header("Max-Forwards", 70);
+    for r in &routes {
+        b.header("Route", r);
+    }
+    b.header("From", &sub.local_header)
+        .header("To", &sub.remote_header)
+        .header("Call-ID", &sub.call_id)
+        .header("CSeq", format_args!("{} NOTIFY", sub.local_cseq))
+        .header("Contact", build::contact(env, sub.flow.transport));
+    match &sub.event_id {
+        Some(id) => b.header("Event", format_args!("dialog;id={id}")),
+        None => b.header("Event", "dialog"),
+    };
+    b.header("Subscription-State", subscription_state)
+        .header("User-Agent", env.user_agent);
+    match body {
+        Some((doc, version)) => b.finish_with_body_writer(
+            "application/dialog-info+xml",
+            doc.len_with_version(version),
+            |buf| doc.write_with_version(version, buf),
+        ),
+        None => b.finish(),
     }
 }
 

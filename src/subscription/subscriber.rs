@@ -8,12 +8,11 @@
 //! [`Action`].
 
 use super::build;
-use super::manager::Env;
-use super::types::{Out, Package, ReqTag, TargetId};
+use super::types::{Env, Out, Package, ReqTag, TargetId};
 use crate::auth::{Credentials, DigestClient};
 use crate::config::Subscriptions;
 use crate::sip::typed::SubStateKind;
-use crate::sip::{HeaderName, Method, SipMessage};
+use crate::sip::{HeaderName, MessageBuilder, Method, SipMessage};
 use crate::util::{Rng, instant_serde};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -212,7 +211,7 @@ impl Upstream {
         };
         let (ruri, _) = self.request_target(aor);
         let auth = self.auth.authorize(&Method::Subscribe, &ruri, b"", rng);
-        let data = build::subscribe(env, aor, account, self, branch, expires, &auth);
+        let data = subscribe_request(env, aor, account, self, branch, expires, &auth);
         self.in_flight = true;
         self.last_request = Some(data.clone());
         if matches!(
@@ -516,6 +515,47 @@ impl Upstream {
     pub(super) fn established(&self) -> bool {
         self.remote_tag.is_some() && self.state == UpState::Active
     }
+}
+
+/// A SUBSCRIBE towards the upstream for `aor`, from the `account` user: initial
+/// (no remote tag yet) or in-dialog.
+fn subscribe_request(
+    env: &Env,
+    aor: &str,
+    account: &str,
+    up: &Upstream,
+    branch: &str,
+    expires: u32,
+    auth: &[(&'static str, String)],
+) -> Bytes {
+    let domain = &env.cfg.upstream.domain;
+    let transport = env.upstream.transport;
+    let (ruri, routes) = up.request_target(aor);
+    let mut b = MessageBuilder::request(&Method::Subscribe, &ruri);
+    b.header("Via", env.local.via(transport, branch))
+        .header("Max-Forwards", 70);
+    for r in &routes {
+        b.header("Route", r);
+    }
+    b.header(
+        "From",
+        format_args!("<sip:{account}@{domain}>;tag={}", up.local_tag),
+    );
+    match &up.remote_tag {
+        Some(t) => b.header("To", format_args!("<{aor}>;tag={t}")),
+        None => b.header("To", format_args!("<{aor}>")),
+    };
+    b.header("Call-ID", &up.call_id)
+        .header("CSeq", format_args!("{} SUBSCRIBE", up.cseq))
+        .header("Contact", build::contact(env, transport))
+        .header("Event", up.package.event())
+        .header("Accept", up.package.accept())
+        .header("Expires", expires);
+    for (name, value) in auth {
+        b.header(name, value);
+    }
+    b.header("User-Agent", env.user_agent);
+    b.finish()
 }
 
 /// Refresh before expiry: at 70–85 % of the granted time, at least 5 s early.

@@ -3,6 +3,8 @@
 //! says so. No sockets, no sleeps.
 #![allow(dead_code)]
 
+pub mod msg;
+
 use blf_bridge::config::Config;
 use blf_bridge::endpoint::{Endpoint, LocalAddrs};
 use blf_bridge::flow::{ConnId, Flow, Transmit};
@@ -46,6 +48,11 @@ password = "pass1005"
     )
 }
 
+/// LF line ends to CRLF (CRLFs stay).
+pub fn crlf(text: &str) -> String {
+    text.replace('\n', "\r\n").replace("\r\r\n", "\r\n")
+}
+
 pub struct Sim {
     pub ep: Endpoint,
     pub now: Instant,
@@ -86,8 +93,9 @@ impl Sim {
     }
 
     /// Deliver a datagram from `from` (UDP).
-    pub fn udp_from(&mut self, from: &str, text: &str) {
-        let data = Bytes::from(text.replace('\n', "\r\n").replace("\r\r\n", "\r\n"));
+    /// `text`: a `str`, a `String` or a [`msg::Req`]; LF line ends become CRLF.
+    pub fn udp_from(&mut self, from: &str, text: &(impl std::fmt::Display + ?Sized)) {
+        let data = Bytes::from(crlf(&text.to_string()));
         self.ep
             .handle_datagram(Flow::udp(addr(from)), data, self.now);
         self.drain();
@@ -101,8 +109,8 @@ impl Sim {
     }
 
     /// Deliver a message over a TCP connection.
-    pub fn tcp_from(&mut self, from: &str, conn: u64, text: &str) {
-        let data = Bytes::from(text.replace('\n', "\r\n").replace("\r\r\n", "\r\n"));
+    pub fn tcp_from(&mut self, from: &str, conn: u64, text: &(impl std::fmt::Display + ?Sized)) {
+        let data = Bytes::from(crlf(&text.to_string()));
         let msg = SipMessage::parse(data).unwrap();
         self.ep
             .handle_message(Flow::tcp(addr(from), Some(ConnId(conn))), msg, self.now);

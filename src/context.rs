@@ -1,0 +1,70 @@
+//! What the core's components share about their surroundings: the
+//! configuration, the device profiles, the bridge's own addresses, the flow
+//! towards the upstream and the transaction timer base. The endpoint builds one
+//! [`Context`] and hands a copy to the subscription manager and to the proxy.
+
+use crate::config::Config;
+use crate::flow::Flow;
+use crate::local::{LocalAddrs, USER_AGENT};
+use crate::profile::ProfileSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The surroundings of the sans-IO core (see the module docs).
+#[derive(Clone)]
+pub struct Context {
+    pub cfg: Arc<Config>,
+    pub profiles: Arc<ProfileSet>,
+    pub local: LocalAddrs,
+    /// Flow towards `[upstream] proxy`.
+    pub upstream: Flow,
+    /// RFC 3261 T1 (Timer N, Timer C give-up and CANCEL give-up derive from it).
+    pub t1: Duration,
+    /// User-Agent (and Server) header of messages the bridge originates.
+    pub user_agent: &'static str,
+}
+
+impl Context {
+    /// `upstream` is the resolved `[upstream] proxy` address, reached over the
+    /// configured upstream transport.
+    pub fn new(
+        cfg: Arc<Config>,
+        profiles: Arc<ProfileSet>,
+        local: LocalAddrs,
+        upstream: SocketAddr,
+        t1: Duration,
+    ) -> Context {
+        let upstream = Flow {
+            transport: cfg.upstream.transport,
+            remote: upstream,
+            conn: None,
+        };
+        Context {
+            cfg,
+            profiles,
+            local,
+            upstream,
+            t1,
+            user_agent: USER_AGENT,
+        }
+    }
+
+    /// Does this host name the upstream: its domain, the configured proxy host,
+    /// the address the proxy resolved to, or an `[upstream] aliases` entry?
+    pub fn is_upstream_host(&self, host: &str) -> bool {
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let up = &self.cfg.upstream;
+        if host.eq_ignore_ascii_case(&up.domain) || host.eq_ignore_ascii_case(&up.proxy_host) {
+            return true;
+        }
+        if up.aliases.iter().any(|a| a.eq_ignore_ascii_case(host)) {
+            return true;
+        }
+        host.parse::<IpAddr>()
+            .is_ok_and(|ip| ip == self.upstream.remote.ip())
+    }
+}
