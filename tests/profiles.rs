@@ -729,7 +729,7 @@ fn fail_subscription_renders_a_termination() {
         }
     );
     assert_eq!(
-        r.subscription_state().unwrap(),
+        r.subscription_state().unwrap().to_string(),
         "terminated;reason=probation;retry-after=60"
     );
     assert_eq!(yealink.reject_code(), Some(480));
@@ -744,7 +744,7 @@ fn fail_subscription_renders_a_termination() {
     let p = profile("", "[offline]\nstrategy = \"fail-subscription\"");
     let r = render(&p, ENTITY, &TargetView::new(MergedState::Offline));
     assert_eq!(
-        r.subscription_state().unwrap(),
+        r.subscription_state().unwrap().to_string(),
         "terminated;reason=probation"
     );
     assert_eq!(p.reject_code(), Some(480));
@@ -755,7 +755,8 @@ fn fail_subscription_renders_a_termination() {
     assert_eq!(
         render(&p, ENTITY, &TargetView::new(MergedState::Offline))
             .subscription_state()
-            .unwrap(),
+            .unwrap()
+            .to_string(),
         "terminated;reason=deactivated"
     );
     assert_eq!(p.reject_code(), Some(404));

@@ -22,7 +22,7 @@ use crate::profile::ProfileSet;
 use crate::proxy::{self, Proxy};
 use crate::sip::typed::Via;
 use crate::sip::{Editor, HeaderName, MessageBuilder, Method, SipMessage, Uri};
-use crate::subscription::{self, Out, ReqTag, SubscriptionManager};
+use crate::subscription::{Out, ReqTag, Route, SubscriptionManager};
 use crate::transaction::{
     ClientKey, RequestDisposition, ResponseDisposition, Timers, TransactionLayer, TxEvent, TxKey,
 };
@@ -198,29 +198,15 @@ impl Endpoint {
         let method = msg.method().cloned().unwrap_or(Method::Options);
         let in_dialog = msg.to_tag().is_some();
 
-        // Requests inside our upstream subscription dialogs (NOTIFY), recognised
-        // by their Call-ID (ours, random) whatever connection they arrive on.
-        if in_dialog && self.subs.on_upstream_request(key.clone(), &msg, now) {
-            return;
-        }
-        if !from_upstream {
-            // Requests inside a phone subscription the bridge terminates.
-            if in_dialog && self.subs.owns_dialog(&msg) {
-                if method == Method::Subscribe {
-                    self.subs.on_phone_subscribe(key, &msg, from, now);
-                } else {
-                    let resp = MessageBuilder::response_to(&msg, 405, "Method Not Allowed", None)
-                        .header("Allow", "SUBSCRIBE")
-                        .finish();
-                    let _ = self.txl.respond(&key, resp, now);
-                }
-                return;
-            }
-            if !in_dialog
-                && method == Method::Subscribe
-                && self.subs.classify(&msg) == subscription::Classification::Translate
-            {
-                self.subs.on_phone_subscribe(key, &msg, from, now);
+        // The subscription translator's own requests: those inside our upstream
+        // subscription dialogs (NOTIFY, recognised by their Call-ID whatever
+        // connection they arrive on), and, from phones only, those inside a phone
+        // subscription the bridge terminates and new SUBSCRIBEs it translates.
+        match self.subs.route(&msg) {
+            Route::NotOurs => {}
+            route if route.is_phone_side() && from_upstream => {}
+            route => {
+                self.subs.on_request(route, key, &msg, from, now);
                 return;
             }
         }

@@ -19,11 +19,12 @@ pub use model::{
     DialogRule, DialogState, DirectionRule, GENERIC, Mode, OfflineStrategy, Profile, ProfileError,
     Quirks, RemoteDisplay, TargetSource,
 };
-pub use render::{DIALOG_INFO_NS, RenderedDoc, Rendering, render};
+pub use render::{DIALOG_INFO_NS, RenderedDoc, Rendering, SubState, render};
 
 use crate::presence::{Direction, MergedState, PickupInfo, TargetView};
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::Arc;
 
 /// The shipped profiles, in selection order (`generic` last), as
 /// (file name, text).
@@ -53,10 +54,11 @@ fn name_line(text: &str) -> usize {
         .map_or(0, |i| i + 1)
 }
 
-/// The profiles in selection order; the last one is always `generic`.
+/// The profiles in selection order; the last one is always `generic`. Each is
+/// shared ([`Arc`]), so a subscription can hold the profile it was matched to.
 #[derive(Debug, Clone)]
 pub struct ProfileSet {
-    profiles: Vec<Profile>,
+    profiles: Vec<Arc<Profile>>,
 }
 
 impl ProfileSet {
@@ -68,6 +70,7 @@ impl ProfileSet {
                 // The shipped files are part of the program and covered by tests; a
                 // failure here is a build defect, not an input problem.
                 model::parse_profile(text, &format!("profiles/{file}"), "built-in")
+                    .map(Arc::new)
                     .unwrap_or_else(|e| panic!("shipped profile profiles/{file} is invalid: {e:?}"))
             })
             .collect();
@@ -145,39 +148,53 @@ impl ProfileSet {
     /// Replace the profile of the same name, or add it before `generic`.
     fn insert(&mut self, p: Profile) {
         if let Some(slot) = self.profiles.iter_mut().find(|q| q.name == p.name) {
-            *slot = p;
+            *slot = Arc::new(p);
         } else {
             let at = self.profiles.len().saturating_sub(1);
-            self.profiles.insert(at, p);
+            self.profiles.insert(at, Arc::new(p));
         }
     }
 
     /// The profile for a phone: the first whose User-Agent pattern matches, else
     /// `generic` (also when the request has no User-Agent).
     pub fn select(&self, user_agent: Option<&[u8]>) -> &Profile {
+        self.select_shared(user_agent)
+    }
+
+    /// [`select`](Self::select), as a handle a subscription can keep.
+    pub fn select_shared(&self, user_agent: Option<&[u8]>) -> &Arc<Profile> {
         if let Some(ua) = user_agent
             && let Some(p) = self.profiles.iter().find(|p| p.matches(ua))
         {
             return p;
         }
-        self.generic()
+        self.generic_shared()
     }
 
     /// The fallback profile.
     pub fn generic(&self) -> &Profile {
+        self.generic_shared()
+    }
+
+    fn generic_shared(&self) -> &Arc<Profile> {
         // builtin() always provides `generic`, and an override keeps its name.
-        self.get(GENERIC)
+        self.get_shared(GENERIC)
             .or(self.profiles.last())
             .expect("a profile set always holds generic")
     }
 
     pub fn get(&self, name: &str) -> Option<&Profile> {
+        self.get_shared(name).map(|p| &**p)
+    }
+
+    /// [`get`](Self::get), as a handle a subscription can keep.
+    pub fn get_shared(&self, name: &str) -> Option<&Arc<Profile>> {
         self.profiles.iter().find(|p| p.name == name)
     }
 
     /// The profiles in selection order (`generic` last).
     pub fn iter(&self) -> impl Iterator<Item = &Profile> {
-        self.profiles.iter()
+        self.profiles.iter().map(|p| &**p)
     }
 
     /// The profile names in selection order.
@@ -317,7 +334,9 @@ pub fn render_text(
         t @ Rendering::Terminate { .. } => {
             format!(
                 "Subscription-State: {}\n",
-                t.subscription_state().unwrap_or_default()
+                t.subscription_state()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
             )
         }
     })

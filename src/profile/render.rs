@@ -5,7 +5,9 @@
 //! subscription has its own version counter (RFC 4235 §4.1, protocol.md §3.2), and
 //! only a *change* of the rendered document should cause a NOTIFY. So the
 //! subscription layer compares [`Rendering`]s (equal documents ⇒ nothing to send)
-//! and splices its own counter in at send time with [`RenderedDoc::with_version`].
+//! and splices its own counter in at send time with
+//! [`RenderedDoc::write_with_version`]: one rendering per target change serves
+//! every phone of the same profile.
 
 use super::model::{
     DialogRule, DialogState, DirectionRule, OfflineStrategy, Profile, RemoteDisplay, TargetSource,
@@ -102,16 +104,16 @@ pub enum Rendering {
 }
 
 impl Rendering {
-    /// The `Subscription-State` value for [`Rendering::Terminate`].
-    pub fn subscription_state(&self) -> Option<String> {
+    /// The `Subscription-State` for [`Rendering::Terminate`].
+    pub fn subscription_state(&self) -> Option<SubState<'_>> {
         match self {
             Rendering::Document(_) => None,
             Rendering::Terminate {
                 reason,
                 retry_after,
-            } => Some(match retry_after {
-                Some(n) => format!("terminated;reason={reason};retry-after={n}"),
-                None => format!("terminated;reason={reason}"),
+            } => Some(SubState::Terminated {
+                reason,
+                retry_after: *retry_after,
             }),
         }
     }
@@ -120,6 +122,44 @@ impl Rendering {
         match self {
             Rendering::Document(d) => Some(d),
             Rendering::Terminate { .. } => None,
+        }
+    }
+}
+
+/// A `Subscription-State` value the bridge sends to a phone (RFC 6665 §8.2.3);
+/// `Display` writes the header value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubState<'a> {
+    /// `active;expires=N`
+    Active { expires: u64 },
+    /// `terminated;reason=R[;retry-after=N]`
+    Terminated {
+        reason: &'a str,
+        retry_after: Option<u32>,
+    },
+}
+
+impl SubState<'static> {
+    /// `terminated;reason=timeout`: the subscription ran out, was ended with
+    /// `Expires: 0`, or was a fetch.
+    pub const TIMEOUT: SubState<'static> = SubState::Terminated {
+        reason: "timeout",
+        retry_after: None,
+    };
+}
+
+impl std::fmt::Display for SubState<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubState::Active { expires } => write!(f, "active;expires={expires}"),
+            SubState::Terminated {
+                reason,
+                retry_after: None,
+            } => write!(f, "terminated;reason={reason}"),
+            SubState::Terminated {
+                reason,
+                retry_after: Some(n),
+            } => write!(f, "terminated;reason={reason};retry-after={n}"),
         }
     }
 }

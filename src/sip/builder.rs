@@ -90,13 +90,23 @@ impl MessageBuilder {
 
     /// Finish with a body and its Content-Type.
     pub fn finish_with_body(&mut self, content_type: &str, body: &[u8]) -> Bytes {
+        self.finish_with_body_writer(content_type, body.len(), |buf| buf.extend_from_slice(body))
+    }
+
+    /// Finish with a body of `len` bytes that `write` appends to the message
+    /// (no intermediate copy of the body).
+    pub fn finish_with_body_writer(
+        &mut self,
+        content_type: &str,
+        len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Bytes {
         self.header("Content-Type", content_type);
-        let _ = write!(
-            Vec8(&mut self.buf),
-            "Content-Length: {}\r\n\r\n",
-            body.len()
-        );
-        self.buf.extend_from_slice(body);
+        let _ = write!(Vec8(&mut self.buf), "Content-Length: {len}\r\n\r\n");
+        self.buf.reserve(len);
+        let start = self.buf.len();
+        write(&mut self.buf);
+        debug_assert_eq!(self.buf.len() - start, len, "body length as announced");
         Bytes::from(std::mem::take(&mut self.buf))
     }
 }

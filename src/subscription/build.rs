@@ -1,8 +1,11 @@
-//! Wire formats of the requests and responses the translator originates.
+//! Wire formats shared by the notifier and the subscriber: Contact, Call-IDs,
+//! in-dialog request targets, responses.
 
-use super::manager::Env;
-use super::types::{PhoneSub, Target, Upstream};
-use crate::sip::{MessageBuilder, Method, NameAddr, SipMessage, Transport};
+use super::types::Env;
+use crate::flow::Flow;
+use crate::local::CALL_ID_HOST;
+use crate::sip::{MessageBuilder, NameAddr, SipMessage, Transport};
+use crate::util::Rng;
 use bytes::Bytes;
 
 /// Our Contact for dialogs the bridge terminates. The user part
@@ -10,6 +13,11 @@ use bytes::Bytes;
 /// UAS dialogs.
 pub fn contact(env: &Env, transport: Transport) -> String {
     env.local.contact(transport)
+}
+
+/// A new Call-ID for a dialog the bridge starts.
+pub fn call_id(rng: &mut Rng) -> String {
+    format!("{}@{CALL_ID_HOST}", rng.token(20))
 }
 
 /// Request-URI and Route values for an in-dialog request (RFC 3261 §12.2.1.1):
@@ -32,78 +40,20 @@ pub fn in_dialog_target(remote_target: &str, route_set: &[String]) -> (String, V
     }
 }
 
-/// A NOTIFY for a phone subscription.
-pub fn notify(
+/// The 200 to a phone's SUBSCRIBE: our Contact (on the phone's transport) and
+/// the granted expiry; `to_tag` for an initial SUBSCRIBE.
+pub fn subscribe_ok(
     env: &Env,
-    sub: &PhoneSub,
-    branch: &str,
-    subscription_state: &str,
-    body: Option<&[u8]>,
-) -> Bytes {
-    let (ruri, routes) = in_dialog_target(&sub.remote_target, &sub.route_set);
-    let mut b = MessageBuilder::request(&Method::Notify, &ruri);
-    b.header("Via", env.local.via(sub.flow.transport, branch))
-        .header("Max-Forwards", 70);
-    for r in &routes {
-        b.header("Route", r);
-    }
-    b.header("From", &sub.local_header)
-        .header("To", &sub.remote_header)
-        .header("Call-ID", &sub.call_id)
-        .header("CSeq", format_args!("{} NOTIFY", sub.local_cseq))
-        .header("Contact", contact(env, sub.flow.transport));
-    match &sub.event_id {
-        Some(id) => b.header("Event", format_args!("dialog;id={id}")),
-        None => b.header("Event", "dialog"),
-    };
-    b.header("Subscription-State", subscription_state)
-        .header("User-Agent", env.user_agent);
-    match body {
-        Some(body) => b.finish_with_body("application/dialog-info+xml", body),
-        None => b.finish(),
-    }
-}
-
-/// A SUBSCRIBE towards the upstream: initial (no remote tag yet) or in-dialog.
-pub fn subscribe(
-    env: &Env,
-    target: &Target,
-    up: &Upstream,
-    branch: &str,
+    req: &SipMessage,
+    flow: Flow,
+    to_tag: Option<&str>,
     expires: u32,
-    auth: &[(&'static str, String)],
-) -> (Bytes, String) {
-    let domain = &env.cfg.upstream.domain;
-    let transport = env.upstream.transport;
-    let (ruri, routes) = match (&up.remote_tag, &up.remote_target) {
-        (Some(_), Some(rt)) => in_dialog_target(rt, &up.route_set),
-        _ => (target.aor.clone(), Vec::new()),
-    };
-    let mut b = MessageBuilder::request(&Method::Subscribe, &ruri);
-    b.header("Via", env.local.via(transport, branch))
-        .header("Max-Forwards", 70);
-    for r in &routes {
-        b.header("Route", r);
-    }
-    b.header(
-        "From",
-        format_args!("<sip:{}@{}>;tag={}", target.account, domain, up.local_tag),
-    );
-    match &up.remote_tag {
-        Some(t) => b.header("To", format_args!("<{}>;tag={t}", target.aor)),
-        None => b.header("To", format_args!("<{}>", target.aor)),
-    };
-    b.header("Call-ID", &up.call_id)
-        .header("CSeq", format_args!("{} SUBSCRIBE", up.cseq))
-        .header("Contact", contact(env, transport))
-        .header("Event", up.package.event())
-        .header("Accept", up.package.accept())
-        .header("Expires", expires);
-    for (name, value) in auth {
-        b.header(name, value);
-    }
-    b.header("User-Agent", env.user_agent);
-    (b.finish(), ruri)
+) -> Bytes {
+    let extra = [
+        ("Contact", contact(env, flow.transport)),
+        ("Expires", expires.to_string()),
+    ];
+    response(req, 200, "OK", to_tag, &extra)
 }
 
 /// A response to a phone's SUBSCRIBE (or other request on its dialog).

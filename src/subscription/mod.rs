@@ -17,12 +17,26 @@
 //!
 //! The manager never touches sockets or the clock: it is fed requests, responses,
 //! transaction timeouts and `now`, and produces [`Out`] items (requests to send
-//! through a client transaction, responses for a server transaction). All state is
-//! plain serialisable data.
+//! through a client transaction, responses for a server transaction). The state
+//! is plain serialisable data ([`Target`], [`PhoneSub`], [`Upstream`]), so that a
+//! store can persist it.
+//!
+//! Files, each using only those above it: `types.rs` (ids, keys, messages),
+//! `build.rs` (shared wire formats), `subscriber.rs` (upstream side),
+//! `target.rs` (the per-target record), `notifier.rs` (phone side), `timers.rs`
+//! (the timer heap), `manager.rs` (registry, indices, routing).
 
 mod build;
 mod manager;
+mod notifier;
+mod subscriber;
+mod target;
+mod timers;
 mod types;
 
-pub use manager::{Classification, Env, Out, ReqTag, SubscriptionManager};
-pub use types::{Package, PhoneState, PhoneSub, Target, UpState, Upstream};
+pub use crate::profile::SubState;
+pub use manager::SubscriptionManager;
+pub use notifier::{PhoneState, PhoneSub, ProfileRef};
+pub use subscriber::{UpState, Upstream};
+pub use target::Target;
+pub use types::{DialogKey, Env, Out, Package, PhoneId, ReqTag, Route, TargetId};

@@ -1,13 +1,16 @@
-//! Plain-data state of the subscription translator (serde-serialisable, so a
-//! store can persist it and a restart never sends CSeq or version backwards).
+//! Identifiers, keys and the messages between the subscription translator's
+//! parts and the endpoint.
 
-use crate::auth::DigestClient;
+use crate::context::Context;
 use crate::flow::Flow;
-use crate::presence::{DialogStream, PresenceStream, TargetView};
-use crate::profile::RenderedDoc;
-use crate::util::instant_serde;
+use crate::transaction::ServerKey;
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
-use std::time::Instant;
+use std::fmt;
+
+/// Everything the subscription translator needs to know about its
+/// surroundings: the core's shared [`Context`] (T1 gives Timer N = 64·T1).
+pub type Env = Context;
 
 /// The two upstream event packages merged per target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -18,6 +21,8 @@ pub enum Package {
 }
 
 impl Package {
+    pub const BOTH: [Package; 2] = [Package::Dialog, Package::Presence];
+
     pub fn event(self) -> &'static str {
         match self {
             Package::Dialog => "dialog",
@@ -32,163 +37,128 @@ impl Package {
     }
 }
 
-/// Life cycle of one phone subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PhoneState {
-    /// Accepted; the first NOTIFY waits for the upstream (or the hold deadline).
-    Holding,
-    Active,
-    /// The final NOTIFY has been queued; the subscription is removed once it is sent.
-    Terminating,
-}
+/// Identifies a phone subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PhoneId(pub u64);
 
-/// A phone's subscription to a target, terminated at the bridge.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PhoneSub {
-    pub id: u64,
-    pub target: u64,
-    /// Profile the phone was matched to at SUBSCRIBE time.
-    pub profile: String,
-    pub call_id: String,
-    /// Our tag (the To-tag of our 200; From-tag of our NOTIFYs).
-    pub local_tag: String,
-    /// The phone's From-tag.
-    pub remote_tag: String,
-    /// The SUBSCRIBE's To header value plus our tag: the From of our NOTIFYs.
-    pub local_header: String,
-    /// The SUBSCRIBE's From header value (with its tag): the To of our NOTIFYs.
-    pub remote_header: String,
-    /// Request-URI of our NOTIFYs (the phone's Contact).
-    pub remote_target: String,
-    /// Record-Route of the SUBSCRIBE, in order (RFC 3261 §12.1.1).
-    pub route_set: Vec<String>,
-    /// The flow the SUBSCRIBE came on: NOTIFYs go back over it (NAT, TCP).
-    pub flow: Flow,
-    /// `id` parameter of the Event header, echoed in every NOTIFY.
-    pub event_id: Option<String>,
-    /// CSeq of the last NOTIFY we sent (strictly increasing).
-    pub local_cseq: u32,
-    /// CSeq of the last SUBSCRIBE accepted from the phone.
-    pub remote_cseq: u32,
-    /// dialog-info `version` of the next document (starts at 0, +1 per document).
-    pub next_version: u32,
-    #[serde(with = "instant_serde")]
-    pub expires_at: Instant,
-    pub state: PhoneState,
-    #[serde(with = "instant_serde::option")]
-    pub hold_until: Option<Instant>,
-    /// The last document sent (without version), to send only on changes. Not
-    /// stored: after a restore the next update sends full state anyway.
-    #[serde(skip)]
-    pub last_doc: Option<RenderedDoc>,
-    /// A NOTIFY transaction is outstanding (one at a time keeps CSeq order).
-    pub notify_in_flight: bool,
-    /// The state changed while a NOTIFY was in flight: send again when it ends.
-    pub dirty: bool,
-    /// A refresh asked for a full-state NOTIFY even if nothing changed.
-    pub force_full: bool,
-    /// `Expires: 0` on the initial SUBSCRIBE: one terminated NOTIFY, then gone.
-    pub fetch: bool,
-    /// Bumped on every refresh so stale expiry timers are ignored.
-    pub timer_gen: u32,
-}
+/// Identifies a watched target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TargetId(pub u64);
 
-/// State of one upstream subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UpState {
-    /// Nothing sent yet.
-    Idle,
-    /// Initial SUBSCRIBE in flight.
-    Subscribing,
-    /// Established (2xx or NOTIFY seen).
-    Active,
-    /// Waiting for the next attempt after a failure.
-    Backoff,
-    /// Rejected for good (`rejected`, `noresource`, 403/404/489…) until the retry
-    /// ceiling passes.
-    Stopped,
-    /// Un-SUBSCRIBE sent; the target is going away.
-    Unsubscribing,
-}
-
-/// The bridge's subscription to one package of one target at the upstream.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Upstream {
-    pub package: Package,
-    pub state: UpState,
-    pub call_id: String,
-    pub local_tag: String,
-    pub remote_tag: Option<String>,
-    pub remote_target: Option<String>,
-    /// Route set (Record-Route of the 2xx, reversed).
-    pub route_set: Vec<String>,
-    pub cseq: u32,
-    /// Incremented for every new upstream dialog; responses and timers of older
-    /// generations are ignored.
-    pub generation: u32,
-    /// A SUBSCRIBE transaction is outstanding.
-    pub in_flight: bool,
-    #[serde(with = "instant_serde::option")]
-    pub expires_at: Option<Instant>,
-    /// At least one NOTIFY arrived (in any generation): the stream has spoken.
-    pub ever_notified: bool,
-    /// A NOTIFY arrived in the current generation (Timer N satisfied).
-    pub notified: bool,
-    /// Consecutive failures (for backoff).
-    pub failures: u32,
-    /// `Min-Expires` learned from a 423: never ask for less.
-    pub expires_floor: Option<u32>,
-    pub auth: DigestClient,
-    /// Bytes of the last SUBSCRIBE sent (the digest client needs the challenged
-    /// request).
-    #[serde(skip)]
-    pub last_request: Option<bytes::Bytes>,
-    /// Why the last attempt failed (for logs and the lamp panel).
-    pub last_error: Option<String>,
-}
-
-/// One watched extension.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Target {
-    pub id: u64,
-    /// `sip:user@domain`: the entity of every document sent for it.
-    pub aor: String,
-    pub user: String,
-    /// Account user whose credentials the upstream subscriptions use.
-    pub account: String,
-    pub dialog: Upstream,
-    pub presence: Upstream,
-    pub dialog_stream: DialogStream,
-    pub presence_stream: PresenceStream,
-    pub view: TargetView,
-    /// Phone subscriptions watching it.
-    pub watchers: Vec<u64>,
-    /// When set, the upstream subscriptions are dropped at that time (no watchers).
-    #[serde(with = "instant_serde::option")]
-    pub linger_until: Option<Instant>,
-    pub linger_gen: u32,
-}
-
-impl Target {
-    pub fn upstream(&self, p: Package) -> &Upstream {
-        match p {
-            Package::Dialog => &self.dialog,
-            Package::Presence => &self.presence,
-        }
+impl fmt::Display for PhoneId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
-    pub fn upstream_mut(&mut self, p: Package) -> &mut Upstream {
-        match p {
-            Package::Dialog => &mut self.dialog,
-            Package::Presence => &mut self.presence,
-        }
+}
+
+impl fmt::Display for TargetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
-    /// Both streams have spoken (or failed for good): the first NOTIFY to a phone
-    /// may go out without risking an idle flash before offline is known.
-    pub fn ready(&self) -> bool {
-        [&self.dialog, &self.presence]
-            .iter()
-            .all(|u| u.ever_notified || matches!(u.state, UpState::Stopped) || u.failures > 0)
+}
+
+/// A dialog the bridge is an endpoint of, as it is looked up: Call-ID plus the
+/// bridge's own tag, in one owned buffer (length-prefixed, so no two pairs
+/// collide).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct DialogKey(Bytes);
+
+impl DialogKey {
+    pub fn new(call_id: &[u8], local_tag: &[u8]) -> DialogKey {
+        let mut b = BytesMut::with_capacity(4 + call_id.len() + local_tag.len());
+        b.put_u32(call_id.len() as u32);
+        b.put_slice(call_id);
+        b.put_slice(local_tag);
+        DialogKey(b.freeze())
+    }
+
+    /// (Call-ID, our tag).
+    fn split(&self) -> (&[u8], &[u8]) {
+        let (len, rest) = self.0.split_at(4);
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        rest.split_at(len)
+    }
+}
+
+impl fmt::Debug for DialogKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (cid, tag) = self.split();
+        write!(
+            f,
+            "DialogKey({}, {})",
+            String::from_utf8_lossy(cid),
+            String::from_utf8_lossy(tag)
+        )
+    }
+}
+
+/// Identifies what a client transaction started by the manager was for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReqTag {
+    Notify {
+        phone: PhoneId,
+        cseq: u32,
+    },
+    Upstream {
+        target: TargetId,
+        package: Package,
+        generation: u32,
+        cseq: u32,
+        unsubscribe: bool,
+    },
+}
+
+/// Work for the endpoint.
+#[derive(Debug, Clone)]
+pub enum Out {
+    /// Send through a new client transaction; report its outcome with `tag`.
+    Request {
+        flow: Flow,
+        data: Bytes,
+        tag: ReqTag,
+    },
+    /// Answer a server transaction.
+    Response { key: ServerKey, data: Bytes },
+}
+
+/// Where an incoming request belongs: the one question the endpoint asks
+/// ([`SubscriptionManager::route`](super::SubscriptionManager::route)); it hands
+/// every route but [`NotOurs`](Route::NotOurs) back to
+/// [`SubscriptionManager::on_request`](super::SubscriptionManager::on_request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// In one of our upstream subscription dialogs, recognised by its Call-ID
+    /// (ours, random) whatever flow it arrives on.
+    Upstream(TargetId, Package),
+    /// A NOTIFY in an upstream subscription we just ended: answered 200.
+    RetiredNotify,
+    /// In a phone subscription the bridge terminates (Call-ID and our tag).
+    PhoneDialog(PhoneId),
+    /// An out-of-dialog dialog-event SUBSCRIBE whose phone's profile translates.
+    NewTranslated,
+    /// Not for the subscription translator.
+    NotOurs,
+}
+
+impl Route {
+    /// Phone-side routes; a request from the upstream is never one.
+    pub fn is_phone_side(self) -> bool {
+        matches!(self, Route::PhoneDialog(_) | Route::NewTranslated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialog_keys_of_different_pairs_differ() {
+        let a = DialogKey::new(b"ab", b"c");
+        assert_eq!(a, DialogKey::new(b"ab", b"c"));
+        assert_ne!(a, DialogKey::new(b"a", b"bc"));
+        assert_eq!(a.split(), (&b"ab"[..], &b"c"[..]));
+        assert_eq!(format!("{a:?}"), "DialogKey(ab, c)");
     }
 }

@@ -1,0 +1,546 @@
+//! The phone side: the bridge as notifier (RFC 6665 §4.2, RFC 4235) for the
+//! dialog-event subscriptions of translate-profile phones.
+//!
+//! A [`PhoneSub`] owns its transitions (accept, refresh, release of the held first
+//! NOTIFY, NOTIFY building, the outcome of a NOTIFY transaction); the registry
+//! decides when they happen and keeps the timers.
+
+use super::build;
+use super::target::Target;
+use super::types::{DialogKey, Env, Out, PhoneId, ReqTag, TargetId};
+use crate::config::Subscriptions;
+use crate::flow::Flow;
+use crate::presence::TargetView;
+use crate::profile::{OfflineStrategy, Profile, ProfileSet, RenderedDoc, Rendering, SubState};
+use crate::sip::{HeaderName, MessageBuilder, Method, SipMessage};
+use crate::util::{Rng, instant_serde};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Life cycle of one phone subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PhoneState {
+    /// Accepted; the first NOTIFY waits for the upstream (or the hold deadline).
+    Holding,
+    Active,
+    /// The final NOTIFY has been queued. The registry removes the subscription in
+    /// the same step; the NOTIFY's transaction runs on without it.
+    Terminating,
+}
+
+/// The profile a phone was matched to at SUBSCRIBE time: its name (what a store
+/// persists) and the profile itself, resolved once (serialised as the name).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProfileRef {
+    name: String,
+    /// Not stored: after a restore the profile is found by name again.
+    #[serde(skip)]
+    shared: Option<Arc<Profile>>,
+}
+
+impl ProfileRef {
+    pub fn new(profile: &Arc<Profile>) -> ProfileRef {
+        ProfileRef {
+            name: profile.name().to_string(),
+            shared: Some(profile.clone()),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The profile: the one resolved at SUBSCRIBE time, or (restored from a
+    /// store) the set's profile of that name.
+    pub fn get<'a>(&'a self, set: &'a ProfileSet) -> Option<&'a Arc<Profile>> {
+        self.shared.as_ref().or_else(|| set.get_shared(&self.name))
+    }
+}
+
+impl std::fmt::Debug for ProfileRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProfileRef({})", self.name)
+    }
+}
+
+/// A phone's subscription to a target, terminated at the bridge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PhoneSub {
+    pub id: PhoneId,
+    pub target: TargetId,
+    pub profile: ProfileRef,
+    pub call_id: String,
+    /// Our tag (the To-tag of our 200; From-tag of our NOTIFYs).
+    pub local_tag: String,
+    /// The phone's From-tag.
+    pub remote_tag: String,
+    /// The SUBSCRIBE's To header value plus our tag: the From of our NOTIFYs.
+    pub local_header: String,
+    /// The SUBSCRIBE's From header value (with its tag): the To of our NOTIFYs.
+    pub remote_header: String,
+    /// Request-URI of our NOTIFYs (the phone's Contact).
+    pub remote_target: String,
+    /// Record-Route of the SUBSCRIBE, in order (RFC 3261 §12.1.1).
+    pub route_set: Vec<String>,
+    /// The flow the SUBSCRIBE came on: NOTIFYs go back over it (NAT, TCP).
+    pub flow: Flow,
+    /// `id` parameter of the Event header, echoed in every NOTIFY.
+    pub event_id: Option<String>,
+    /// CSeq of the last NOTIFY we sent (strictly increasing).
+    pub local_cseq: u32,
+    /// CSeq of the last SUBSCRIBE accepted from the phone.
+    pub remote_cseq: u32,
+    /// dialog-info `version` of the next document (starts at 0, +1 per document).
+    pub next_version: u32,
+    #[serde(with = "instant_serde")]
+    pub expires_at: Instant,
+    pub state: PhoneState,
+    #[serde(with = "instant_serde::option")]
+    pub hold_until: Option<Instant>,
+    /// The last document sent (without version), to send only on changes. Not
+    /// stored: after a restore the next update sends full state anyway.
+    #[serde(skip)]
+    pub last_doc: Option<RenderedDoc>,
+    /// A NOTIFY transaction is outstanding (one at a time keeps CSeq order).
+    pub notify_in_flight: bool,
+    /// The state changed while a NOTIFY was in flight: send again when it ends.
+    pub dirty: bool,
+    /// A refresh asked for a full-state NOTIFY even if nothing changed.
+    pub force_full: bool,
+    /// `Expires: 0` on the initial SUBSCRIBE: one terminated NOTIFY, then gone.
+    pub fetch: bool,
+    /// Bumped on every refresh so stale expiry timers are ignored.
+    pub timer_gen: u32,
+}
+
+/// A refused SUBSCRIBE: (code, reason, extra headers).
+pub(super) type Refusal = (u16, &'static str, Vec<(&'static str, String)>);
+
+/// The expiry granted to a SUBSCRIBE: its `Expires` (or the default), capped;
+/// 423 (+ `Min-Expires`) below the minimum, 400 when malformed.
+fn granted_expires(msg: &SipMessage, s: &Subscriptions) -> Result<u32, Refusal> {
+    let req = match msg.expires() {
+        None => s.default_expires,
+        Some(Ok(e)) => e,
+        Some(Err(_)) => return Err((400, "Malformed Expires", Vec::new())),
+    };
+    if req != 0 && req < s.min_expires {
+        let min = vec![("Min-Expires", s.min_expires.to_string())];
+        return Err((423, "Interval Too Brief", min));
+    }
+    Ok(req.min(s.max_expires))
+}
+
+/// What an acceptable initial SUBSCRIBE asks for.
+pub(super) struct Initial {
+    pub expires: u32,
+    /// The target: the Request-URI user (the To user when the R-URI has none).
+    pub user: String,
+    /// The phone's Contact URI.
+    pub contact: String,
+    /// The From user (selects the upstream account).
+    pub from_user: Option<String>,
+}
+
+impl Initial {
+    /// Checks an initial SUBSCRIBE, in this order: `Accept` (406, RFC 6665
+    /// §4.2.1.1), `Expires` (423/400), a target user (404), a Contact (400).
+    pub(super) fn check(msg: &SipMessage, s: &Subscriptions) -> Result<Initial, Refusal> {
+        if msg.accepts("application/dialog-info+xml") == Some(false) {
+            let accept = vec![("Accept", "application/dialog-info+xml".into())];
+            return Err((406, "Not Acceptable", accept));
+        }
+        let expires = granted_expires(msg, s)?;
+        let user = msg
+            .request_uri()
+            .and_then(|u| crate::sip::Uri::parse(u).ok())
+            .and_then(|u| u.user_str().map(str::to_string))
+            .or_else(|| {
+                msg.to()
+                    .and_then(|t| t.ok())
+                    .and_then(|t| t.parsed_uri().ok())
+                    .and_then(|u| u.user_str().map(str::to_string))
+            });
+        let Some(user) = user.filter(|u| !u.is_empty()) else {
+            return Err((404, "Not Found", Vec::new()));
+        };
+        let Some(contact) = msg
+            .contacts()
+            .next()
+            .and_then(|(_, c)| c.ok())
+            .map(|c| String::from_utf8_lossy(c.uri).into_owned())
+        else {
+            return Err((400, "Missing Contact", Vec::new()));
+        };
+        let from_user = msg
+            .from()
+            .and_then(|f| f.ok())
+            .and_then(|f| f.parsed_uri().ok())
+            .and_then(|u| u.user_str().map(str::to_string));
+        Ok(Initial {
+            expires,
+            user,
+            contact,
+            from_user,
+        })
+    }
+}
+
+/// The refusal of a `fail-subscription` profile while the target is offline.
+pub(super) fn offline_refusal(profile: &Profile) -> Option<Refusal> {
+    let OfflineStrategy::FailSubscription {
+        reject_code,
+        retry_after,
+        ..
+    } = profile.offline()
+    else {
+        return None;
+    };
+    let extra = retry_after
+        .iter()
+        .map(|r| ("Retry-After", r.to_string()))
+        .collect();
+    Some((*reject_code, crate::sip::reason_phrase(*reject_code), extra))
+}
+
+/// What follows the final response to one of our NOTIFYs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterNotify {
+    Nothing,
+    /// The state changed meanwhile: render and send again.
+    Update,
+    /// The phone no longer knows the subscription (481).
+    Remove,
+}
+
+/// What a phone does with a rendering of its target.
+pub(super) enum Update<'r> {
+    Nothing,
+    Notify(Out),
+    /// End the subscription with this state.
+    Terminate(SubState<'r>),
+}
+
+/// The parts of the SUBSCRIBE that a new phone subscription is made of.
+pub(super) struct Accepted {
+    pub id: PhoneId,
+    pub target: TargetId,
+    pub profile: ProfileRef,
+    /// The phone's Contact URI.
+    pub remote_target: String,
+    pub flow: Flow,
+    pub local_tag: String,
+    /// Granted expiry in seconds (0: a fetch).
+    pub expires: u32,
+}
+
+impl PhoneSub {
+    /// The subscription an accepted initial SUBSCRIBE creates.
+    pub(super) fn accept(a: Accepted, msg: &SipMessage, now: Instant) -> PhoneSub {
+        let text = |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
+        let to_value = text(msg.header_value(HeaderName::To));
+        let route_set: Vec<String> = msg
+            .values(HeaderName::RecordRoute)
+            .map(|s| String::from_utf8_lossy(msg.slice(s)).into_owned())
+            .collect();
+        let event_id = msg
+            .event()
+            .and_then(|e| e.ok())
+            .and_then(|e| e.id().map(|i| String::from_utf8_lossy(i).into_owned()));
+        PhoneSub {
+            id: a.id,
+            target: a.target,
+            profile: a.profile,
+            call_id: text(msg.call_id()),
+            local_header: format!("{to_value};tag={}", a.local_tag),
+            local_tag: a.local_tag,
+            remote_tag: text(msg.from_tag()),
+            remote_header: text(msg.header_value(HeaderName::From)),
+            remote_target: a.remote_target,
+            route_set,
+            flow: a.flow,
+            event_id,
+            local_cseq: 0,
+            remote_cseq: msg.cseq().and_then(|c| c.ok()).map(|c| c.seq).unwrap_or(0),
+            next_version: 0,
+            expires_at: now + Duration::from_secs(a.expires as u64),
+            state: PhoneState::Holding,
+            hold_until: None,
+            last_doc: None,
+            notify_in_flight: false,
+            dirty: false,
+            force_full: true,
+            fetch: a.expires == 0,
+            timer_gen: 0,
+        }
+    }
+
+    /// The key of its dialog in the registry's index.
+    pub fn key(&self) -> DialogKey {
+        DialogKey::new(self.call_id.as_bytes(), self.local_tag.as_bytes())
+    }
+
+    /// Checks an in-dialog SUBSCRIBE: the same package and `id` (RFC 6665
+    /// §4.1.2.2), a higher CSeq, an acceptable expiry. Its CSeq and the granted
+    /// expiry, or the refusal.
+    pub(super) fn check_resubscribe(
+        &self,
+        msg: &SipMessage,
+        s: &Subscriptions,
+    ) -> Result<(u32, u32), Refusal> {
+        let ev = msg.event().and_then(|e| e.ok());
+        let same_event = ev.is_some_and(|e| {
+            e.is("dialog")
+                && e.id().map(|i| String::from_utf8_lossy(i)).as_deref() == self.event_id.as_deref()
+        });
+        if !same_event {
+            return Err((489, "Bad Event", vec![("Allow-Events", "dialog".into())]));
+        }
+        let cseq = msg.cseq().and_then(|c| c.ok()).map(|c| c.seq).unwrap_or(0);
+        if cseq <= self.remote_cseq {
+            return Err((500, "CSeq Out of Order", Vec::new()));
+        }
+        Ok((cseq, granted_expires(msg, s)?))
+    }
+
+    /// An accepted refresh (or `Expires: 0`): new CSeq, target, flow and expiry;
+    /// the next NOTIFY carries full state.
+    pub(super) fn refresh(
+        &mut self,
+        msg: &SipMessage,
+        cseq: u32,
+        flow: Flow,
+        expires: u32,
+        now: Instant,
+    ) {
+        self.remote_cseq = cseq;
+        // SUBSCRIBE is a target-refresh request
+        if let Some(c) = msg.contacts().next().and_then(|(_, c)| c.ok()) {
+            self.remote_target = String::from_utf8_lossy(c.uri).into_owned();
+        }
+        self.flow = flow;
+        self.timer_gen += 1;
+        self.force_full = true;
+        self.expires_at = now + Duration::from_secs(expires as u64);
+    }
+
+    /// Leave `Holding` (the upstream answered, or the hold deadline passed).
+    /// False when it was not holding.
+    pub(super) fn release(&mut self) -> bool {
+        if self.state != PhoneState::Holding {
+            return false;
+        }
+        self.state = PhoneState::Active;
+        self.hold_until = None;
+        true
+    }
+
+    /// Whether a NOTIFY may go out now: only when active and none is in flight
+    /// (then the change is remembered and sent when that NOTIFY ends).
+    pub(super) fn may_notify(&mut self) -> bool {
+        if self.state != PhoneState::Active {
+            return false;
+        }
+        if self.notify_in_flight {
+            self.dirty = true;
+            return false;
+        }
+        true
+    }
+
+    /// What the phone gets for the target's current rendering: a NOTIFY when
+    /// the document is news (or full state was asked for), or the end of the
+    /// subscription (`fail-subscription` profiles while the target is offline).
+    pub(super) fn on_rendering<'r>(
+        &mut self,
+        rendering: &'r Rendering,
+        env: &Env,
+        rng: &mut Rng,
+        now: Instant,
+    ) -> Update<'r> {
+        let doc = match rendering {
+            Rendering::Terminate { .. } => {
+                return rendering
+                    .subscription_state()
+                    .map_or(Update::Nothing, Update::Terminate);
+            }
+            Rendering::Document(doc) => doc,
+        };
+        if !self.force_full && self.last_doc.as_ref() == Some(doc) {
+            return Update::Nothing;
+        }
+        let branch = rng.branch();
+        let state = SubState::Active {
+            expires: self.expires_at.saturating_duration_since(now).as_secs(),
+        };
+        Update::Notify(self.notify(env, &branch, state, Some(doc)))
+    }
+
+    /// Queue the final NOTIFY: sent even if one is in flight (it carries a higher
+    /// CSeq, and the subscription is gone afterwards).
+    pub(super) fn end(&mut self) {
+        self.state = PhoneState::Terminating;
+        self.notify_in_flight = false;
+    }
+
+    /// The next NOTIFY: a new CSeq, and the document (if any) stamped with the
+    /// next version.
+    pub(super) fn notify(
+        &mut self,
+        env: &Env,
+        branch: &str,
+        state: SubState<'_>,
+        doc: Option<&RenderedDoc>,
+    ) -> Out {
+        self.local_cseq += 1;
+        let body = doc.map(|d| {
+            let v = self.next_version;
+            self.next_version = self.next_version.wrapping_add(1);
+            (d, v)
+        });
+        if let Some(d) = doc {
+            self.last_doc = Some(d.clone());
+        }
+        self.force_full = false;
+        self.dirty = false;
+        self.notify_in_flight = true;
+        Out::Request {
+            flow: self.flow,
+            data: notify_request(env, self, branch, state, body),
+            tag: ReqTag::Notify {
+                phone: self.id,
+                cseq: self.local_cseq,
+            },
+        }
+    }
+
+    /// The final response to the NOTIFY with this CSeq.
+    pub(super) fn on_notify_response(&mut self, cseq: u32, code: u16) -> AfterNotify {
+        if self.local_cseq != cseq {
+            return AfterNotify::Nothing; // an older NOTIFY; a newer one is in flight
+        }
+        self.notify_in_flight = false;
+        let phone = self.id;
+        match code {
+            200..=299 => {}
+            481 => {
+                tracing::info!(
+                    %phone,
+                    "phone answered NOTIFY with 481: removing the subscription"
+                );
+                return AfterNotify::Remove;
+            }
+            401 | 407 => {
+                // RFC 6665: a challenged NOTIFY does not end the subscription; we have
+                // no credentials for the phone, so keep going and try on the next change.
+                tracing::warn!(
+                    %phone,
+                    code,
+                    "phone challenged our NOTIFY; keeping the subscription"
+                );
+                return AfterNotify::Nothing;
+            }
+            _ => tracing::warn!(%phone, code, "phone rejected a NOTIFY"),
+        }
+        if self.dirty {
+            AfterNotify::Update
+        } else {
+            AfterNotify::Nothing
+        }
+    }
+}
+
+/// A NOTIFY for a phone subscription; the document (if any) is written into the
+/// message with its version, without an intermediate copy.
+fn notify_request(
+    env: &Env,
+    sub: &PhoneSub,
+    branch: &str,
+    subscription_state: SubState<'_>,
+    body: Option<(&RenderedDoc, u32)>,
+) -> Bytes {
+    let (ruri, routes) = build::in_dialog_target(&sub.remote_target, &sub.route_set);
+    let mut b = MessageBuilder::request(&Method::Notify, &ruri);
+    b.header("Via", env.local.via(sub.flow.transport, branch))
+        .header("Max-Forwards", 70);
+    for r in &routes {
+        b.header("Route", r);
+    }
+    b.header("From", &sub.local_header)
+        .header("To", &sub.remote_header)
+        .header("Call-ID", &sub.call_id)
+        .header("CSeq", format_args!("{} NOTIFY", sub.local_cseq))
+        .header("Contact", build::contact(env, sub.flow.transport));
+    match &sub.event_id {
+        Some(id) => b.header("Event", format_args!("dialog;id={id}")),
+        None => b.header("Event", "dialog"),
+    };
+    b.header("Subscription-State", subscription_state)
+        .header("User-Agent", env.user_agent);
+    match body {
+        Some((doc, version)) => b.finish_with_body_writer(
+            "application/dialog-info+xml",
+            doc.len_with_version(version),
+            |buf| doc.write_with_version(version, buf),
+        ),
+        None => b.finish(),
+    }
+}
+
+/// The renderings of one target's current view, one per profile: a target
+/// change is rendered once per profile, and each phone gets the same document
+/// stamped with its own version.
+#[derive(Default)]
+pub(super) struct Renderings {
+    view: Option<TargetView>,
+    by_profile: Vec<(Arc<Profile>, Rendering)>,
+}
+
+impl Renderings {
+    pub(super) fn get(&mut self, profile: &Arc<Profile>, target: &Target) -> &Rendering {
+        let at = match self
+            .by_profile
+            .iter()
+            .position(|(p, _)| Arc::ptr_eq(p, profile))
+        {
+            Some(i) => i,
+            None => {
+                let view = self.view.get_or_insert_with(|| target.phone_view());
+                let r = crate::profile::render(profile, &target.aor, view);
+                self.by_profile.push((profile.clone(), r));
+                self.by_profile.len() - 1
+            }
+        };
+        &self.by_profile[at].1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    struct Record {
+        profile: ProfileRef,
+    }
+
+    #[test]
+    fn profile_ref_is_stored_as_its_name_and_found_again() {
+        let set = ProfileSet::builtin();
+        let gxp = set.get_shared("grandstream-gxp").unwrap();
+        let r = Record {
+            profile: ProfileRef::new(gxp),
+        };
+        let text = toml::to_string(&r).unwrap();
+        assert_eq!(text.trim(), r#"profile = "grandstream-gxp""#);
+        let back: Record = toml::from_str(&text).unwrap();
+        assert!(back.profile.shared.is_none());
+        let found = back.profile.get(&set).unwrap();
+        assert!(Arc::ptr_eq(found, gxp));
+        assert!(Arc::ptr_eq(r.profile.get(&set).unwrap(), gxp));
+    }
+}

@@ -1,0 +1,55 @@
+//! The manager's timers: one heap, each entry naming what it is for. A timer
+//! whose subject has moved on (a newer generation, a removed subscription) does
+//! nothing when it fires.
+
+use super::subscriber::UpTimer;
+use super::types::{Package, PhoneId, TargetId};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Timer {
+    /// A phone subscription runs out (for this refresh generation).
+    PhoneExpire {
+        phone: PhoneId,
+        generation: u32,
+    },
+    /// The held first NOTIFY may wait no longer for the upstream.
+    PhoneHold {
+        phone: PhoneId,
+    },
+    Up(TargetId, Package, UpTimer),
+    /// No phone watches the target any more (since this linger generation).
+    Linger {
+        target: TargetId,
+        generation: u32,
+    },
+}
+
+/// Timers in firing order (equal times in the order they were set).
+#[derive(Default)]
+pub(super) struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
+    seq: u64,
+}
+
+impl Timers {
+    pub(super) fn schedule(&mut self, at: Instant, t: Timer) {
+        self.seq += 1;
+        self.heap.push(Reverse((at, self.seq, t)));
+    }
+
+    /// When the next timer fires.
+    pub(super) fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((t, _, _))| *t)
+    }
+
+    /// The next timer due at `now`, removed.
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+        if self.next()? > now {
+            return None;
+        }
+        self.heap.pop().map(|Reverse((_, _, t))| t)
+    }
+}
