@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::flow::{ConnId, Flow, Transmit};
 use crate::profile::ProfileSet;
 use crate::proxy::{self, Proxy};
-use crate::sip::typed::Via;
+use crate::sip::Via;
 use crate::sip::{Editor, HeaderName, MessageBuilder, Method, SipMessage, Uri};
 use crate::subscription::{self, Out, ReqTag, SubscriptionManager};
 use crate::transaction::{
@@ -220,7 +220,10 @@ impl Endpoint {
                 return;
             }
         };
-        let method = msg.method().cloned().unwrap_or(Method::Options);
+        let Some(req) = msg.as_request() else {
+            return; // only requests reach here (handle_message)
+        };
+        let method = req.method().clone();
         let in_dialog = msg.to_tag().is_some();
 
         // Requests inside our upstream subscription dialogs (NOTIFY), recognised

@@ -358,7 +358,10 @@ impl Proxy {
         from_upstream: bool,
         now: Instant,
     ) {
-        let method = msg.method().cloned().unwrap_or(Method::Options);
+        let Some(req) = msg.as_request() else {
+            return; // the endpoint hands the proxy requests only
+        };
+        let method = req.method().clone();
         let p = match self.prepare(msg, from, from_upstream, false, now) {
             Ok(p) => p,
             Err(r) => {
@@ -727,7 +730,7 @@ impl Proxy {
             let asked = c
                 .params
                 .value("expires")
-                .and_then(|v| crate::sip::typed::parse_delta(v).ok())
+                .and_then(|v| crate::sip::parse_delta(v).ok())
                 .or(header_expires);
             if mode == BindingMode::Contact {
                 let new = self.env.here().binding_contact(&token);
@@ -1027,7 +1030,7 @@ impl Proxy {
                 let exp = c
                     .params
                     .value("expires")
-                    .and_then(|v| crate::sip::typed::parse_delta(v).ok())
+                    .and_then(|v| crate::sip::parse_delta(v).ok())
                     .unwrap_or(default);
                 let token = match r.mode {
                     BindingMode::Contact => Uri::parse(c.uri).ok().and_then(|u| {
@@ -1295,7 +1298,7 @@ fn with_expires(c: &NameAddr<'_>, secs: u32) -> Vec<u8> {
         if name.eq_ignore_ascii_case(b"expires") {
             seen = true;
             let granted = value
-                .and_then(|x| crate::sip::typed::parse_delta(x).ok())
+                .and_then(|x| crate::sip::parse_delta(x).ok())
                 .unwrap_or(secs);
             v.extend_from_slice(format!("={}", granted.min(secs)).as_bytes());
         } else if let Some(val) = value {

@@ -178,7 +178,7 @@ fn looks_like_start_line(line: &[u8]) -> bool {
     // Method SP ... SP SIP/x.y
     match (memchr::memchr(b' ', line), memchr::memrchr(b' ', line)) {
         (Some(a), Some(_)) if a > 0 => {
-            line[..a].iter().all(|&c| super::message::is_token_char(c))
+            line[..a].iter().all(|&c| super::grammar::is_token_char(c))
                 && memchr::memmem::find(line, b"SIP/").is_some()
         }
         _ => false,

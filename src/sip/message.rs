@@ -2,7 +2,7 @@
 //!
 //! Parsing never copies header values and never rewrites anything; every accessor
 //! returns a slice of the original datagram (or stream frame). Typed views are
-//! computed on demand (see [`crate::sip::typed`]), so framing a message costs one
+//! computed on demand (see [`crate::sip::view`] and [`crate::sip::header`]), so framing a message costs one
 //! pass over its header section and one small `Vec`.
 //!
 //! The parser is deliberately *lenient in framing and strict in judgement*: when a
@@ -12,6 +12,7 @@
 //! message's own Via/From/To/Call-ID/CSeq. Only input that is not SIP at all is an
 //! error ([`ParseError`]).
 
+use super::grammar::{is_token_char, trim_lws};
 use super::header::HeaderName;
 use bytes::Bytes;
 use std::fmt;
@@ -230,29 +231,6 @@ pub enum Framing {
 #[inline]
 fn is_ws(b: u8) -> bool {
     b == b' ' || b == b'\t'
-}
-
-/// Lookup table behind [`is_token_char`] (a table lookup instead of a chain of
-/// comparisons: this runs for every byte of every header name and parameter).
-static TOKEN: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let c = i as u8;
-        t[i] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-            );
-        i += 1;
-    }
-    t
-};
-
-/// RFC 3261 `token` characters.
-#[inline(always)]
-pub fn is_token_char(b: u8) -> bool {
-    TOKEN[b as usize]
 }
 
 /// Is the line starting at `pos` empty (`LF` or `CRLF`), i.e. the blank line that
@@ -775,17 +753,6 @@ impl Iterator for ListIter<'_> {
         }
         None
     }
-}
-
-/// Trim linear whitespace (SP, HT, CR, LF) around `b[s..e]`.
-pub fn trim_lws(b: &[u8], mut s: usize, mut e: usize) -> (usize, usize) {
-    while s < e && matches!(b[s], b' ' | b'\t' | b'\r' | b'\n') {
-        s += 1;
-    }
-    while e > s && matches!(b[e - 1], b' ' | b'\t' | b'\r' | b'\n') {
-        e -= 1;
-    }
-    (s, e)
 }
 
 fn parse_content_length(v: &[u8]) -> Option<usize> {

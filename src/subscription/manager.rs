@@ -9,7 +9,7 @@ use crate::endpoint::LocalAddrs;
 use crate::flow::Flow;
 use crate::presence::{self, ApplyOutcome, DialogStream, MergedState, PresenceStream, TargetView};
 use crate::profile::{Mode, OfflineStrategy, ProfileSet, Rendering};
-use crate::sip::typed::SubStateKind;
+use crate::sip::SubStateKind;
 use crate::sip::{HeaderName, Method, SipMessage};
 use crate::transaction::ServerKey;
 use crate::util::Rng;
@@ -1170,7 +1170,7 @@ impl SubscriptionManager {
             423 => {
                 let min = msg
                     .header_value(HeaderName::MinExpires)
-                    .and_then(|v| crate::sip::typed::parse_delta(v).ok());
+                    .and_then(|v| crate::sip::parse_delta(v).ok());
                 match min {
                     Some(m) if m > 0 && up.failures < 3 => {
                         up.failures += 1;
@@ -1207,7 +1207,7 @@ impl SubscriptionManager {
                     .header_value(HeaderName::RetryAfter)
                     .and_then(|v| {
                         let e = memchr::memchr(b';', v).unwrap_or(v.len());
-                        crate::sip::typed::parse_delta(&v[..e]).ok()
+                        crate::sip::parse_delta(&v[..e]).ok()
                     })
                     .map(u64::from);
                 let reason = format!(
