@@ -154,24 +154,30 @@ impl HeaderName {
         }
         // Dispatch on length and first letter. A non-letter first byte may alias a
         // letter under `| 0x20`; the full comparison below rejects it.
+        let len = name.len();
         let Some(&first) = name.first() else {
             return HeaderName::Other;
         };
         let letter = (first | 0x20).wrapping_sub(b'a') as usize;
-        let Some(slots) = BY_SHAPE.get(name.len()).and_then(|row| row.get(letter)) else {
+        if len > MAX_LEN || letter >= 26 {
             return HeaderName::Other;
-        };
-        for &h in slots {
-            if h == HeaderName::Other {
-                break;
-            }
-            let n = h.as_str().as_bytes();
-            // most senders write the canonical spelling: one memcmp
-            if name == n || name.eq_ignore_ascii_case(n) {
-                return h;
-            }
+        }
+        let [a, b] = BY_SHAPE[len][letter];
+        if a == HeaderName::Other || a.is(name) {
+            return a;
+        }
+        if b == HeaderName::Other || b.is(name) {
+            return b;
         }
         HeaderName::Other
+    }
+
+    /// Is `name` this header's canonical name, in any case?
+    #[inline(always)]
+    fn is(self, name: &[u8]) -> bool {
+        let n = self.as_str().as_bytes();
+        // most senders write the canonical spelling: one memcmp
+        name == n || name.eq_ignore_ascii_case(n)
     }
 
     /// Headers whose grammar is a comma-separated list (RFC 3261 §7.3.1), so that
@@ -293,6 +299,39 @@ mod tests {
                 HeaderName::parse(h.as_str().to_ascii_uppercase().as_bytes()),
                 h
             );
+        }
+    }
+
+    /// The lookup tables agree with the plain definition (a case-insensitive match
+    /// of the canonical name, or the compact form) on every one-byte name and on
+    /// every canonical name with any one byte replaced.
+    #[test]
+    fn lookup_agrees_with_a_linear_search() {
+        fn reference(name: &[u8]) -> HeaderName {
+            if let [c] = name {
+                return COMPACT_FORMS
+                    .iter()
+                    .find(|(f, _)| f.eq_ignore_ascii_case(c))
+                    .map_or(HeaderName::Other, |&(_, h)| h);
+            }
+            HeaderName::ALL
+                .iter()
+                .copied()
+                .find(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
+                .unwrap_or(HeaderName::Other)
+        }
+        for b in 0..=255u8 {
+            assert_eq!(HeaderName::parse(&[b]), reference(&[b]), "{b}");
+        }
+        for h in HeaderName::ALL {
+            let canonical = h.as_str().as_bytes();
+            for i in 0..canonical.len() {
+                let mut n = canonical.to_vec();
+                for b in 0..=255u8 {
+                    n[i] = b;
+                    assert_eq!(HeaderName::parse(&n), reference(&n), "{n:?}");
+                }
+            }
         }
     }
 
