@@ -1,5 +1,5 @@
 //! The lexical layer of the SIP grammar (RFC 3261 §25) that every typed view is
-//! built from: token characters, linear whitespace, a [`Cursor`] that understands
+//! built from: token characters, linear whitespace, a `Cursor` that understands
 //! folded lines, header parameters ([`Params`]), and the small scalar parsers
 //! (`host[:port]`, 32-bit numbers, delta-seconds).
 //!

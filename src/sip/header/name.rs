@@ -4,8 +4,8 @@
 //! Compact forms (RFC 3261 §7.3.3 and the IANA registry) map to the same variant as
 //! their long names, so `v:` is a [`HeaderName::Via`].
 //!
-//! The list of known headers is written once, in [`header_names!`]; the enum, the
-//! canonical names, [`HeaderName::ALL`] and the lookup tables behind
+//! The list of known headers is written once, in the `header_names!` macro; the
+//! enum, the canonical names, [`HeaderName::ALL`] and the lookup tables behind
 //! [`HeaderName::parse`] are generated from it.
 
 /// Declares the known headers: `Variant = "Canonical-Name" [, b'compact'];`.
