@@ -2,7 +2,8 @@
 //! (RFC 3261 §18.3), handling several messages per read, partial messages, and
 //! RFC 5626 CRLF keep-alives.
 
-use super::message::{Framing, Head, MAX_MESSAGE_SIZE, ParseError, SipMessage, parse_head};
+use super::message::{Framing, MAX_MESSAGE_SIZE, ParseError, SipMessage};
+use super::parse::{Head, parse_head};
 use bytes::{Buf, BytesMut};
 use std::fmt;
 

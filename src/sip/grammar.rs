@@ -61,6 +61,7 @@ pub fn trim_lws(b: &[u8], mut s: usize, mut e: usize) -> (usize, usize) {
 }
 
 /// `b` without leading and trailing linear whitespace.
+#[inline]
 pub(crate) fn trim(b: &[u8]) -> &[u8] {
     let (s, e) = trim_lws(b, 0, b.len());
     &b[s..e]
@@ -75,6 +76,7 @@ pub(crate) struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    #[inline]
     pub fn new(b: &'a [u8]) -> Self {
         Cursor { b, i: 0 }
     }
@@ -97,6 +99,7 @@ impl<'a> Cursor<'a> {
         }
     }
     /// Consume `c` (after optional LWS); leaves LWS after it unconsumed.
+    #[inline]
     pub fn eat(&mut self, c: u8) -> bool {
         let save = self.i;
         self.skip_lws();
@@ -108,6 +111,7 @@ impl<'a> Cursor<'a> {
             false
         }
     }
+    #[inline]
     pub fn token(&mut self) -> Option<&'a [u8]> {
         let s = self.i;
         while let Some(c) = self.peek() {
@@ -139,6 +143,7 @@ impl<'a> Cursor<'a> {
         self.i = self.b.len();
         Err(TypedError("unterminated quoted string"))
     }
+    #[inline]
     pub fn rest(&self) -> &'a [u8] {
         &self.b[self.i.min(self.b.len())..]
     }
@@ -154,20 +159,24 @@ pub struct Params<'a> {
 impl<'a> Params<'a> {
     /// Iterate `(name, value)`; value is `None` for a flag parameter. Quoted values
     /// are returned with their quotes.
+    #[inline]
     pub fn iter(&self) -> ParamIter<'a> {
         ParamIter {
             c: Cursor::new(self.raw),
         }
     }
     /// `Some(None)` for a flag parameter, `Some(Some(v))` for `name=v`.
+    #[inline]
     pub fn get(&self, name: &str) -> Option<Option<&'a [u8]>> {
         self.iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| v)
     }
+    #[inline]
     pub fn has(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
+    #[inline]
     pub fn value(&self, name: &str) -> Option<&'a [u8]> {
         self.get(name).flatten()
     }
@@ -269,10 +278,12 @@ pub(crate) fn strict_params<'a>(c: &mut Cursor<'a>, stop_at_comma: bool) -> Res<
     Ok(Params { raw })
 }
 
+#[inline]
 pub(crate) fn ascii(b: &[u8]) -> Res<&str> {
     std::str::from_utf8(b).map_err(|_| TypedError("non-ASCII where ASCII is required"))
 }
 
+#[inline]
 pub(crate) fn parse_u32(b: &[u8]) -> Res<u32> {
     if b.is_empty() || b.len() > 10 || !b.iter().all(u8::is_ascii_digit) {
         return Err(TypedError("not a 32-bit decimal number"));
@@ -320,6 +331,7 @@ pub(crate) fn host_port<'a>(c: &mut Cursor<'a>) -> Res<(&'a str, Option<u16>)> {
 }
 
 /// A delta-seconds value (Expires, Min-Expires, Max-Forwards …).
+#[inline]
 pub fn parse_delta(v: &[u8]) -> Res<u32> {
     parse_u32(trim(v))
 }

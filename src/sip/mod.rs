@@ -7,8 +7,9 @@
 //! Layers, bottom up (each file imports only from the layers below it):
 //! [`grammar`] (tokens, LWS, parameters, small scalar parsers) → [`uri`] →
 //! [`header`] (header names; one typed view per header value) → [`message`]
-//! (framing, the header index) → [`view`] (typed accessors, [`Request`] /
-//! [`Response`]) → [`framer`], [`edit`], [`builder`], [`validate`].
+//! (the message, its header index and list splitting) → [`parse`] (start line
+//! and header section into a message) and [`view`] (typed accessors,
+//! [`Request`] / [`Response`]) → [`framer`], [`edit`], [`builder`], [`validate`].
 
 pub mod builder;
 pub mod edit;
@@ -16,6 +17,7 @@ pub mod framer;
 pub mod grammar;
 pub mod header;
 pub mod message;
+pub mod parse;
 pub mod uri;
 pub mod validate;
 pub mod view;
