@@ -9,7 +9,7 @@
 //! Run: `cargo bench --bench framing -- --warm-up-time 1 --measurement-time 3`.
 //! Results and machine: docs/benchmarks.md.
 
-use blf_bridge::sip::typed::{SubscriptionState, ezk_parse};
+use blf_bridge::sip::header::{SubscriptionState, ezk_parse};
 use blf_bridge::sip::{SipMessage, SubState};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -9,57 +9,11 @@
 
 #![allow(dead_code)]
 
-use blf_bridge::sip::typed::NameAddr;
 use blf_bridge::sip::{
-    Editor, HeaderName, MessageBuilder, SipMessage, StreamFramer, StreamItem, Uri, validate,
+    Editor, HeaderName, MessageBuilder, NameAddr, SipMessage, StreamFramer, StreamItem, Uri,
+    validate,
 };
 use bytes::Bytes;
-
-/// Every header name the bridge knows, so that `values()`/`count()` run on each.
-const NAMES: &[HeaderName] = &[
-    HeaderName::Via,
-    HeaderName::From,
-    HeaderName::To,
-    HeaderName::CallId,
-    HeaderName::CSeq,
-    HeaderName::Contact,
-    HeaderName::MaxForwards,
-    HeaderName::Expires,
-    HeaderName::MinExpires,
-    HeaderName::Event,
-    HeaderName::AllowEvents,
-    HeaderName::SubscriptionState,
-    HeaderName::Accept,
-    HeaderName::Allow,
-    HeaderName::Route,
-    HeaderName::RecordRoute,
-    HeaderName::Path,
-    HeaderName::WwwAuthenticate,
-    HeaderName::ProxyAuthenticate,
-    HeaderName::Authorization,
-    HeaderName::ProxyAuthorization,
-    HeaderName::UserAgent,
-    HeaderName::Server,
-    HeaderName::ContentType,
-    HeaderName::ContentLength,
-    HeaderName::ContentEncoding,
-    HeaderName::Supported,
-    HeaderName::Require,
-    HeaderName::ProxyRequire,
-    HeaderName::Unsupported,
-    HeaderName::RetryAfter,
-    HeaderName::Subject,
-    HeaderName::ReferTo,
-    HeaderName::ReferredBy,
-    HeaderName::SessionExpires,
-    HeaderName::Identity,
-    HeaderName::AcceptContact,
-    HeaderName::RejectContact,
-    HeaderName::RequestDisposition,
-    HeaderName::Date,
-    HeaderName::Warning,
-    HeaderName::Other,
-];
 
 /// The Via the "proxy" pushes in the editor round trip.
 pub const OUR_VIA: &[u8] = b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKfuzzbridge;rport";
@@ -154,7 +108,8 @@ pub fn message(m: &SipMessage, datagram: bool) {
     }
     let _ = format!("{m:?}");
     // ---- generic header access
-    for &n in NAMES {
+    // every header name the bridge knows, and `Other`
+    for n in HeaderName::ALL.iter().copied().chain([HeaderName::Other]) {
         let _ = (m.header(n), m.header_value(n), m.count(n));
         for s in m.values(n) {
             assert!(s.start <= s.end && s.end as usize <= len);

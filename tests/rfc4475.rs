@@ -23,10 +23,9 @@ mod exercise;
 use blf_bridge::config::Config;
 use blf_bridge::endpoint::{Endpoint, LocalAddrs};
 use blf_bridge::flow::Flow;
-use blf_bridge::sip::typed::NameAddr;
 use blf_bridge::sip::{
-    Editor, HeaderName, Method, Scheme, SipMessage, StreamFramer, StreamItem, SubStateKind, Uri,
-    validate,
+    Editor, HeaderName, Method, NameAddr, Scheme, SipMessage, StreamFramer, StreamItem,
+    SubStateKind, Uri, validate,
 };
 use blf_bridge::util::Rng;
 use bytes::Bytes;

@@ -23,7 +23,7 @@ mod digest;
 
 pub use digest::{Algorithm, Qop};
 
-use crate::sip::typed::ezk_parse;
+use crate::sip::header::ezk_parse;
 use crate::sip::{HeaderName, Method, SipMessage};
 use crate::util::{Rng, hex};
 use digest::{ResponseInput, compute_response, push_quoted_escaped, unescape};

@@ -20,7 +20,7 @@ use crate::flow::{ConnId, Flow, Transmit};
 use crate::local::{CALL_ID_HOST, CONTACT_USER};
 use crate::profile::ProfileSet;
 use crate::proxy::{self, Proxy};
-use crate::sip::typed::Via;
+use crate::sip::Via;
 use crate::sip::{Editor, HeaderName, MessageBuilder, Method, SipMessage, Uri};
 use crate::subscription::{Out, ReqTag, Route, SubscriptionManager};
 use crate::transaction::{
@@ -195,7 +195,10 @@ impl Endpoint {
                 return;
             }
         };
-        let method = msg.method().cloned().unwrap_or(Method::Options);
+        let Some(req) = msg.as_request() else {
+            return; // only requests reach here (handle_message)
+        };
+        let method = req.method().clone();
         let in_dialog = msg.to_tag().is_some();
 
         // The subscription translator's own requests: those inside our upstream

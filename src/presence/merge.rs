@@ -7,7 +7,7 @@
 //! Both streams are plain serialisable data.
 
 use super::dialog_info::{DialogEntry, DialogInfoDoc, DialogState, DocState, parse_dialog_info};
-use super::pidf::{Activity, parse_pidf};
+use super::pidf::{Activity, PresenceStatus, parse_pidf};
 use super::state::{Direction, MergedState, TargetView};
 use super::xml::{PresenceError, is_blank};
 use crate::config::EmptyPresence;
@@ -174,19 +174,6 @@ impl DialogStream {
 fn ended(mut d: DialogEntry) -> DialogEntry {
     d.state = DialogState::Terminated;
     d
-}
-
-/// What the `presence` stream says about a target.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "status")]
-pub enum PresenceStatus {
-    /// Not answered yet, failed or rejected (never treated as offline).
-    #[default]
-    Unknown,
-    /// Not registered.
-    Offline,
-    /// Registered; the RPID activity if one was given.
-    Online { activity: Option<Activity> },
 }
 
 /// The upstream `presence` stream of one target.

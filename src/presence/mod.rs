@@ -18,7 +18,7 @@ mod samples;
 pub use dialog_info::{
     DialogEntry, DialogInfoDoc, DialogState, DocState, Participant, TargetParam, parse_dialog_info,
 };
-pub use merge::{ApplyOutcome, DialogStream, PresenceStatus, PresenceStream, merge};
-pub use pidf::{Activity, Basic, PidfDoc, PidfPerson, PidfTuple, parse_pidf};
+pub use merge::{ApplyOutcome, DialogStream, PresenceStream, merge};
+pub use pidf::{Activity, Basic, PidfDoc, PidfPerson, PidfTuple, PresenceStatus, parse_pidf};
 pub use state::{Direction, MergedState, PickupInfo, TargetView};
 pub use xml::{MAX_BODY, MAX_DEPTH, PresenceError};

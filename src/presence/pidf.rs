@@ -7,7 +7,6 @@
 //! pre-RFC `pp:`/`ep:` namespaces, Kamailio repeats `xmlns` on inner elements.
 //! Bounded and panic-free like [`dialog_info`](super::dialog_info).
 
-use super::merge::PresenceStatus;
 use super::xml::{self, PresenceError, Step};
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +65,20 @@ impl Activity {
             Activity::Other(s) => s,
         }
     }
+}
+
+/// What the `presence` stream says about a target: the reading of a PIDF document
+/// ([`PidfDoc::status`]), or unknown before the first one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "status")]
+pub enum PresenceStatus {
+    /// Not answered yet, failed or rejected (never treated as offline).
+    #[default]
+    Unknown,
+    /// Not registered.
+    Offline,
+    /// Registered; the RPID activity if one was given.
+    Online { activity: Option<Activity> },
 }
 
 /// One `<tuple>`.

@@ -301,7 +301,10 @@ impl Proxy {
         from_upstream: bool,
         now: Instant,
     ) {
-        let method = msg.method().cloned().unwrap_or(Method::Options);
+        let Some(req) = msg.as_request() else {
+            return; // the endpoint hands the proxy requests only
+        };
+        let method = req.method().clone();
         let p = match self.forward_request(msg, from, from_upstream, false, now) {
             Ok(p) => p,
             Err(r) => {

@@ -99,7 +99,7 @@ impl Proxy {
             let asked = c
                 .params
                 .value("expires")
-                .and_then(|v| crate::sip::typed::parse_delta(v).ok())
+                .and_then(|v| crate::sip::parse_delta(v).ok())
                 .or(header_expires);
             if mode == BindingMode::Contact {
                 let new = route::binding_contact(&self.env, &token);
@@ -183,7 +183,7 @@ impl Proxy {
                 let exp = c
                     .params
                     .value("expires")
-                    .and_then(|v| crate::sip::typed::parse_delta(v).ok())
+                    .and_then(|v| crate::sip::parse_delta(v).ok())
                     .unwrap_or(default);
                 let token = match r.mode {
                     BindingMode::Contact => Uri::parse(c.uri).ok().and_then(|u| {
@@ -289,7 +289,7 @@ fn with_expires(c: &NameAddr<'_>, secs: u32) -> Vec<u8> {
         if name.eq_ignore_ascii_case(b"expires") {
             seen = true;
             let granted = value
-                .and_then(|x| crate::sip::typed::parse_delta(x).ok())
+                .and_then(|x| crate::sip::parse_delta(x).ok())
                 .unwrap_or(secs);
             v.extend_from_slice(format!("={}", granted.min(secs)).as_bytes());
         } else if let Some(val) = value {

@@ -2,7 +2,8 @@
 //! (RFC 3261 §18.3), handling several messages per read, partial messages, and
 //! RFC 5626 CRLF keep-alives.
 
-use super::message::{Framing, Head, MAX_MESSAGE_SIZE, ParseError, SipMessage, parse_head};
+use super::message::{Framing, MAX_MESSAGE_SIZE, ParseError, SipMessage};
+use super::parse::{Head, parse_head};
 use bytes::{Buf, BytesMut};
 use std::fmt;
 
@@ -178,7 +179,7 @@ fn looks_like_start_line(line: &[u8]) -> bool {
     // Method SP ... SP SIP/x.y
     match (memchr::memchr(b' ', line), memchr::memrchr(b' ', line)) {
         (Some(a), Some(_)) if a > 0 => {
-            line[..a].iter().all(|&c| super::message::is_token_char(c))
+            line[..a].iter().all(|&c| super::grammar::is_token_char(c))
                 && memchr::memmem::find(line, b"SIP/").is_some()
         }
         _ => false,

@@ -3,25 +3,35 @@
 //! forwarding, a builder for what the bridge originates, and validation.
 //!
 //! Pure functions over bytes: no I/O, no clocks, no global state.
+//!
+//! Layers, bottom up (each file imports only from the layers below it):
+//! [`grammar`] (tokens, LWS, parameters, small scalar parsers) → [`uri`] →
+//! [`header`] (header names; one typed view per header value) → [`message`]
+//! (the message, its header index and list splitting) → [`parse`] (start line
+//! and header section into a message) and [`view`] (typed accessors,
+//! [`Request`] / [`Response`]) → [`framer`], [`edit`], [`builder`], [`validate`].
 
 pub mod builder;
 pub mod edit;
 pub mod framer;
+pub mod grammar;
 pub mod header;
 pub mod message;
-pub mod typed;
+pub mod parse;
 pub mod uri;
 pub mod validate;
+pub mod view;
 
 pub use builder::{MessageBuilder, reason_phrase};
 pub use edit::Editor;
 pub use framer::{StreamError, StreamFramer, StreamItem};
-pub use header::HeaderName;
+pub use grammar::{ParamIter, Params, TypedError, parse_delta};
+pub use header::{CSeq, Event, HeaderName, NameAddr, SubState, SubStateKind, Via};
 pub use message::{
     Defect, Framing, Header, MAX_MESSAGE_SIZE, Method, ParseError, SipMessage, Span, StartLine,
 };
-pub use typed::{CSeq, Event, NameAddr, Params, SubState, SubStateKind, TypedError, Via};
 pub use uri::{Scheme, Uri};
+pub use view::{Request, Response};
 
 /// Transport protocol of a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

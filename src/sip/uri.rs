@@ -3,7 +3,7 @@
 //! Only `sip:`/`sips:` URIs are taken apart; any other scheme is kept opaque so
 //! that the bridge can still forward or answer `416 Unsupported URI Scheme`.
 
-use super::typed::{Params, TypedError};
+use super::grammar::{Params, TypedError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {

@@ -61,7 +61,8 @@ pub fn check_request(msg: &SipMessage) -> Result<(), Defect> {
         for (_, c) in msg.contacts() {
             let c = c.map_err(|_| Defect::bad("Malformed Contact"))?;
             if let Some(e) = c.params.get("expires")
-                && e.and_then(|v| super::typed::parse_delta(v).ok()).is_none()
+                && e.and_then(|v| super::grammar::parse_delta(v).ok())
+                    .is_none()
             {
                 return Err(Defect::bad("Malformed Contact expires"));
             }
@@ -69,7 +70,7 @@ pub fn check_request(msg: &SipMessage) -> Result<(), Defect> {
     }
     for name in [HeaderName::Route, HeaderName::RecordRoute] {
         for s in msg.values(name) {
-            super::typed::NameAddr::parse(msg.slice(s)).map_err(|_| {
+            super::header::NameAddr::parse(msg.slice(s)).map_err(|_| {
                 Defect::bad(if name == HeaderName::Route {
                     "Malformed Route"
                 } else {

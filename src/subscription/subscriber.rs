@@ -11,7 +11,7 @@ use super::build;
 use super::types::{Env, Out, Package, ReqTag, TargetId};
 use crate::auth::{Credentials, DigestClient};
 use crate::config::Subscriptions;
-use crate::sip::typed::SubStateKind;
+use crate::sip::SubStateKind;
 use crate::sip::{HeaderName, MessageBuilder, Method, SipMessage};
 use crate::util::{Rng, instant_serde};
 use bytes::Bytes;
@@ -378,7 +378,7 @@ impl Upstream {
             423 => {
                 let min = msg
                     .header_value(HeaderName::MinExpires)
-                    .and_then(|v| crate::sip::typed::parse_delta(v).ok());
+                    .and_then(|v| crate::sip::parse_delta(v).ok());
                 match min {
                     Some(m) if m > 0 && self.failures < 3 => {
                         self.failures += 1;
@@ -401,7 +401,7 @@ impl Upstream {
                     .header_value(HeaderName::RetryAfter)
                     .and_then(|v| {
                         let e = memchr::memchr(b';', v).unwrap_or(v.len());
-                        crate::sip::typed::parse_delta(&v[..e]).ok()
+                        crate::sip::parse_delta(&v[..e]).ok()
                     })
                     .map(u64::from);
                 Action::failed(reason(), retry_after, false)
