@@ -5,7 +5,8 @@
 //! items (groups, nested and multi-line groups, `pub use`, `self`/`super`/`crate`
 //! prefixes, paths relative to a child module) and paths in code
 //! (`crate::presence::merge(…)`, `super::xml::Step`). Comments, doc comments, strings
-//! (raw ones included), `#[cfg(test)]` items and `tests.rs` files are ignored.
+//! (raw ones included), `#[cfg(test)]` items (and their files' submodules) and `tests.rs`
+//! files are ignored.
 //!
 //! Two graphs, each of which must be acyclic:
 //! - **top level**: the modules declared in `src/lib.rs` (`sip`, `proxy`, `endpoint`, …,
@@ -371,11 +372,21 @@ fn analyze(files: &BTreeMap<String, String>) -> Analysis {
         }
         scans.push((file, scan));
     }
+    // a test module's own directory (`x/tests/` of `x/tests.rs` or `x/tests/mod.rs`)
+    // holds its submodules: test code too
+    let test_dirs: Vec<String> = test_files
+        .iter()
+        .map(|t| match t.strip_suffix("mod.rs") {
+            Some(dir) => dir.to_string(),
+            None => format!("{}/", t.trim_end_matches(".rs")),
+        })
+        .collect();
     let unreached = files
         .keys()
         .filter(|f| {
             !reached.contains(*f)
                 && !test_files.contains(*f)
+                && !test_dirs.iter().any(|d| f.starts_with(d.as_str()))
                 && f.as_str() != "main.rs"
                 && !f.starts_with("bin/")
                 && Path::new(f).file_name().is_none_or(|n| n != "tests.rs")
@@ -1046,7 +1057,8 @@ mod scanner {
                 "b/mod.rs",
                 "#[cfg(test)]\n#[allow(unused)]\nuse crate::a::A;\n#[cfg(test)]\nmod tests;\n#[cfg(test)]\nfn helper() -> u8 { crate::a::x() }\npub fn ok() {}\n",
             ),
-            ("b/tests.rs", "use crate::a::A;\n"),
+            ("b/tests.rs", "use crate::a::A;\nmod more;\n"),
+            ("b/tests/more.rs", "use crate::a::A;\n"),
         ]);
         assert_eq!(top_edges(&a), ["a->b"]);
         assert!(a.unreached.is_empty(), "{:?}", a.unreached);
