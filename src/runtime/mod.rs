@@ -87,6 +87,20 @@ pub trait SansIoCore {
     fn is_drained(&self) -> bool {
         true
     }
+    /// State changed since the last call, to be made durable. Everything the
+    /// core sends after a batch was taken is held back until the store has
+    /// committed it (see [`crate::store`]). Default: nothing to persist.
+    fn poll_persist(&mut self) -> Option<crate::store::Batch> {
+        None
+    }
+    /// SIGHUP: a new configuration and profile set were loaded. Default: ignored.
+    fn reload(
+        &mut self,
+        _cfg: Arc<Config>,
+        _profiles: Arc<crate::profile::ProfileSet>,
+        _now: Instant,
+    ) {
+    }
 }
 
 impl SansIoCore for Endpoint {
