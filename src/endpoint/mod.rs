@@ -80,7 +80,7 @@ impl Endpoint {
         let ctx = Context::new(cfg, profiles, local, upstream, timers.t1);
         let mut rng = Rng::seeded(seed);
         let subs = SubscriptionManager::new(ctx.clone(), rng.next_u64());
-        let proxy = Proxy::new(ctx.clone(), rng.next_u64());
+        let proxy = Proxy::new(ctx.clone(), rng.fork());
         let next_ping = match ctx.cfg.upstream.keepalive {
             crate::config::Keepalive::None => None,
             _ => Some(now + std::time::Duration::from_secs(ctx.cfg.upstream.keepalive_interval_s)),

@@ -204,12 +204,11 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(env: Context, seed: u64) -> Self {
-        let mut rng = Rng::seeded(seed);
+    /// A proxy whose flow-token key comes from `rng` (the runtime then installs
+    /// the key kept in the state directory, [`Proxy::set_token_key`]).
+    pub fn new(env: Context, mut rng: Rng) -> Self {
         let mut key = [0u8; 32];
-        for chunk in key.chunks_mut(8) {
-            chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
-        }
+        rng.fill(&mut key);
         Proxy {
             env,
             rng,
@@ -238,6 +237,58 @@ impl Proxy {
     /// Number of live response contexts (forwarded requests awaiting completion).
     pub fn pending(&self) -> usize {
         self.ctxs.len()
+    }
+
+    /// Use this flow-token key (kept across restarts, so tokens in dialogs set
+    /// up before a restart still decode).
+    pub fn set_token_key(&mut self, key: [u8; 32]) {
+        self.key = key;
+    }
+
+    /// Binding changes since the last call, as store operations (key: the
+    /// token; value: the binding as JSON; confirmed bindings only).
+    pub fn persist_into(&mut self, batch: &mut crate::store::Batch) {
+        use crate::store::Table;
+        if !self.regs.has_changes() {
+            return;
+        }
+        for (token, b) in self.regs.take_changes() {
+            match b.and_then(|b| serde_json::to_vec(b).ok()) {
+                Some(v) => batch.put(Table::Bindings, token.into_bytes(), v),
+                None => batch.delete(Table::Bindings, token.into_bytes()),
+            }
+        }
+        if let Ok(v) = serde_json::to_vec(&self.regs.registrar_path) {
+            batch.put(Table::Meta, b"registrar_path".to_vec(), v);
+        }
+    }
+
+    /// Restore bindings read from the store (after a restart): their TCP
+    /// connections are gone, so each binding goes back to its phone's address
+    /// over a new connection; bindings that expired meanwhile are dropped at the
+    /// next timeout.
+    pub fn restore_bindings(
+        &mut self,
+        bindings: Vec<registrar::Binding>,
+        registrar_path: Option<bool>,
+        now: Instant,
+    ) {
+        let regs = Registrations::from_bindings(
+            bindings.into_iter().map(|mut b| {
+                b.flow.conn = None;
+                b
+            }),
+            registrar_path,
+        );
+        self.restore(
+            ProxyState {
+                token_key: crate::util::hex(&self.key),
+                registrations: regs,
+            },
+            now,
+        );
+        // what was just loaded is on disk already
+        let _ = self.regs.take_changes();
     }
 
     /// A snapshot of the durable state.

@@ -112,6 +112,23 @@ impl Snapshot {
             Table::Meta => &self.meta,
         }
     }
+    /// Apply a batch in memory, as a commit would (for tests and tools that
+    /// simulate a restart without a disk).
+    pub fn apply(&mut self, batch: &Batch) {
+        for op in &batch.ops {
+            let rows = self.table_mut(op.table);
+            let at = rows.binary_search_by(|(k, _)| k.as_slice().cmp(&op.key));
+            match (&op.value, at) {
+                (Some(v), Ok(i)) => rows[i].1 = v.clone(),
+                (Some(v), Err(i)) => rows.insert(i, (op.key.clone(), v.clone())),
+                (None, Ok(i)) => {
+                    rows.remove(i);
+                }
+                (None, Err(_)) => {}
+            }
+        }
+    }
+
     fn table_mut(&mut self, t: Table) -> &mut Vec<(Vec<u8>, Vec<u8>)> {
         match t {
             Table::Phones => &mut self.phones,
@@ -495,6 +512,23 @@ mod tests {
         );
         assert_eq!(snap.meta, vec![(b"k".to_vec(), b"v".to_vec())]);
         assert!(snap.targets.is_empty() && snap.bindings.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn in_memory_apply_matches_a_commit() {
+        let dir = tmp("apply");
+        let s = Store::open(&dir).unwrap();
+        let mut b = Batch::default();
+        for i in [5u64, 1, 3] {
+            b.put(Table::Phones, i.to_be_bytes(), vec![i as u8]);
+        }
+        b.delete(Table::Phones, 3u64.to_be_bytes());
+        b.put(Table::Phones, 1u64.to_be_bytes(), vec![9]);
+        s.commit([&b], false).unwrap();
+        let mut mem = Snapshot::default();
+        mem.apply(&b);
+        assert_eq!(mem, s.load().unwrap());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
