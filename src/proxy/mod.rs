@@ -201,6 +201,8 @@ pub struct Proxy {
     timer_seq: u64,
     next_id: u64,
     stats: ProxyStats,
+    /// Tokens of the bindings written to the state store.
+    stored_tokens: HashSet<String>,
 }
 
 impl Proxy {
@@ -222,6 +224,7 @@ impl Proxy {
             timer_seq: 0,
             next_id: 0,
             stats: ProxyStats::default(),
+            stored_tokens: HashSet::new(),
         }
     }
 
@@ -239,6 +242,11 @@ impl Proxy {
         self.ctxs.len()
     }
 
+    /// SIGHUP: the reloaded configuration (allow list, accounts, aliases).
+    pub fn reload(&mut self, env: Context) {
+        self.env = env;
+    }
+
     /// Use this flow-token key (kept across restarts, so tokens in dialogs set
     /// up before a restart still decode).
     pub fn set_token_key(&mut self, key: [u8; 32]) {
@@ -246,21 +254,34 @@ impl Proxy {
     }
 
     /// Binding changes since the last call, as store operations (key: the
-    /// token; value: the binding as JSON; confirmed bindings only).
-    pub fn persist_into(&mut self, batch: &mut crate::store::Batch) {
+    /// token; value: the binding as JSON; bindings the registrar accepted only).
+    /// Returns whether it added any.
+    pub fn persist_into(&mut self, batch: &mut crate::store::Batch) -> bool {
         use crate::store::Table;
         if !self.regs.has_changes() {
-            return;
+            return false;
         }
+        let before = batch.ops.len();
         for (token, b) in self.regs.take_changes() {
             match b.and_then(|b| serde_json::to_vec(b).ok()) {
-                Some(v) => batch.put(Table::Bindings, token.into_bytes(), v),
-                None => batch.delete(Table::Bindings, token.into_bytes()),
+                Some(v) => {
+                    batch.put(Table::Bindings, token.clone().into_bytes(), v);
+                    self.stored_tokens.insert(token);
+                }
+                // a pending binding was never written: nothing to delete
+                None if self.stored_tokens.remove(&token) => {
+                    batch.delete(Table::Bindings, token.into_bytes())
+                }
+                None => {}
             }
+        }
+        if batch.ops.len() == before {
+            return false;
         }
         if let Ok(v) = serde_json::to_vec(&self.regs.registrar_path) {
             batch.put(Table::Meta, b"registrar_path".to_vec(), v);
         }
+        true
     }
 
     /// Restore bindings read from the store (after a restart): their TCP
@@ -289,6 +310,7 @@ impl Proxy {
         );
         // what was just loaded is on disk already
         let _ = self.regs.take_changes();
+        self.stored_tokens = self.regs.bindings.keys().cloned().collect();
     }
 
     /// A snapshot of the durable state.
@@ -302,6 +324,7 @@ impl Proxy {
     /// Restore a snapshot taken with [`Proxy::state`]; bindings whose deadline
     /// passed meanwhile expire at the next timeout.
     pub fn restore(&mut self, state: ProxyState, now: Instant) {
+        self.regs = Registrations::default();
         if let Some(k) = unhex32(&state.token_key) {
             self.key = k;
         }

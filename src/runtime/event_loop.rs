@@ -97,6 +97,8 @@ pub(crate) struct Persistence {
     committed_rx: mpsc::UnboundedReceiver<u64>,
     submitted: u64,
     committed: u64,
+    /// The last durable batch: transmits wait until it is committed.
+    hold_until: u64,
     held: VecDeque<(u64, Transmit)>,
 }
 
@@ -112,13 +114,14 @@ impl Persistence {
             committed_rx,
             submitted: 0,
             committed: 0,
+            hold_until: 0,
             held: VecDeque::new(),
         }
     }
 }
 
 /// Reloads the configuration and profiles on SIGHUP (the CLI knows the file).
-pub(crate) type Reloader = Arc<
+pub type Reloader = Arc<
     dyn Fn() -> Result<(Arc<crate::config::Config>, Arc<crate::profile::ProfileSet>), String>
         + Send
         + Sync,
@@ -336,11 +339,14 @@ impl<C: SansIoCore> EventLoop<C> {
         if let Some(p) = self.persist.as_mut() {
             if let Some(batch) = self.core.poll_persist() {
                 p.submitted += 1;
+                if batch.durable {
+                    p.hold_until = p.submitted;
+                }
                 p.writer.submit(p.submitted, batch);
             }
-            if p.submitted > p.committed || !p.held.is_empty() {
+            if p.hold_until > p.committed || !p.held.is_empty() {
                 while let Some(t) = self.core.poll_transmit() {
-                    p.held.push_back((p.submitted, t));
+                    p.held.push_back((p.hold_until, t));
                 }
                 return;
             }

@@ -72,6 +72,11 @@ pub struct Op {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {
     pub ops: Vec<Op>,
+    /// Something a peer will be told about (a 200 to a SUBSCRIBE or REGISTER,
+    /// a counter reservation) is in it: commit to disk before what follows is
+    /// sent. Otherwise (e.g. the last upstream state of a target) the batch is
+    /// committed without waiting for the disk and nothing is held back.
+    pub durable: bool,
 }
 
 impl Batch {
@@ -402,10 +407,14 @@ impl Writer {
                     while let Ok(m) = rx.try_recv() {
                         take(m);
                     }
-                    let result = if batches.is_empty() {
+                    // one durable batch (or a flush) makes the whole group durable
+                    let durable = !flushes.is_empty() || batches.iter().any(|b| b.durable);
+                    let result = if batches.is_empty() && flushes.is_empty() {
                         Ok(())
                     } else {
-                        store.commit(batches.iter(), true).map_err(|e| e.to_string())
+                        store
+                            .commit(batches.iter(), durable)
+                            .map_err(|e| e.to_string())
                     };
                     stats.commits += u64::from(!batches.is_empty());
                     stats.batches += batches.len() as u64;
