@@ -41,14 +41,15 @@ impl RunArgs {
                     .collect::<Vec<_>>()
                     .join("; ")
             })?;
-            let profiles =
-                crate::profile::ProfileSet::load(cfg.profiles_dir.as_deref()).map_err(|errors| {
+            let profiles = crate::profile::ProfileSet::load(cfg.profiles_dir.as_deref()).map_err(
+                |errors| {
                     errors
                         .iter()
                         .map(|e| e.to_string())
                         .collect::<Vec<_>>()
                         .join("; ")
-                })?;
+                },
+            )?;
             if profiles.get(&cfg.default_profile).is_none() {
                 return Err(format!(
                     "profiles.default: no profile named '{}'",

@@ -157,7 +157,9 @@ impl Endpoint {
             match serde_json::from_slice::<crate::proxy::registrar::Binding>(v) {
                 Ok(b) if b.expires_at > now => bindings.push(b),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(key = %String::from_utf8_lossy(k), error = %e, "state store: unreadable binding dropped"),
+                Err(e) => {
+                    tracing::warn!(key = %String::from_utf8_lossy(k), error = %e, "state store: unreadable binding dropped")
+                }
             }
         }
         let registrar_path = snap

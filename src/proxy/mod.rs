@@ -247,6 +247,11 @@ impl Proxy {
         self.env = env;
     }
 
+    /// The flow-token key in use.
+    pub fn token_key(&self) -> [u8; 32] {
+        self.key
+    }
+
     /// Use this flow-token key (kept across restarts, so tokens in dialogs set
     /// up before a restart still decode).
     pub fn set_token_key(&mut self, key: [u8; 32]) {

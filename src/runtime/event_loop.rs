@@ -228,7 +228,9 @@ impl<C: SansIoCore> EventLoop<C> {
                 tracing::info!(config = %cfg.source, "SIGHUP: configuration and profiles reloaded");
                 self.core.reload(cfg, profiles, now());
             }
-            Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed, keeping the running configuration"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: reload failed, keeping the running configuration")
+            }
         }
     }
 

@@ -43,8 +43,8 @@ use crate::local::LocalAddrs;
 use crate::sip::{SipMessage, Transport};
 use bytes::Bytes;
 use conn::ConnParams;
-use event_loop::{EventLoop, SignalFuture};
 pub use event_loop::Reloader;
+use event_loop::{EventLoop, SignalFuture};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -315,7 +315,9 @@ impl Runtime {
                 Some((store, snapshot, key))
             }
             None => {
-                tracing::warn!("no state store ([state] dir = \"\"): a restart loses every subscription and registration");
+                tracing::warn!(
+                    "no state store ([state] dir = \"\"): a restart loses every subscription and registration"
+                );
                 None
             }
         };

@@ -3,11 +3,11 @@
 //! [`PhoneSub`] (notifier side) and [`Upstream`] (subscriber side).
 
 use super::build;
-use super::pacer::Pacer;
 use super::notifier::{
     Accepted, AfterNotify, Initial, PhoneState, PhoneSub, ProfileRef, Refusal, Renderings, Update,
     offline_refusal,
 };
+use super::pacer::Pacer;
 use super::subscriber::{Action, Failure, Owner, UpTimer, Upstream};
 use super::target::{Target, UpNotified};
 use super::timers::{Timer, Timers};

@@ -117,9 +117,16 @@ mod tests {
         assert_eq!(n, 10);
         assert_eq!(p.queued(), 5);
         let at = p.next_at(t1).unwrap();
-        assert!(at > t1 && at <= t1 + Duration::from_millis(101), "{:?}", at - t1);
+        assert!(
+            at > t1 && at <= t1 + Duration::from_millis(101),
+            "{:?}",
+            at - t1
+        );
         // order is kept
-        assert_eq!(p.pop_ready(t1 + Duration::from_millis(100)), Some((TargetId(10), Package::Dialog)));
+        assert_eq!(
+            p.pop_ready(t1 + Duration::from_millis(100)),
+            Some((TargetId(10), Package::Dialog))
+        );
         // a queued request blocks newcomers from jumping ahead
         assert!(!p.try_take(t1 + Duration::from_secs(10)));
     }

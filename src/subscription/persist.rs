@@ -188,7 +188,13 @@ impl SubscriptionManager {
                 t.linger_gen += 1;
                 let generation = t.linger_gen;
                 t.linger_until = Some(now + linger);
-                self.schedule(now + linger, Timer::Linger { target: id, generation });
+                self.schedule(
+                    now + linger,
+                    Timer::Linger {
+                        target: id,
+                        generation,
+                    },
+                );
             }
             self.resuming.insert(id);
             self.mark_target(id, false);

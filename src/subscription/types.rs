@@ -179,4 +179,3 @@ impl Changes {
         self.phones.is_empty() && self.targets.is_empty()
     }
 }
-
