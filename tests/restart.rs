@@ -6,7 +6,7 @@
 
 mod sim;
 
-use blf_bridge::presence::parse_dialog_info;
+use blf_bridge::presence::{MergedState, parse_dialog_info};
 use blf_bridge::sip::{HeaderName, Method, SipMessage};
 use sim::*;
 use std::collections::{HashMap, HashSet};
@@ -540,4 +540,132 @@ fn ten_thousand_subscriptions_resume_paced_within_the_bound() {
             "phone {port}: CSeq {c0}->{c}, version {v0}->{v}"
         );
     }
+}
+
+/// Answer every keep-alive OPTIONS the bridge sent to the upstream with 200;
+/// returns how many there were (the other messages are handed back).
+fn answer_pings(sim: &mut Sim, pbx: &mut FakePbx, answer: bool) -> (usize, Vec<SipMessage>) {
+    let msgs = pbx.take(sim);
+    let (pings, rest): (Vec<_>, Vec<_>) = msgs
+        .into_iter()
+        .partition(|m| is_method(m, Method::Options));
+    if answer {
+        for p in &pings {
+            let r = reply(p, 200, "OK", Some("pbx"), "");
+            sim.udp_from(UPSTREAM, &r);
+        }
+    }
+    (pings.len(), rest)
+}
+
+#[test]
+fn upstream_loss_turns_lamps_unknown_and_its_return_re_establishes_them() {
+    let config = base_config("").replace(
+        "keepalive = \"none\"",
+        "keepalive = \"options\"\nkeepalive_interval = 5",
+    );
+    let mut sim = Sim::with_config(config);
+    let mut pbx = FakePbx::default();
+    let mut gxp = Phone::new(40000, "1002");
+    gxp.subscribe(&mut sim, 3600);
+    let up = pbx.take(&mut sim);
+    pbx.accept(&mut sim, &up, 600);
+    pbx.notify(&mut sim, "dialog", "active;expires=600", Some(CONFIRMED));
+    pbx.notify(&mut sim, "presence", "active;expires=600", Some(PIDF_OPEN));
+    let m = sim.take_to(&gxp.addr());
+    let first = answer_notifies(&mut sim, &m, &gxp.addr());
+    assert_eq!(state_of(&first[0]), "Confirmed", "busy");
+    // the upstream answers its pings for a while: nothing changes
+    for _ in 0..3 {
+        sim.advance(Duration::from_secs(5));
+        let (n, _) = answer_pings(&mut sim, &mut pbx, true);
+        assert_eq!(n, 1);
+        assert!(!sim.ep.liveness().lost);
+    }
+    assert!(sim.take_to(&gxp.addr()).is_empty());
+    // it goes away: one unanswered interval later every lamp is unknown
+    sim.advance(Duration::from_secs(5));
+    answer_pings(&mut sim, &mut pbx, false);
+    sim.advance(Duration::from_secs(5));
+    assert!(sim.ep.liveness().lost, "lost after one unanswered interval");
+    let m = sim.take_to(&gxp.addr());
+    let unknown = answer_notifies(&mut sim, &m, &gxp.addr());
+    assert_eq!(unknown.len(), 1, "{m:?}");
+    assert!(
+        is_rendering(&unknown[0], MergedState::Unknown),
+        "the profile's unknown"
+    );
+    // away for 20 s: probes every 2 s, no other upstream traffic than those
+    let mut probes = 0;
+    for _ in 0..10 {
+        sim.advance(Duration::from_secs(2));
+        let (n, _) = answer_pings(&mut sim, &mut pbx, false);
+        probes += n;
+    }
+    assert!(probes >= 9, "probing every 2 s while lost: {probes}");
+    assert!(
+        sim.take_to(&gxp.addr()).is_empty(),
+        "no lamp change while away"
+    );
+    // it comes back with a fresh database: the next probe is answered, the
+    // bridge refreshes, gets 481 and subscribes afresh; 1002 is offline now
+    let back = sim.elapsed();
+    sim.advance(Duration::from_secs(2));
+    let (n, rest) = answer_pings(&mut sim, &mut pbx, true);
+    assert_eq!(n, 1);
+    assert!(!sim.ep.liveness().lost);
+    let refreshes: Vec<SipMessage> = rest
+        .into_iter()
+        .chain(pbx.take(&mut sim))
+        .filter(|m| is_method(m, Method::Subscribe))
+        .collect();
+    assert_eq!(refreshes.len(), 2, "{refreshes:?}");
+    for r in &refreshes {
+        let resp = reply(r, 481, "Subscription Does Not Exist", Some("x"), "");
+        sim.udp_from(UPSTREAM, &resp);
+    }
+    let fresh: Vec<SipMessage> = pbx
+        .take(&mut sim)
+        .into_iter()
+        .filter(|m| is_method(m, Method::Subscribe))
+        .collect();
+    assert_eq!(fresh.len(), 2);
+    pbx.accept(&mut sim, &fresh, 600);
+    pbx.notify(&mut sim, "dialog", "active;expires=600", Some(DUMMY_IDLE));
+    pbx.notify(
+        &mut sim,
+        "presence",
+        "active;expires=600",
+        Some(PIDF_CLOSED),
+    );
+    let m = sim.take_to(&gxp.addr());
+    let right = answer_notifies(&mut sim, &m, &gxp.addr());
+    assert!(
+        right
+            .last()
+            .is_some_and(|n| is_rendering(n, MergedState::Offline)),
+        "offline: {m:?}"
+    );
+    assert!(sim.elapsed() - back <= Duration::from_secs(10));
+}
+
+/// Whether a GXP NOTIFY carries exactly the profile's rendering of `state`.
+fn is_rendering(m: &SipMessage, state: MergedState) -> bool {
+    use blf_bridge::presence::TargetView;
+    use blf_bridge::profile::{ProfileSet, render};
+    let set = ProfileSet::builtin();
+    let p = set.get("grandstream-gxp").unwrap();
+    let strip = |b: &str| {
+        let root = b.find("<dialog-info").unwrap_or(0);
+        let i = b[root..]
+            .find(" version=\"")
+            .map(|i| root + i + 10)
+            .unwrap_or(0);
+        let j = b[i..].find('"').map(|j| i + j).unwrap_or(i);
+        format!("{}{}", &b[..i], &b[j..]).trim_end().to_string()
+    };
+    let body = String::from_utf8_lossy(m.body()).into_owned();
+    render(p, "sip:1002@pbx.test", &TargetView::new(state))
+        .document()
+        .is_some_and(|d| strip(&d.with_version(0)) == strip(&body))
 }

@@ -35,11 +35,22 @@ fn assert_resumed(gxp: &Sipp, seen: usize, want: &str, within: Duration, what: &
     );
     let (before, after) = all.split_at(seen);
     let max_cseq = before.iter().map(|n| n.cseq).max().unwrap_or(0);
-    let max_version = before.iter().filter_map(|n| version(&n.body)).max().unwrap_or(0);
+    let max_version = before
+        .iter()
+        .filter_map(|n| version(&n.body))
+        .max()
+        .unwrap_or(0);
     for n in after {
-        assert!(!n.is_terminated(), "{what}: the phone got a terminated NOTIFY: {n:?}");
+        assert!(
+            !n.is_terminated(),
+            "{what}: the phone got a terminated NOTIFY: {n:?}"
+        );
         assert_eq!(n.call_id, before[0].call_id, "{what}: same dialog");
-        assert!(n.cseq > max_cseq, "{what}: CSeq {} after {max_cseq}", n.cseq);
+        assert!(
+            n.cseq > max_cseq,
+            "{what}: CSeq {} after {max_cseq}",
+            n.cseq
+        );
         let v = version(&n.body).expect("version");
         assert!(v > max_version, "{what}: version {v} after {max_version}");
     }
@@ -118,11 +129,126 @@ fn bridge_restarts_are_invisible_to_a_watching_gxp_and_to_calls() {
     gxp.wait_success(secs(60));
     let n = gxp.notifies();
     let terminated: Vec<usize> = (0..n.len()).filter(|&i| n[i].is_terminated()).collect();
-    assert_eq!(terminated, vec![n.len() - 1], "only the final NOTIFY is terminated");
+    assert_eq!(
+        terminated,
+        vec![n.len() - 1],
+        "only the final NOTIFY is terminated"
+    );
     assert!(
         !gxp.received_statuses().contains(&481),
         "{}",
         gxp.diagnostics()
     );
     p1002.wait_success(secs(60));
+}
+
+/// The hosted PBX restarts: Kamailio is killed with SIGKILL for 20 s and comes
+/// back on the same port with a fresh database (no registrations, no
+/// subscriptions). Two GXP keys watch 1002 (never registered: offline) and 1003
+/// (registered directly at the PBX: idle). While the PBX is away the phones get
+/// their profile's `unknown` rendering, never a stale state; within 10 s of its
+/// return every lamp is right — 1003 included, which went offline meanwhile.
+#[test]
+fn upstream_restart_shows_unknown_then_every_lamp_right_within_10_s() {
+    if !e2e_ready("upstream_restart_shows_unknown_then_every_lamp_right_within_10_s") {
+        return;
+    }
+    use blf_bridge::presence::MergedState;
+    let kam = Kamailio::start(KamailioOpts::default());
+    let pbx = kam.addr();
+    // keep-alive every 5 s: the loss is noticed one unanswered interval later
+    let config = bridge_config(free_port(), pbx).replace(
+        "transport = \"udp\"\n",
+        "transport = \"udp\"\nkeepalive_interval = 5\n",
+    );
+    let bridge = Bridge::start(&config);
+    let b = bridge.addr();
+
+    let mut p1003 = SippCmd::phone(pbx, "1003", secs(25))
+        .limit(secs(60))
+        .spawn();
+    assert!(wait_until(secs(10), POLL, || kam.is_registered("1003")));
+    let mut key1002 = SippCmd::blf_watcher(b, BlfModel::Gxp, "1001", "1002", secs(60))
+        .limit(secs(110))
+        .spawn();
+    let mut key1003 = SippCmd::blf_watcher(b, BlfModel::Gxp, "1001", "1003", secs(60))
+        .limit(secs(110))
+        .spawn();
+    wait_lamp(GXP, &key1002, &["offline"], secs(8));
+    let ok = wait_until(secs(8), POLL, || {
+        key1003
+            .notifies()
+            .last()
+            .is_some_and(|n| renders(GXP, &n.body, MergedState::Idle))
+    });
+    assert!(ok, "1003 idle\n{}", key1003.diagnostics());
+    let seen1002 = key1002.notifies().len();
+
+    // the PBX crashes; 1003's phone loses its registrar with it
+    kam.kill();
+    let killed = std::time::Instant::now();
+    p1003.kill();
+    // within two keep-alive intervals: 1002's key leaves "offline" for the
+    // profile's unknown rendering (1003's unknown looks like its idle on a GXP)
+    let unknown = wait_until(secs(15), POLL, || {
+        key1002
+            .notifies()
+            .iter()
+            .skip(seen1002)
+            .any(|n| renders(GXP, &n.body, MergedState::Unknown))
+    });
+    assert!(
+        unknown,
+        "1002 unknown while the PBX is away; lamps {:?}\n{}",
+        lamp(GXP, &key1002),
+        tail(&bridge.log(), 30)
+    );
+    // away for 20 s in all
+    std::thread::sleep(secs(20).saturating_sub(killed.elapsed()));
+    let seen1003 = key1003.notifies().len();
+    for n in key1003.notifies() {
+        assert!(
+            renders(GXP, &n.body, MergedState::Idle) || renders(GXP, &n.body, MergedState::Unknown),
+            "1003 never shows a stale or invented state: {}",
+            n.body
+        );
+    }
+
+    // the PBX comes back on the same port, with a fresh database
+    let kam = Kamailio::start(KamailioOpts {
+        port: Some(pbx.port()),
+        ..KamailioOpts::default()
+    });
+    let right = |s: &Sipp, from: usize| {
+        s.notifies()
+            .iter()
+            .skip(from)
+            .last()
+            .is_some_and(|n| renders(GXP, &n.body, MergedState::Offline))
+    };
+    let ok = wait_until(secs(10), POLL, || {
+        right(&key1002, seen1002) && right(&key1003, seen1003)
+    });
+    assert!(
+        ok,
+        "within 10 s of the PBX's return both keys show offline: 1002 {:?}, 1003 {:?}\n{}",
+        lamp(GXP, &key1002),
+        lamp(GXP, &key1003),
+        tail(&bridge.log(), 40)
+    );
+    // the bridge subscribed afresh at the new PBX, with its own account
+    assert_eq!(
+        kam.watchers_of("1002", "dialog").len(),
+        1,
+        "{:?}",
+        kam.watchers()
+    );
+    assert_eq!(
+        kam.watchers_of("1003", "presence").len(),
+        1,
+        "{:?}",
+        kam.watchers()
+    );
+    key1002.wait_success(secs(60));
+    key1003.wait_success(secs(60));
 }

@@ -69,7 +69,27 @@ pub struct Endpoint {
     persistence: bool,
     /// A graceful stop is under way: new requests are not taken.
     draining: bool,
+    /// Upstream liveness, from the keep-alive OPTIONS (see [`Liveness`]).
+    liveness: Liveness,
 }
+
+/// Whether the upstream answers. A keep-alive OPTIONS goes out every
+/// `keepalive_interval`; when a whole interval passes without anything heard
+/// from the upstream (a response, a request) since the last ping, it is lost:
+/// every lamp turns `unknown` and pings go out every [`PROBE_INTERVAL`] until
+/// it answers again; then every upstream subscription is re-established.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Liveness {
+    /// A ping went out and nothing was heard from the upstream since.
+    pub awaiting: bool,
+    /// The upstream is considered lost.
+    pub lost: bool,
+    /// When something was last heard from the upstream.
+    pub last_heard: Option<Instant>,
+}
+
+/// Ping interval while the upstream is lost.
+pub const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Endpoint {
     pub fn new(
@@ -101,6 +121,7 @@ impl Endpoint {
             next_ping,
             persistence: false,
             draining: false,
+            liveness: Liveness::default(),
         }
     }
 
@@ -232,6 +253,9 @@ impl Endpoint {
     /// A framed message arrived (from UDP or a TCP stream).
     pub fn handle_message(&mut self, from: Flow, msg: SipMessage, now: Instant) {
         self.stats.received += 1;
+        if self.is_upstream(&from) {
+            self.heard_upstream(now);
+        }
         if msg.is_request() {
             self.on_request(from, msg, now);
         } else {
@@ -408,8 +432,40 @@ impl Endpoint {
         self.pump(now);
     }
 
+    /// Whether the upstream answers (from the keep-alives).
+    pub fn liveness(&self) -> Liveness {
+        self.liveness
+    }
+
+    fn heard_upstream(&mut self, now: Instant) {
+        self.liveness.awaiting = false;
+        self.liveness.last_heard = Some(now);
+        if self.liveness.lost {
+            self.liveness.lost = false;
+            let interval =
+                std::time::Duration::from_secs(self.ctx.cfg.upstream.keepalive_interval_s);
+            self.next_ping = Some(now + interval);
+            self.subs.upstream_back(now);
+        }
+    }
+
     fn send_keepalive(&mut self, now: Instant) {
         let interval = std::time::Duration::from_secs(self.ctx.cfg.upstream.keepalive_interval_s);
+        let options = matches!(
+            self.ctx.cfg.upstream.keepalive,
+            crate::config::Keepalive::Options
+        );
+        // only an OPTIONS ping gets an answer to judge by
+        if options && self.liveness.awaiting && !self.liveness.lost {
+            self.liveness.lost = true;
+            self.subs.upstream_lost(now);
+        }
+        self.liveness.awaiting = options;
+        let interval = if self.liveness.lost {
+            PROBE_INTERVAL
+        } else {
+            interval
+        };
         self.next_ping = Some(now + interval);
         let upstream = self.ctx.upstream;
         match self.ctx.cfg.upstream.keepalive {

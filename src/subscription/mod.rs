@@ -25,9 +25,11 @@
 //! `build.rs` (shared wire formats), `subscriber.rs` (upstream side),
 //! `target.rs` (the per-target record), `notifier.rs` (phone side), `timers.rs`
 //! (the timer heap), `pacer.rs` (upstream SUBSCRIBE pacing), `manager.rs` (registry, indices,
-//! routing), `persist.rs` (the manager's side of the state store).
+//! routing), `persist.rs` (the manager's side of the state store), `liveness.rs` (the
+//! upstream lost and back).
 
 mod build;
+mod liveness;
 mod manager;
 mod notifier;
 mod pacer;

@@ -28,12 +28,27 @@ pub fn without_version(body: &str) -> String {
 
 /// What the bridge must send a phone of `profile` for a call-less state of 1002.
 pub fn expected(profile: &str, state: MergedState) -> String {
+    expected_for(profile, "sip:1002@pbx.test", state)
+}
+
+/// What the bridge must send a phone of `profile` for a call-less state of `aor`.
+pub fn expected_for(profile: &str, aor: &str, state: MergedState) -> String {
     let set = ProfileSet::builtin();
     let p = set.get(profile).expect("profile");
-    match render(p, "sip:1002@pbx.test", &TargetView::new(state)) {
+    match render(p, aor, &TargetView::new(state)) {
         Rendering::Document(d) => without_version(&d.with_version(0)),
         Rendering::Terminate { .. } => panic!("{profile} {state} is not a document"),
     }
+}
+
+/// Whether a NOTIFY body is exactly `profile`'s rendering of a call-less `state`
+/// (some profiles render `unknown` like `idle`: then both are true).
+pub fn renders(profile: &str, body: &str, state: MergedState) -> bool {
+    let entity = body
+        .split_once("entity=\"")
+        .and_then(|(_, r)| r.split('"').next())
+        .unwrap_or("sip:1002@pbx.test");
+    without_version(body) == expected_for(profile, entity, state)
 }
 
 /// The lamp state a NOTIFY body shows, in this profile's terms.
@@ -84,4 +99,3 @@ pub fn wait_lamp(profile: &str, sipp: &Sipp, want: &[&str], timeout: Duration) {
         sipp.diagnostics()
     );
 }
-

@@ -47,4 +47,6 @@ mod xml;
 
 // One flat namespace, as before the split: `use common::*;` in the test crates.
 #[allow(unused_imports)]
-pub use {bridge::*, kamailio::*, lamp::*, process::*, sip_client::*, sipp::*, tmp::*, tools::*, trace::*};
+pub use {
+    bridge::*, kamailio::*, lamp::*, process::*, sip_client::*, sipp::*, tmp::*, tools::*, trace::*,
+};

@@ -71,7 +71,11 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(extra_config: &str) -> Sim {
-        let config = base_config(extra_config);
+        Sim::with_config(base_config(extra_config))
+    }
+
+    /// A bridge with this whole configuration text.
+    pub fn with_config(config: String) -> Sim {
         let now = Instant::now();
         let ep = Self::endpoint(&config, 42, now);
         Sim {
