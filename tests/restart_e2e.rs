@@ -92,7 +92,7 @@ fn bridge_restarts_are_invisible_to_a_watching_gxp_and_to_calls() {
     // (a) SIGKILL while idle
     bridge.kill();
     bridge.restart();
-    seen = assert_resumed(&gxp, seen, "idle", secs(5), "(a) killed while idle");
+    assert_resumed(&gxp, seen, "idle", secs(5), "(a) killed while idle");
     // a call from 1003 (at the PBX) reaches 1002 through the restarted bridge
     let mut call = SippCmd::caller(kam.addr(), "1003", "1002", Duration::from_millis(500)).spawn();
     call.wait_success(secs(20));
