@@ -16,6 +16,7 @@ const GXP: &str = "Grandstream GXP2170 1.0.11.3";
 
 /// A GXP watching `target` from `port` on 127.0.0.1.
 struct Phone {
+    ua: &'static str,
     port: u16,
     target: String,
     call_id: String,
@@ -26,7 +27,12 @@ struct Phone {
 
 impl Phone {
     fn new(port: u16, target: &str) -> Phone {
+        Phone::with_ua(port, target, GXP)
+    }
+
+    fn with_ua(port: u16, target: &str, ua: &'static str) -> Phone {
         Phone {
+            ua,
             port,
             target: target.into(),
             call_id: format!("gxp-{port}-{target}@192.168.1.50"),
@@ -64,13 +70,14 @@ CSeq: {cseq} SUBSCRIBE\r\n\
 Contact: <sip:1001@127.0.0.1:{port}>\r\n\
 Event: dialog\r\n\
 Accept: application/dialog-info+xml\r\n\
-User-Agent: {GXP}\r\n\
+User-Agent: {ua}\r\n\
 Expires: {expires}\r\n\
 Content-Length: 0\r\n\r\n",
             port = self.port,
             n = self.n,
             cid = self.call_id,
             cseq = self.cseq,
+            ua = self.ua,
         )
     }
 
@@ -668,4 +675,65 @@ fn is_rendering(m: &SipMessage, state: MergedState) -> bool {
     render(p, "sip:1002@pbx.test", &TargetView::new(state))
         .document()
         .is_some_and(|d| strip(&d.with_version(0)) == strip(&body))
+}
+
+/// SIGHUP: reloaded profiles take effect at once; a phone whose rendering
+/// changed gets a NOTIFY in its dialog, the others get nothing; nothing is lost.
+#[test]
+fn reload_renders_changed_profiles_again_and_keeps_every_subscription() {
+    let mut sim = Sim::new_persistent("");
+    let mut pbx = FakePbx::default();
+    let mut gxp = Phone::new(40000, "1002");
+    let mut wave = Phone::with_ua(40002, "1002", "Grandstream Wave");
+    gxp.subscribe(&mut sim, 3600);
+    wave.subscribe(&mut sim, 3600);
+    let up = pbx.take(&mut sim);
+    pbx.accept(&mut sim, &up, 600);
+    pbx.notify(&mut sim, "dialog", "active;expires=600", Some(DUMMY_IDLE));
+    pbx.notify(
+        &mut sim,
+        "presence",
+        "active;expires=600",
+        Some(PIDF_CLOSED),
+    );
+    let m = sim.take_to(&gxp.addr());
+    let before = answer_notifies(&mut sim, &m, &gxp.addr());
+    assert!(String::from_utf8_lossy(before[0].body()).contains("display=\"Offline\""));
+    let m = sim.take_to(&wave.addr());
+    answer_notifies(&mut sim, &m, &wave.addr());
+
+    // an operator overrides the GXP profile: offline now says "Away"
+    let dir = std::env::temp_dir().join(format!("blf-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let gxp_profile = include_str!("../profiles/grandstream-gxp.toml")
+        .replace("remote_display = \"Offline\"", "remote_display = \"Away\"");
+    std::fs::write(dir.join("grandstream-gxp.toml"), gxp_profile).unwrap();
+    let profiles = blf_bridge::profile::ProfileSet::load(Some(&dir)).unwrap();
+    let cfg = blf_bridge::config::Config::parse(&sim.config, "sim.toml", &|_| None).unwrap();
+    let now = sim.now;
+    sim.ep
+        .reload(std::sync::Arc::new(cfg), std::sync::Arc::new(profiles), now);
+    let _ = std::fs::remove_dir_all(&dir);
+    sim.advance(Duration::ZERO); // collect what the endpoint sent
+    let m = sim.take_to(&gxp.addr());
+    let after = answer_notifies(&mut sim, &m, &gxp.addr());
+    assert_eq!(after.len(), 1, "the GXP's rendering changed: one NOTIFY");
+    assert!(String::from_utf8_lossy(after[0].body()).contains("display=\"Away\""));
+    assert_eq!(hv(&after[0], HeaderName::CallId), gxp.call_id);
+    assert!(cseq(&after[0]) > cseq(&before[0]));
+    assert!(sim.take_to(&wave.addr()).is_empty(), "the Wave's did not");
+    assert_eq!(sim.ep.subscriptions().phones().count(), 2);
+    // later changes use the new profile too
+    pbx.notify(&mut sim, "presence", "active;expires=600", Some(PIDF_OPEN));
+    let m = sim.take_to(&gxp.addr());
+    answer_notifies(&mut sim, &m, &gxp.addr());
+    pbx.notify(
+        &mut sim,
+        "presence",
+        "active;expires=600",
+        Some(PIDF_CLOSED),
+    );
+    let m = sim.take_to(&gxp.addr());
+    let n = answer_notifies(&mut sim, &m, &gxp.addr());
+    assert!(String::from_utf8_lossy(n.last().unwrap().body()).contains("display=\"Away\""));
 }
