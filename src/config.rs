@@ -54,6 +54,9 @@ pub fn line_of(text: &str, offset: usize) -> usize {
 
 /// Default `[state] dir`, beside the configuration file.
 pub const DEFAULT_STATE_DIR: &str = "state";
+/// Environment variable naming the state directory when the file does not
+/// (the container image sets it to its volume, `/var/lib/blf-bridge`).
+pub const STATE_DIR_ENV: &str = "BLF_STATE_DIR";
 
 /// `path` resolved against the directory of the configuration file `file`.
 pub fn relative_to_file(file: &str, path: &str) -> PathBuf {
@@ -390,9 +393,13 @@ impl Config {
             }]
         })?;
         let mut cfg = Self::parse(&text, &name, &|k| std::env::var(k).ok())?;
-        // default store: a `state` directory beside the file, unless `dir = ""`
+        // default store: $BLF_STATE_DIR (the container sets it to its volume),
+        // else a `state` directory beside the file; none with `dir = ""`
         if cfg.state_dir.is_none() && !state_disabled(&text) {
-            cfg.state_dir = Some(relative_to_file(&name, DEFAULT_STATE_DIR));
+            cfg.state_dir = Some(match std::env::var_os(STATE_DIR_ENV) {
+                Some(d) if !d.is_empty() => PathBuf::from(d),
+                _ => relative_to_file(&name, DEFAULT_STATE_DIR),
+            });
         }
         Ok(cfg)
     }
