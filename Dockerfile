@@ -23,10 +23,14 @@ RUN touch src/lib.rs src/main.rs && cargo build --release --locked \
 
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin blf \
-    && mkdir -p /etc/blf-bridge/profiles
+    && mkdir -p /etc/blf-bridge/profiles /var/lib/blf-bridge \
+    && chown blf /var/lib/blf-bridge && chmod 0700 /var/lib/blf-bridge
 COPY --from=build /src/target/release/blf-bridge /usr/local/bin/blf-bridge
 COPY blf-bridge.example.toml /etc/blf-bridge/blf-bridge.example.toml
 COPY profiles/*.toml /usr/share/blf-bridge/profiles/
+# subscriptions, registrations and the flow-token key survive restarts here
+ENV BLF_STATE_DIR=/var/lib/blf-bridge
+VOLUME /var/lib/blf-bridge
 USER blf
 EXPOSE 5060/udp 5060/tcp
 HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 \

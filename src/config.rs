@@ -52,6 +52,43 @@ pub fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
+/// Default `[state] dir`, beside the configuration file.
+pub const DEFAULT_STATE_DIR: &str = "state";
+/// Environment variable naming the state directory when the file does not
+/// (the container image sets it to its volume, `/var/lib/blf-bridge`).
+pub const STATE_DIR_ENV: &str = "BLF_STATE_DIR";
+
+/// `path` resolved against the directory of the configuration file `file`.
+pub fn relative_to_file(file: &str, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        return p.to_path_buf();
+    }
+    match Path::new(file).parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+/// Whether the text says `[state] dir = ""`.
+fn state_disabled(text: &str) -> bool {
+    #[derive(Deserialize)]
+    struct S {
+        #[serde(default)]
+        state: Option<D>,
+    }
+    #[derive(Deserialize)]
+    struct D {
+        dir: Option<String>,
+    }
+    toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|t| t.try_into::<S>().ok())
+        .and_then(|s| s.state)
+        .and_then(|d| d.dir)
+        .is_some_and(|d| d.is_empty())
+}
+
 // ------------------------------------------------------------------ raw (serde)
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +106,14 @@ struct RawConfig {
     security: RawSecurity,
     #[serde(default)]
     proxy: RawProxy,
+    #[serde(default)]
+    state: RawState,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    dir: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +167,7 @@ struct RawSubscriptions {
     linger: Option<u64>,
     retry_min: Option<u64>,
     retry_max: Option<u64>,
+    upstream_rate: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -205,6 +251,10 @@ pub struct Subscriptions {
     pub linger_s: u64,
     pub retry_min_s: u64,
     pub retry_max_s: u64,
+    /// Upstream SUBSCRIBEs per second at most (initial, refresh, retry,
+    /// un-SUBSCRIBE), with a burst of as many; so a site coming up, or a bridge
+    /// resuming thousands of targets, does not flood the provider.
+    pub upstream_rate: u32,
 }
 
 impl Default for Subscriptions {
@@ -218,6 +268,7 @@ impl Default for Subscriptions {
             linger_s: 30,
             retry_min_s: 5,
             retry_max_s: 300,
+            upstream_rate: 50,
         }
     }
 }
@@ -323,6 +374,10 @@ pub struct Config {
     pub security: Security,
     /// Add a Path header to REGISTERs when the phone supports it (RFC 3327).
     pub use_path: bool,
+    /// Where the state store lives (`[state] dir`, relative to the config
+    /// file's directory). `None`: no store (`dir = ""`, or a configuration
+    /// parsed from text without a file and without `dir`).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -337,7 +392,16 @@ impl Config {
                 message: format!("cannot read: {e}"),
             }]
         })?;
-        Self::parse(&text, &name, &|k| std::env::var(k).ok())
+        let mut cfg = Self::parse(&text, &name, &|k| std::env::var(k).ok())?;
+        // default store: $BLF_STATE_DIR (the container sets it to its volume),
+        // else a `state` directory beside the file; none with `dir = ""`
+        if cfg.state_dir.is_none() && !state_disabled(&text) {
+            cfg.state_dir = Some(match std::env::var_os(STATE_DIR_ENV) {
+                Some(d) if !d.is_empty() => PathBuf::from(d),
+                _ => relative_to_file(&name, DEFAULT_STATE_DIR),
+            });
+        }
+        Ok(cfg)
     }
 
     /// Parse configuration text. `env` resolves `password_env`.
@@ -562,6 +626,7 @@ impl Config {
             linger_s: rs.linger.unwrap_or(d.linger_s),
             retry_min_s: rs.retry_min.unwrap_or(d.retry_min_s),
             retry_max_s: rs.retry_max.unwrap_or(d.retry_max_s),
+            upstream_rate: rs.upstream_rate.unwrap_or(d.upstream_rate),
         };
         let sub_line = text.find("[subscriptions]").unwrap_or(0);
         if subscriptions.min_expires > subscriptions.max_expires {
@@ -569,6 +634,13 @@ impl Config {
                 &mut errors,
                 sub_line,
                 "subscriptions.min_expires is larger than max_expires".into(),
+            );
+        }
+        if subscriptions.upstream_rate == 0 {
+            err_at(
+                &mut errors,
+                sub_line,
+                "subscriptions.upstream_rate must be at least 1 SUBSCRIBE per second".into(),
             );
         }
         if subscriptions.upstream_expires < 30 {
@@ -635,6 +707,11 @@ impl Config {
             subscriptions,
             security: Security { allow },
             use_path: raw.proxy.path.unwrap_or(true),
+            state_dir: match raw.state.dir.as_deref() {
+                Some("") => None,
+                Some(d) => Some(relative_to_file(file, d)),
+                None => None,
+            },
         })
     }
 
@@ -698,6 +775,48 @@ dir = "/etc/blf-bridge/profiles"
 
     fn env(k: &str) -> Option<String> {
         (k == "PW1002").then(|| "from-env".to_string())
+    }
+
+    #[test]
+    fn state_dir_defaults_beside_the_file_resolves_relative_and_can_be_off() {
+        let dir = std::env::temp_dir().join(format!("blf-cfg-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("bridge.toml");
+        // PW1002 is not set in the test environment: use a password in the text
+        let base = GOOD.replace("password_env = \"PW1002\"", "password = \"x\"");
+        std::fs::write(&f, &base).unwrap();
+        assert_eq!(Config::load(&f).unwrap().state_dir, Some(dir.join("state")));
+        std::fs::write(&f, format!("{base}\n[state]\ndir = \"var/st\"\n")).unwrap();
+        assert_eq!(
+            Config::load(&f).unwrap().state_dir,
+            Some(dir.join("var/st"))
+        );
+        std::fs::write(&f, format!("{base}\n[state]\ndir = \"/abs/st\"\n")).unwrap();
+        assert_eq!(
+            Config::load(&f).unwrap().state_dir,
+            Some(PathBuf::from("/abs/st"))
+        );
+        std::fs::write(&f, format!("{base}\n[state]\ndir = \"\"\n")).unwrap();
+        assert_eq!(Config::load(&f).unwrap().state_dir, None);
+        // parsed from text without a file: no store unless asked for
+        assert_eq!(Config::parse(GOOD, "t.toml", &env).unwrap().state_dir, None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn upstream_rate_defaults_to_50_and_zero_is_refused() {
+        let c = Config::parse(GOOD, "t.toml", &env).unwrap();
+        assert_eq!(c.subscriptions.upstream_rate, 50);
+        let e = Config::parse(
+            &format!("{GOOD}\n[subscriptions]\nupstream_rate = 0\n"),
+            "t.toml",
+            &env,
+        )
+        .unwrap_err();
+        assert!(
+            e.iter().any(|e| e.message.contains("upstream_rate")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod profile;
 pub mod proxy;
 pub mod runtime;
 pub mod sip;
+pub mod store;
 pub mod subscription;
 pub mod transaction;
 pub mod util;

@@ -1,39 +1,53 @@
-//! Small helpers shared by the sans-IO core: a seedable random source (so tests are
-//! deterministic) and hex encoding.
+//! Small helpers shared by the sans-IO core: the random source (a CSPRNG, seedable
+//! so tests are deterministic) and hex encoding.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
+use rand::rngs::{StdRng, SysRng};
+use rand::{Rng as _, SeedableRng, TryRng};
 
-/// A small, fast, seedable PRNG (SplitMix64). The runtime seeds it from the
-/// process's random hasher keys; tests seed it with a constant. It is used for
-/// branches, tags, Call-IDs, cnonces and timer jitter — values that must be unique
-/// and unpredictable to a casual observer, not cryptographic secrets.
-#[derive(Debug, Clone)]
+/// The core's random source: ChaCha12 (`rand`'s `StdRng`), a cryptographically
+/// secure generator. The runtime seeds it from the operating system
+/// ([`Rng::from_entropy`]); tests seed it with a constant ([`Rng::seeded`]).
+/// Branches, tags, Call-IDs, cnonces and keys come from it: values an observer on
+/// the LAN sees must not let them predict the next ones (with SplitMix64, one
+/// To-tag gave away every past and future value and the flow-token key).
+#[derive(Debug)]
 pub struct Rng {
-    state: u64,
+    inner: StdRng,
+}
+
+/// Fill `buf` from the operating system's CSPRNG (`getrandom`).
+pub fn os_random(buf: &mut [u8]) -> Result<(), rand::rngs::SysError> {
+    SysRng.try_fill_bytes(buf)
 }
 
 impl Rng {
+    /// Deterministic: for tests and fuzzing only.
     pub fn seeded(seed: u64) -> Rng {
-        Rng { state: seed }
+        Rng {
+            inner: StdRng::seed_from_u64(seed),
+        }
     }
 
-    /// Seed from the operating system's randomness (via std's `RandomState`).
+    /// Seeded with 32 bytes from the operating system.
     pub fn from_entropy() -> Rng {
-        let mut h = RandomState::new().build_hasher();
-        h.write_u64(std::process::id() as u64);
-        if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-            h.write_u128(d.as_nanos());
+        Rng {
+            inner: StdRng::try_from_rng(&mut SysRng).expect("no randomness from the OS"),
         }
-        Rng { state: h.finish() }
+    }
+
+    /// An independent generator seeded with 32 bytes of this one.
+    pub fn fork(&mut self) -> Rng {
+        Rng {
+            inner: StdRng::from_rng(&mut self.inner),
+        }
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.inner.next_u64()
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        self.inner.fill_bytes(buf)
     }
 
     /// Uniform in `0..n` (n > 0).
@@ -44,7 +58,7 @@ impl Rng {
         self.next_u64() % n
     }
 
-    /// `len` characters from `[0-9a-zA-Z]`.
+    /// `len` characters from `[0-9a-zA-Z]` (5.95 bits each).
     pub fn token(&mut self, len: usize) -> String {
         const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
         let mut s = String::with_capacity(len);
@@ -111,6 +125,18 @@ mod tests {
             assert!(r.below(10) < 10);
         }
         assert_eq!(r.below(0), 0);
+    }
+
+    #[test]
+    fn entropy_seeded_generators_differ_and_forks_are_independent() {
+        let mut a = Rng::from_entropy();
+        let mut b = Rng::from_entropy();
+        assert_ne!(a.next_u64(), b.next_u64());
+        let mut f = a.fork();
+        assert_ne!(f.token(16), a.token(16));
+        let mut k = [0u8; 32];
+        os_random(&mut k).unwrap();
+        assert_ne!(k, [0u8; 32]);
     }
 
     #[test]

@@ -334,3 +334,138 @@ fn render_prints_the_profile_document() {
         assert!(listing.contains(p), "{listing}");
     }
 }
+
+/// Start `blf-bridge run` with `cfg`, stderr to `log`; wait until it answers an
+/// OPTIONS on `port`.
+fn start_bridge(cfg: &Path, log: &Path, port: u16) -> Child {
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .env_remove("BLF_LOG_FORMAT")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(
+        answers_options(port, &mut child, log),
+        "no reply from the bridge"
+    );
+    child
+}
+
+fn answers_options(port: u16, child: &mut Child, log: &Path) -> bool {
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let req = options(c.local_addr().unwrap());
+    let until = Instant::now() + WAIT;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < until {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "bridge exited early: {}",
+            text(&std::fs::read(log).unwrap())
+        );
+        c.send_to(req.as_bytes(), ("127.0.0.1", port)).unwrap();
+        if let Ok((n, _)) = c.recv_from(&mut buf) {
+            return text(&buf[..n]).starts_with("SIP/2.0 200 ");
+        }
+    }
+    false
+}
+
+fn signal(child: &Child, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn wait_log(log: &Path, needle: &str) -> String {
+    let until = Instant::now() + WAIT;
+    loop {
+        let logs = text(&std::fs::read(log).unwrap());
+        if logs.contains(needle) || Instant::now() > until {
+            return logs;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn state_dir_beside_the_config_holds_the_key_0600_and_a_second_bridge_is_refused() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = free_udp_port();
+    let cfg = write_file(
+        "state.toml",
+        &config_text(port, upstream.local_addr().unwrap().port()),
+    );
+    let log = cfg.with_file_name("state.log");
+    let mut child = start_bridge(&cfg, &log, port);
+    let state = cfg.with_file_name("state");
+    let key = state.join("flow-token.key");
+    assert!(state.join("state.redb").is_file());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "key file mode");
+    }
+    let k1 = std::fs::read_to_string(&key).unwrap();
+    assert_eq!(k1.trim().len(), 64);
+
+    // a second bridge on the same state directory (another port) is refused
+    let cfg2 = cfg.with_file_name("state2.toml");
+    std::fs::write(
+        &cfg2,
+        config_text(free_udp_port(), upstream.local_addr().unwrap().port()),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config", cfg2.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("another process"), "{err}");
+
+    signal(&child, "-TERM");
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    // the key is kept across a restart
+    let mut child = start_bridge(&cfg, &log, port);
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), k1);
+    signal(&child, "-TERM");
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+}
+
+#[test]
+fn sighup_reloads_and_a_broken_file_keeps_the_running_configuration() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = free_udp_port();
+    let good = config_text(port, upstream.local_addr().unwrap().port());
+    let cfg = write_file("hup.toml", &good);
+    let log = cfg.with_file_name("hup.log");
+    let mut child = start_bridge(&cfg, &log, port);
+
+    signal(&child, "-HUP");
+    let logs = wait_log(&log, "configuration and profiles reloaded");
+    assert!(
+        logs.contains("SIGHUP: configuration and profiles reloaded"),
+        "{logs}"
+    );
+
+    std::fs::write(&cfg, "[listen\nudp = ").unwrap();
+    signal(&child, "-HUP");
+    let logs = wait_log(&log, "reload failed");
+    assert!(
+        logs.contains("SIGHUP: reload failed, keeping the running configuration"),
+        "{logs}"
+    );
+    assert!(
+        answers_options(port, &mut child, &log),
+        "still serving after a failed reload"
+    );
+    signal(&child, "-TERM");
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+}

@@ -9,85 +9,11 @@
 
 mod common;
 
-use blf_bridge::presence::{MergedState, TargetView};
-use blf_bridge::profile::{ProfileSet, Rendering, render};
 use common::*;
 use std::time::Duration;
 
-const POLL: Duration = Duration::from_millis(50);
-
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
-}
-
-/// dialog-info with the `version` attribute blanked, trailing space trimmed.
-fn without_version(body: &str) -> String {
-    let body = body.trim_end();
-    let root = body.find("<dialog-info").unwrap_or(0);
-    match body[root..].find(" version=\"") {
-        Some(i) => {
-            let start = root + i + " version=\"".len();
-            let end = body[start..].find('"').map_or(body.len(), |e| start + e);
-            format!("{}_{}", &body[..start], &body[end..])
-        }
-        None => body.to_string(),
-    }
-}
-
-/// What the bridge must send a phone of `profile` for a call-less state of 1002.
-fn expected(profile: &str, state: MergedState) -> String {
-    let set = ProfileSet::builtin();
-    let p = set.get(profile).expect("profile");
-    match render(p, "sip:1002@pbx.test", &TargetView::new(state)) {
-        Rendering::Document(d) => without_version(&d.with_version(0)),
-        Rendering::Terminate { .. } => panic!("{profile} {state} is not a document"),
-    }
-}
-
-/// The lamp state a NOTIFY body shows, in this profile's terms.
-fn label(profile: &str, body: &str) -> &'static str {
-    let b = without_version(body);
-    if b == expected(profile, MergedState::Offline) {
-        return "offline";
-    }
-    if b == expected(profile, MergedState::Idle) {
-        return "idle";
-    }
-    let early = body.contains("<state>early</state>");
-    let confirmed = body.contains("<state>confirmed</state>");
-    let pickup = body.contains("local-tag=") && body.contains("call-id=");
-    match (profile, early, confirmed, pickup) {
-        (_, true, _, _) => "ringing",
-        // Wave shows ringing as confirmed; the pickup data tells it apart
-        ("grandstream-wave", false, true, true) => "ringing",
-        (_, false, true, _) => "busy",
-        _ => "other",
-    }
-}
-
-/// The successive distinct lamp states of a watcher's active NOTIFYs.
-fn lamp(profile: &str, sipp: &Sipp) -> Vec<&'static str> {
-    let mut out: Vec<&'static str> = Vec::new();
-    for n in sipp.notifies() {
-        if n.is_terminated() {
-            continue;
-        }
-        let l = label(profile, &n.body);
-        if out.last() != Some(&l) {
-            out.push(l);
-        }
-    }
-    out
-}
-
-fn wait_lamp(profile: &str, sipp: &Sipp, want: &[&str], timeout: Duration) {
-    let ok = wait_until(timeout, POLL, || lamp(profile, sipp).ends_with(want));
-    assert!(
-        ok,
-        "{profile}: lamp {:?} should end with {want:?}\n{}",
-        lamp(profile, sipp),
-        sipp.diagnostics()
-    );
 }
 
 #[test]

@@ -80,8 +80,20 @@ pub fn summary(cfg: &Config) -> String {
     let sub = &cfg.subscriptions;
     let _ = writeln!(
         s,
-        "  subscriptions: phone expires {}..{} s (default {}), upstream {} s",
-        sub.min_expires, sub.max_expires, sub.default_expires, sub.upstream_expires
+        "  subscriptions: phone expires {}..{} s (default {}), upstream {} s, at most {} upstream SUBSCRIBEs/s",
+        sub.min_expires,
+        sub.max_expires,
+        sub.default_expires,
+        sub.upstream_expires,
+        sub.upstream_rate
+    );
+    let _ = writeln!(
+        s,
+        "  state:         {}",
+        cfg.state_dir.as_ref().map_or_else(
+            || "none (a restart loses subscriptions and registrations)".to_string(),
+            |d| d.display().to_string()
+        )
     );
     let _ = writeln!(
         s,

@@ -1,5 +1,5 @@
 //! `blf-bridge run`: load the configuration, start the runtime, serve until
-//! SIGINT/SIGTERM.
+//! SIGINT/SIGTERM; SIGHUP reloads the configuration and the profiles.
 
 use super::{ConfigArg, EXIT_FAILURE, EXIT_OK, GlobalOpts, init_logging};
 use crate::runtime::{self, RuntimeOptions};
@@ -32,9 +32,36 @@ impl RunArgs {
                 return EXIT_FAILURE;
             }
         };
+        let path = self.config.config.clone();
+        let reloader: crate::runtime::Reloader = Arc::new(move || {
+            let cfg = crate::config::Config::load(&path).map_err(|errors| {
+                errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?;
+            let profiles = crate::profile::ProfileSet::load(cfg.profiles_dir.as_deref()).map_err(
+                |errors| {
+                    errors
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                },
+            )?;
+            if profiles.get(&cfg.default_profile).is_none() {
+                return Err(format!(
+                    "profiles.default: no profile named '{}'",
+                    cfg.default_profile
+                ));
+            }
+            Ok((Arc::new(cfg), Arc::new(profiles)))
+        });
         let opts = RuntimeOptions {
             handle_signals: true,
             profiles: Some(Arc::new(profiles)),
+            reloader: Some(reloader),
             ..RuntimeOptions::default()
         };
         let code = match rt.block_on(runtime::run(Arc::new(cfg), opts)) {

@@ -65,7 +65,31 @@ pub struct Endpoint {
     out: VecDeque<Transmit>,
     stats: Stats,
     next_ping: Option<Instant>,
+    /// Changes are tracked for a state store.
+    persistence: bool,
+    /// A graceful stop is under way: new requests are not taken.
+    draining: bool,
+    /// Upstream liveness, from the keep-alive OPTIONS (see [`Liveness`]).
+    liveness: Liveness,
 }
+
+/// Whether the upstream answers. A keep-alive OPTIONS goes out every
+/// `keepalive_interval`; when a whole interval passes without anything heard
+/// from the upstream (a response, a request) since the last ping, it is lost:
+/// every lamp turns `unknown` and pings go out every [`PROBE_INTERVAL`] until
+/// it answers again; then every upstream subscription is re-established.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Liveness {
+    /// A ping went out and nothing was heard from the upstream since.
+    pub awaiting: bool,
+    /// The upstream is considered lost.
+    pub lost: bool,
+    /// When something was last heard from the upstream.
+    pub last_heard: Option<Instant>,
+}
+
+/// Ping interval while the upstream is lost.
+pub const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Endpoint {
     pub fn new(
@@ -79,8 +103,8 @@ impl Endpoint {
         let timers = Timers::default();
         let ctx = Context::new(cfg, profiles, local, upstream, timers.t1);
         let mut rng = Rng::seeded(seed);
-        let subs = SubscriptionManager::new(ctx.clone(), rng.next_u64());
-        let proxy = Proxy::new(ctx.clone(), rng.next_u64());
+        let subs = SubscriptionManager::new(ctx.clone(), rng.fork());
+        let proxy = Proxy::new(ctx.clone(), rng.fork());
         let next_ping = match ctx.cfg.upstream.keepalive {
             crate::config::Keepalive::None => None,
             _ => Some(now + std::time::Duration::from_secs(ctx.cfg.upstream.keepalive_interval_s)),
@@ -95,7 +119,112 @@ impl Endpoint {
             out: VecDeque::new(),
             stats: Stats::default(),
             next_ping,
+            persistence: false,
+            draining: false,
+            liveness: Liveness::default(),
         }
+    }
+
+    /// Like [`Endpoint::new`] with the random source given (the runtime passes
+    /// one seeded from the OS; `new` seeds a deterministic one for tests).
+    pub fn with_rng(
+        cfg: Arc<Config>,
+        profiles: Arc<ProfileSet>,
+        local: LocalAddrs,
+        upstream: SocketAddr,
+        rng: Rng,
+        now: Instant,
+    ) -> Self {
+        let mut ep = Endpoint::new(cfg, profiles, local, upstream, 0, now);
+        ep.rng = rng;
+        ep.subs = SubscriptionManager::new(ep.ctx.clone(), ep.rng.fork());
+        ep.proxy = Proxy::new(ep.ctx.clone(), ep.rng.fork());
+        ep
+    }
+
+    /// Keep this flow-token key (the one in the state directory).
+    pub fn set_token_key(&mut self, key: [u8; 32]) {
+        self.proxy.set_token_key(key);
+    }
+
+    /// Track changes for a state store from now on ([`Endpoint::poll_persist`]).
+    pub fn enable_persistence(&mut self) {
+        self.persistence = true;
+        self.subs.enable_persistence();
+    }
+
+    /// What changed since the last call, as one store batch.
+    pub fn poll_persist(&mut self) -> Option<crate::store::Batch> {
+        if !self.persistence {
+            return None;
+        }
+        let mut b = crate::store::Batch::default();
+        let subs_durable = self.subs.persist_into(&mut b);
+        let regs = self.proxy.persist_into(&mut b);
+        b.durable = subs_durable || regs;
+        (!b.is_empty()).then_some(b)
+    }
+
+    /// Bring back what a state store held (after a restart). Unreadable records
+    /// are logged and skipped; nothing here panics on a damaged store.
+    pub fn restore(
+        &mut self,
+        snap: &crate::store::Snapshot,
+        now: Instant,
+    ) -> crate::subscription::Restored {
+        let restored = self.subs.restore(&snap.phones, &snap.targets, now);
+        let mut bindings = Vec::new();
+        for (k, v) in &snap.bindings {
+            match serde_json::from_slice::<crate::proxy::registrar::Binding>(v) {
+                Ok(b) if b.expires_at > now => bindings.push(b),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(key = %String::from_utf8_lossy(k), error = %e, "state store: unreadable binding dropped")
+                }
+            }
+        }
+        let registrar_path = snap
+            .meta
+            .iter()
+            .find(|(k, _)| k == b"registrar_path")
+            .and_then(|(_, v)| serde_json::from_slice::<Option<bool>>(v).ok())
+            .flatten();
+        let n = bindings.len();
+        self.proxy.restore_bindings(bindings, registrar_path, now);
+        tracing::info!(bindings = n, "restored registrations from the state store");
+        self.pump(now);
+        restored
+    }
+
+    /// SIGHUP: the new configuration's live parts (accounts, allow list,
+    /// profiles) take effect; every phone whose rendering changed gets a NOTIFY.
+    /// Listen addresses and the upstream stay as they are until a restart.
+    pub fn reload(&mut self, cfg: Arc<Config>, profiles: Arc<ProfileSet>, now: Instant) {
+        let ctx = Context::new(
+            cfg,
+            profiles,
+            self.ctx.local.clone(),
+            self.ctx.upstream.remote,
+            self.ctx.t1,
+        );
+        self.ctx = ctx.clone();
+        self.proxy.reload(ctx.clone());
+        self.subs.reload(ctx, now);
+        self.pump(now);
+    }
+
+    /// A graceful stop begins: new requests are no longer taken (a phone
+    /// retransmits them to the bridge that comes back); transactions in flight
+    /// finish. Phone subscriptions are kept (a `terminated` NOTIFY would make the
+    /// phones drop their keys): they resume after the restart.
+    pub fn begin_shutdown(&mut self, _now: Instant) {
+        self.draining = true;
+        self.next_ping = None;
+    }
+
+    /// No client transaction is waiting for an answer any more.
+    pub fn is_drained(&self) -> bool {
+        self.txl.len().0 == 0
     }
 
     pub fn stats(&self) -> &Stats {
@@ -124,6 +253,9 @@ impl Endpoint {
     /// A framed message arrived (from UDP or a TCP stream).
     pub fn handle_message(&mut self, from: Flow, msg: SipMessage, now: Instant) {
         self.stats.received += 1;
+        if self.is_upstream(&from) {
+            self.heard_upstream(now);
+        }
         if msg.is_request() {
             self.on_request(from, msg, now);
         } else {
@@ -183,6 +315,10 @@ impl Endpoint {
         }
         let reply_to = from.reply();
         let key = match self.txl.on_request(&msg, from, reply_to, now) {
+            RequestDisposition::New(_) if self.draining => {
+                tracing::debug!(%from, "stopping: new request not taken (the phone retransmits it to the next start)");
+                return;
+            }
             RequestDisposition::New(key) => key,
             RequestDisposition::Retransmission | RequestDisposition::AckAbsorbed => return,
             RequestDisposition::Malformed => {
@@ -296,8 +432,40 @@ impl Endpoint {
         self.pump(now);
     }
 
+    /// Whether the upstream answers (from the keep-alives).
+    pub fn liveness(&self) -> Liveness {
+        self.liveness
+    }
+
+    fn heard_upstream(&mut self, now: Instant) {
+        self.liveness.awaiting = false;
+        self.liveness.last_heard = Some(now);
+        if self.liveness.lost {
+            self.liveness.lost = false;
+            let interval =
+                std::time::Duration::from_secs(self.ctx.cfg.upstream.keepalive_interval_s);
+            self.next_ping = Some(now + interval);
+            self.subs.upstream_back(now);
+        }
+    }
+
     fn send_keepalive(&mut self, now: Instant) {
         let interval = std::time::Duration::from_secs(self.ctx.cfg.upstream.keepalive_interval_s);
+        let options = matches!(
+            self.ctx.cfg.upstream.keepalive,
+            crate::config::Keepalive::Options
+        );
+        // only an OPTIONS ping gets an answer to judge by
+        if options && self.liveness.awaiting && !self.liveness.lost {
+            self.liveness.lost = true;
+            self.subs.upstream_lost(now);
+        }
+        self.liveness.awaiting = options;
+        let interval = if self.liveness.lost {
+            PROBE_INTERVAL
+        } else {
+            interval
+        };
         self.next_ping = Some(now + interval);
         let upstream = self.ctx.upstream;
         match self.ctx.cfg.upstream.keepalive {

@@ -201,15 +201,16 @@ pub struct Proxy {
     timer_seq: u64,
     next_id: u64,
     stats: ProxyStats,
+    /// Tokens of the bindings written to the state store.
+    stored_tokens: HashSet<String>,
 }
 
 impl Proxy {
-    pub fn new(env: Context, seed: u64) -> Self {
-        let mut rng = Rng::seeded(seed);
+    /// A proxy whose flow-token key comes from `rng` (the runtime then installs
+    /// the key kept in the state directory, [`Proxy::set_token_key`]).
+    pub fn new(env: Context, mut rng: Rng) -> Self {
         let mut key = [0u8; 32];
-        for chunk in key.chunks_mut(8) {
-            chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
-        }
+        rng.fill(&mut key);
         Proxy {
             env,
             rng,
@@ -223,6 +224,7 @@ impl Proxy {
             timer_seq: 0,
             next_id: 0,
             stats: ProxyStats::default(),
+            stored_tokens: HashSet::new(),
         }
     }
 
@@ -240,6 +242,82 @@ impl Proxy {
         self.ctxs.len()
     }
 
+    /// SIGHUP: the reloaded configuration (allow list, accounts, aliases).
+    pub fn reload(&mut self, env: Context) {
+        self.env = env;
+    }
+
+    /// The flow-token key in use.
+    pub fn token_key(&self) -> [u8; 32] {
+        self.key
+    }
+
+    /// Use this flow-token key (kept across restarts, so tokens in dialogs set
+    /// up before a restart still decode).
+    pub fn set_token_key(&mut self, key: [u8; 32]) {
+        self.key = key;
+    }
+
+    /// Binding changes since the last call, as store operations (key: the
+    /// token; value: the binding as JSON; bindings the registrar accepted only).
+    /// Returns whether it added any.
+    pub fn persist_into(&mut self, batch: &mut crate::store::Batch) -> bool {
+        use crate::store::Table;
+        if !self.regs.has_changes() {
+            return false;
+        }
+        let before = batch.ops.len();
+        for (token, b) in self.regs.take_changes() {
+            match b.and_then(|b| serde_json::to_vec(b).ok()) {
+                Some(v) => {
+                    batch.put(Table::Bindings, token.clone().into_bytes(), v);
+                    self.stored_tokens.insert(token);
+                }
+                // a pending binding was never written: nothing to delete
+                None if self.stored_tokens.remove(&token) => {
+                    batch.delete(Table::Bindings, token.into_bytes())
+                }
+                None => {}
+            }
+        }
+        if batch.ops.len() == before {
+            return false;
+        }
+        if let Ok(v) = serde_json::to_vec(&self.regs.registrar_path) {
+            batch.put(Table::Meta, b"registrar_path".to_vec(), v);
+        }
+        true
+    }
+
+    /// Restore bindings read from the store (after a restart): their TCP
+    /// connections are gone, so each binding goes back to its phone's address
+    /// over a new connection; bindings that expired meanwhile are dropped at the
+    /// next timeout.
+    pub fn restore_bindings(
+        &mut self,
+        bindings: Vec<registrar::Binding>,
+        registrar_path: Option<bool>,
+        now: Instant,
+    ) {
+        let regs = Registrations::from_bindings(
+            bindings.into_iter().map(|mut b| {
+                b.flow.conn = None;
+                b
+            }),
+            registrar_path,
+        );
+        self.restore(
+            ProxyState {
+                token_key: crate::util::hex(&self.key),
+                registrations: regs,
+            },
+            now,
+        );
+        // what was just loaded is on disk already
+        let _ = self.regs.take_changes();
+        self.stored_tokens = self.regs.bindings.keys().cloned().collect();
+    }
+
     /// A snapshot of the durable state.
     pub fn state(&self) -> ProxyState {
         ProxyState {
@@ -251,6 +329,7 @@ impl Proxy {
     /// Restore a snapshot taken with [`Proxy::state`]; bindings whose deadline
     /// passed meanwhile expire at the next timeout.
     pub fn restore(&mut self, state: ProxyState, now: Instant) {
+        self.regs = Registrations::default();
         if let Some(k) = unhex32(&state.token_key) {
             self.key = k;
         }

@@ -23,7 +23,7 @@
 use crate::flow::{ConnId, Flow};
 use crate::util::instant_serde;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -71,6 +71,10 @@ pub struct Registrations {
     /// Lower-cased Contact URI → token. Rebuilt on restore.
     #[serde(skip)]
     by_uri: HashMap<String, String>,
+    /// Tokens changed since the last [`Registrations::take_changes`] (for the
+    /// state store).
+    #[serde(skip)]
+    changed: BTreeSet<String>,
 }
 
 /// How long a binding the registrar has not yet accepted is kept (covers the
@@ -145,6 +149,7 @@ impl Registrations {
                 token
             }
         };
+        self.changed.insert(token.clone());
         let b = self
             .bindings
             .get_mut(&token)
@@ -170,6 +175,7 @@ impl Registrations {
             return None;
         }
         let b = self.bindings.get_mut(token)?;
+        self.changed.insert(token.to_owned());
         b.confirmed = true;
         b.flow = flow;
         b.expires_at = now + Duration::from_secs(u64::from(expires));
@@ -177,11 +183,14 @@ impl Registrations {
     }
 
     pub fn get_mut(&mut self, token: &str) -> Option<&mut Binding> {
-        self.bindings.get_mut(token)
+        let b = self.bindings.get_mut(token)?;
+        self.changed.insert(token.to_owned());
+        Some(b)
     }
 
     pub fn remove(&mut self, token: &str) -> Option<Binding> {
         let b = self.bindings.remove(token)?;
+        self.changed.insert(token.to_owned());
         let key = (b.aor.clone(), b.contact.clone());
         if self.by_contact.get(&key) == Some(&b.token) {
             self.by_contact.remove(&key);
@@ -225,6 +234,7 @@ impl Registrations {
                 continue;
             }
             b.flow.conn = None;
+            self.changed.insert(b.token.clone());
             if let Some(addr) = contact_addr(&b.contact) {
                 b.flow.remote = addr;
             }
@@ -233,6 +243,41 @@ impl Registrations {
 
     pub fn len(&self) -> usize {
         self.bindings.len()
+    }
+
+    /// What changed since the last call, for the state store: each changed
+    /// token with its binding when it is one the registrar accepted (persist
+    /// it), or `None` (gone or still pending: delete it from the store — a
+    /// binding nobody authenticated is not worth a disk write).
+    pub fn take_changes(&mut self) -> Vec<(String, Option<&Binding>)> {
+        let changed = std::mem::take(&mut self.changed);
+        changed
+            .into_iter()
+            .map(|t| {
+                let b = self.bindings.get(&t).filter(|b| b.confirmed);
+                (t, b)
+            })
+            .collect()
+    }
+
+    /// Whether [`Registrations::take_changes`] has anything.
+    pub fn has_changes(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
+    /// Rebuild from stored bindings (confirmed ones; expired ones are dropped by
+    /// the caller's timers).
+    pub fn from_bindings(
+        bindings: impl IntoIterator<Item = Binding>,
+        registrar_path: Option<bool>,
+    ) -> Registrations {
+        let mut r = Registrations {
+            bindings: bindings.into_iter().map(|b| (b.token.clone(), b)).collect(),
+            registrar_path,
+            ..Registrations::default()
+        };
+        r.reindex();
+        r
     }
 
     pub fn is_empty(&self) -> bool {

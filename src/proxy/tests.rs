@@ -50,7 +50,7 @@ fn proxy_with(extra_upstream: &str, extra: &str) -> Proxy {
             PBX.parse().unwrap(),
             Duration::from_millis(500),
         ),
-        1,
+        crate::util::Rng::seeded(1),
     )
 }
 

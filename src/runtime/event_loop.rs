@@ -9,7 +9,7 @@ use super::{Limits, SansIoCore};
 use crate::flow::{ConnId, Flow, Transmit};
 use crate::sip::Transport;
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -89,8 +89,48 @@ impl ConnTable {
     }
 }
 
+/// The link to the state store's writer thread: batches go out numbered, the
+/// writer reports the highest number it made durable, and what the core sent
+/// after a batch waits for it.
+pub(crate) struct Persistence {
+    writer: crate::store::Writer,
+    committed_rx: mpsc::UnboundedReceiver<u64>,
+    submitted: u64,
+    committed: u64,
+    /// The last durable batch: transmits wait until it is committed.
+    hold_until: u64,
+    held: VecDeque<(u64, Transmit)>,
+}
+
+impl Persistence {
+    pub fn new(store: crate::store::Store) -> Persistence {
+        let (tx, committed_rx) = mpsc::unbounded_channel();
+        let writer = crate::store::Writer::spawn(store, move |seq, _result| {
+            // a failed commit is logged by the writer; the bridge keeps serving
+            let _ = tx.send(seq);
+        });
+        Persistence {
+            writer,
+            committed_rx,
+            submitted: 0,
+            committed: 0,
+            hold_until: 0,
+            held: VecDeque::new(),
+        }
+    }
+}
+
+/// Reloads the configuration and profiles on SIGHUP (the CLI knows the file).
+pub type Reloader = Arc<
+    dyn Fn() -> Result<(Arc<crate::config::Config>, Arc<crate::profile::ProfileSet>), String>
+        + Send
+        + Sync,
+>;
+
 pub(crate) struct EventLoop<C> {
     pub core: C,
+    pub persist: Option<Persistence>,
+    pub reloader: Option<Reloader>,
     pub udp: Option<UdpSocket>,
     pub udp_local: Option<SocketAddr>,
     pub limits: Limits,
@@ -117,6 +157,8 @@ impl<C: SansIoCore> EventLoop<C> {
         let acceptor = tcp.map(|l| tokio::spawn(accept_loop(l, events_tx.clone())).abort_handle());
         EventLoop {
             core,
+            persist: None,
+            reloader: None,
             udp,
             udp_local,
             limits,
@@ -138,6 +180,7 @@ impl<C: SansIoCore> EventLoop<C> {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, mut signals: SignalFuture) {
         let mut buf = vec![0u8; UDP_BUF];
         let mut drain_until: Option<Instant> = None;
+        let mut hup = hangup_signal(self.reloader.is_some());
         loop {
             self.flush().await;
             if drain_until.is_some() && self.core.is_drained() {
@@ -158,7 +201,9 @@ impl<C: SansIoCore> EventLoop<C> {
                     tracing::warn!("grace period over before the endpoint finished shutting down");
                     break;
                 }
-                r = recv_udp(self.udp.as_ref(), &mut buf) => self.on_datagram(r, &buf),
+                Some(seq) = recv_committed(self.persist.as_mut()) => self.on_committed(seq),
+                _ = recv_hangup(hup.as_mut()), if !draining => self.on_hangup(),
+                r = recv_udp(self.udp.as_ref(), &mut buf), if !draining || self.core_takes_requests_while_draining() => self.on_datagram(r, &buf),
                 Some(ev) = self.events_rx.recv() => self.on_event(ev),
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                     self.core.handle_timeout(now());
@@ -166,6 +211,35 @@ impl<C: SansIoCore> EventLoop<C> {
             }
         }
         self.stop().await;
+    }
+
+    /// While draining, datagrams are still read (responses finish the
+    /// transactions in flight; the core refuses new requests itself).
+    fn core_takes_requests_while_draining(&self) -> bool {
+        true
+    }
+
+    fn on_hangup(&mut self) {
+        let Some(reload) = self.reloader.clone() else {
+            return;
+        };
+        match reload() {
+            Ok((cfg, profiles)) => {
+                tracing::info!(config = %cfg.source, "SIGHUP: configuration and profiles reloaded");
+                self.core.reload(cfg, profiles, now());
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: reload failed, keeping the running configuration")
+            }
+        }
+    }
+
+    /// The store made batches up to `seq` durable: what waited for them goes
+    /// out at the next [`EventLoop::flush`].
+    fn on_committed(&mut self, seq: u64) {
+        if let Some(p) = self.persist.as_mut() {
+            p.committed = p.committed.max(seq);
+        }
     }
 
     /// Tell the core to wind down; returns the end of the grace period.
@@ -249,13 +323,74 @@ impl<C: SansIoCore> EventLoop<C> {
         }
     }
 
-    /// Perform everything the core wants sent.
+    /// Perform everything the core wants sent. With a store, state the core
+    /// changed goes to the writer first, and what the core sends from then on
+    /// waits (in order) until that state is durable.
     async fn flush(&mut self) {
-        while let Some(t) = self.core.poll_transmit() {
-            match t.flow.transport {
-                Transport::Udp => self.send_udp(t).await,
-                Transport::Tcp => self.send_tcp(t),
+        let mut ready = Vec::new();
+        if let Some(p) = self.persist.as_mut() {
+            while p.held.front().is_some_and(|(s, _)| *s <= p.committed) {
+                if let Some((_, t)) = p.held.pop_front() {
+                    ready.push(t);
+                }
             }
+        }
+        for t in ready {
+            self.send(t).await;
+        }
+        if let Some(p) = self.persist.as_mut() {
+            if let Some(batch) = self.core.poll_persist() {
+                p.submitted += 1;
+                if batch.durable {
+                    p.hold_until = p.submitted;
+                }
+                p.writer.submit(p.submitted, batch);
+            }
+            if p.hold_until > p.committed || !p.held.is_empty() {
+                while let Some(t) = self.core.poll_transmit() {
+                    p.held.push_back((p.hold_until, t));
+                }
+                return;
+            }
+        }
+        while let Some(t) = self.core.poll_transmit() {
+            self.send(t).await;
+        }
+    }
+
+    async fn send(&mut self, t: Transmit) {
+        match t.flow.transport {
+            Transport::Udp => self.send_udp(t).await,
+            Transport::Tcp => self.send_tcp(t),
+        }
+    }
+
+    /// At the end of a graceful stop: wait (bounded) until every batch is
+    /// durable, then send whatever still waited for it.
+    async fn flush_store(&mut self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        loop {
+            let Some(p) = self.persist.as_mut() else {
+                return;
+            };
+            if p.committed >= p.submitted {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, p.committed_rx.recv()).await {
+                Ok(Some(seq)) => p.committed = p.committed.max(seq),
+                Ok(None) | Err(_) => {
+                    tracing::error!("state store did not confirm the last changes in time");
+                    break;
+                }
+            }
+        }
+        let held: Vec<Transmit> = self
+            .persist
+            .as_mut()
+            .map(|p| p.held.drain(..).map(|(_, t)| t).collect())
+            .unwrap_or_default();
+        for t in held {
+            self.send(t).await;
         }
     }
 
@@ -338,6 +473,12 @@ impl<C: SansIoCore> EventLoop<C> {
     /// by the grace period), then return.
     async fn stop(mut self) {
         self.flush().await;
+        let grace = self.limits.shutdown_grace;
+        self.flush_store(grace).await;
+        if let Some(p) = self.persist.take() {
+            let stats = p.writer.close();
+            tracing::info!(store = ?stats.as_ref().map(|s| s.path().to_path_buf()), "state store closed");
+        }
         if let Some(a) = self.acceptor.take() {
             a.abort();
         }
@@ -370,6 +511,54 @@ impl<C: SansIoCore> EventLoop<C> {
 
 fn now() -> std::time::Instant {
     Instant::now().into_std()
+}
+
+async fn recv_committed(p: Option<&mut Persistence>) -> Option<u64> {
+    match p {
+        Some(p) => p.committed_rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
+#[cfg(unix)]
+fn hangup_signal(wanted: bool) -> Option<Hangup> {
+    if !wanted {
+        return None;
+    }
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot install the SIGHUP handler: no live reload");
+            None
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn hangup_signal(_wanted: bool) -> Option<Hangup> {
+    None
+}
+
+#[cfg(unix)]
+async fn recv_hangup(h: Option<&mut Hangup>) {
+    match h {
+        Some(h) => {
+            if h.recv().await.is_none() {
+                std::future::pending::<()>().await
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn recv_hangup(_h: Option<&mut Hangup>) {
+    std::future::pending().await
 }
 
 async fn recv_udp(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {

@@ -43,6 +43,7 @@ use crate::local::LocalAddrs;
 use crate::sip::{SipMessage, Transport};
 use bytes::Bytes;
 use conn::ConnParams;
+pub use event_loop::Reloader;
 use event_loop::{EventLoop, SignalFuture};
 use std::fmt;
 use std::io;
@@ -87,6 +88,20 @@ pub trait SansIoCore {
     fn is_drained(&self) -> bool {
         true
     }
+    /// State changed since the last call, to be made durable. Everything the
+    /// core sends after a batch was taken is held back until the store has
+    /// committed it (see [`crate::store`]). Default: nothing to persist.
+    fn poll_persist(&mut self) -> Option<crate::store::Batch> {
+        None
+    }
+    /// SIGHUP: a new configuration and profile set were loaded. Default: ignored.
+    fn reload(
+        &mut self,
+        _cfg: Arc<Config>,
+        _profiles: Arc<crate::profile::ProfileSet>,
+        _now: Instant,
+    ) {
+    }
 }
 
 impl SansIoCore for Endpoint {
@@ -111,10 +126,27 @@ impl SansIoCore for Endpoint {
     fn poll_timeout(&self) -> Option<Instant> {
         Endpoint::poll_timeout(self)
     }
+    fn begin_shutdown(&mut self, now: Instant) {
+        Endpoint::begin_shutdown(self, now)
+    }
+    fn is_drained(&self) -> bool {
+        Endpoint::is_drained(self)
+    }
+    fn poll_persist(&mut self) -> Option<crate::store::Batch> {
+        Endpoint::poll_persist(self)
+    }
+    fn reload(
+        &mut self,
+        cfg: Arc<Config>,
+        profiles: Arc<crate::profile::ProfileSet>,
+        now: Instant,
+    ) {
+        Endpoint::reload(self, cfg, profiles, now)
+    }
 }
 
 /// Knobs of the runtime that are not in the configuration file.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RuntimeOptions {
     /// Seed for the endpoint's random source (branches, tags). `None`: from the
     /// OS. Tests fix it.
@@ -146,6 +178,9 @@ pub struct RuntimeOptions {
     pub shutdown_grace: Duration,
     /// Device profiles (built-in ones when `None`).
     pub profiles: Option<Arc<crate::profile::ProfileSet>>,
+    /// How SIGHUP reloads the configuration and profiles (the CLI sets it;
+    /// without it SIGHUP is not handled).
+    pub reloader: Option<event_loop::Reloader>,
 }
 
 impl Default for RuntimeOptions {
@@ -162,6 +197,7 @@ impl Default for RuntimeOptions {
             resolve_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(2),
             profiles: None,
+            reloader: None,
         }
     }
 }
@@ -190,6 +226,8 @@ pub enum RuntimeError {
     Advertise(String),
     /// Signal handlers could not be installed.
     Signals(io::Error),
+    /// The state directory could not be used.
+    Store(crate::store::StoreError),
     /// The core task ended abnormally (a panic in the endpoint).
     Core(String),
 }
@@ -207,6 +245,7 @@ impl fmt::Display for RuntimeError {
             }
             RuntimeError::Advertise(m) => f.write_str(m),
             RuntimeError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            RuntimeError::Store(e) => write!(f, "state store: {e}"),
             RuntimeError::Core(m) => write!(f, "core task failed: {m}"),
         }
     }
@@ -248,16 +287,52 @@ pub struct Runtime {
 impl Runtime {
     /// Bind the listeners of `cfg`, resolve the upstream, create the
     /// [`Endpoint`] and start serving. Returns once the sockets are bound.
+    ///
+    /// With `[state] dir`, the store there is opened first (a second bridge on
+    /// the same directory fails here), the flow-token key is read or created,
+    /// and everything stored is restored before the first packet is read.
     pub async fn start(cfg: Arc<Config>, opts: RuntimeOptions) -> Result<Runtime, RuntimeError> {
-        let seed = opts
-            .seed
-            .unwrap_or_else(|| crate::util::Rng::from_entropy().next_u64());
+        let rng = match opts.seed {
+            Some(seed) => crate::util::Rng::seeded(seed),
+            None => crate::util::Rng::from_entropy(),
+        };
         let profiles = opts
             .profiles
             .clone()
             .unwrap_or_else(|| Arc::new(crate::profile::ProfileSet::builtin()));
-        Self::start_with(cfg, opts, move |cfg, local, upstream, now| {
-            Endpoint::new(cfg, profiles, local, upstream, seed, now)
+        let store = match &cfg.state_dir {
+            Some(dir) => {
+                let key = crate::store::load_or_create_key(dir).map_err(RuntimeError::Store)?;
+                let store = crate::store::Store::open(dir).map_err(RuntimeError::Store)?;
+                let snapshot = store.load().map_err(RuntimeError::Store)?;
+                tracing::info!(
+                    dir = %dir.display(),
+                    phones = snapshot.phones.len(),
+                    targets = snapshot.targets.len(),
+                    bindings = snapshot.bindings.len(),
+                    "state store opened"
+                );
+                Some((store, snapshot, key))
+            }
+            None => {
+                tracing::warn!(
+                    "no state store ([state] dir = \"\"): a restart loses every subscription and registration"
+                );
+                None
+            }
+        };
+        let (store, restore) = match store {
+            Some((store, snap, key)) => (Some(store), Some((snap, key))),
+            None => (None, None),
+        };
+        Self::start_inner(cfg, opts, store, move |cfg, local, upstream, now| {
+            let mut ep = Endpoint::with_rng(cfg, profiles, local, upstream, rng, now);
+            if let Some((snap, key)) = restore {
+                ep.set_token_key(key);
+                ep.enable_persistence();
+                ep.restore(&snap, now);
+            }
+            ep
         })
         .await
     }
@@ -268,6 +343,19 @@ impl Runtime {
     pub async fn start_with<C, F>(
         cfg: Arc<Config>,
         opts: RuntimeOptions,
+        make_core: F,
+    ) -> Result<Runtime, RuntimeError>
+    where
+        C: SansIoCore + Send + 'static,
+        F: FnOnce(Arc<Config>, LocalAddrs, SocketAddr, Instant) -> C,
+    {
+        Self::start_inner(cfg, opts, None, make_core).await
+    }
+
+    async fn start_inner<C, F>(
+        cfg: Arc<Config>,
+        opts: RuntimeOptions,
+        store: Option<crate::store::Store>,
         make_core: F,
     ) -> Result<Runtime, RuntimeError>
     where
@@ -334,7 +422,9 @@ impl Runtime {
             local_ip: tcp_local.map(|a| a.ip()),
         };
         let (tx, rx) = watch::channel(false);
-        let event_loop = EventLoop::new(core, udp, tcp, limits, params);
+        let mut event_loop = EventLoop::new(core, udp, tcp, limits, params);
+        event_loop.persist = store.map(event_loop::Persistence::new);
+        event_loop.reloader = opts.reloader.clone();
         let task = tokio::spawn(event_loop.run(rx, signals));
         Ok(Runtime {
             local,

@@ -7,6 +7,7 @@ use super::notifier::{
     Accepted, AfterNotify, Initial, PhoneState, PhoneSub, ProfileRef, Refusal, Renderings, Update,
     offline_refusal,
 };
+use super::pacer::Pacer;
 use super::subscriber::{Action, Failure, Owner, UpTimer, Upstream};
 use super::target::{Target, UpNotified};
 use super::timers::{Timer, Timers};
@@ -18,33 +19,43 @@ use crate::sip::{Method, SipMessage};
 use crate::transaction::ServerKey;
 use crate::util::Rng;
 use bytes::Bytes;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The subscription translator. See the module docs.
 pub struct SubscriptionManager {
-    env: Env,
-    targets: HashMap<TargetId, Target>,
-    by_aor: HashMap<String, TargetId>,
-    phones: HashMap<PhoneId, PhoneSub>,
+    pub(super) env: Env,
+    pub(super) targets: HashMap<TargetId, Target>,
+    pub(super) by_aor: HashMap<String, TargetId>,
+    pub(super) phones: HashMap<PhoneId, PhoneSub>,
     /// (Call-ID, our tag) → phone subscription.
-    phone_index: HashMap<DialogKey, PhoneId>,
+    pub(super) phone_index: HashMap<DialogKey, PhoneId>,
     /// Upstream Call-ID → (target, package).
-    upstream_index: HashMap<Bytes, (TargetId, Package)>,
+    pub(super) upstream_index: HashMap<Bytes, (TargetId, Package)>,
     /// Call-IDs of upstream subscriptions we just ended, with when: their last
     /// NOTIFYs still get a 200 rather than a 481.
     retired: HashMap<Bytes, Instant>,
-    timers: Timers,
+    pub(super) timers: Timers,
     /// Phone and target ids come from one counter.
-    next_id: u64,
+    pub(super) next_id: u64,
     out: VecDeque<Out>,
-    rng: Rng,
+    pub(super) rng: Rng,
+    /// Upstream SUBSCRIBEs wait here for their turn.
+    pacer: Pacer,
+    /// What changed since the store last took it (only with a store).
+    pub(super) changes: Option<Changes>,
+    /// Restored targets whose upstream refresh has not gone out yet: their
+    /// phones' hold deadline starts when it does.
+    pub(super) resuming: HashSet<TargetId>,
 }
 
 impl SubscriptionManager {
-    pub fn new(env: Env, seed: u64) -> Self {
+    pub fn new(env: Env, rng: Rng) -> Self {
         SubscriptionManager {
+            pacer: Pacer::new(env.cfg.subscriptions.upstream_rate),
+            changes: None,
+            resuming: HashSet::new(),
             env,
             targets: HashMap::new(),
             by_aor: HashMap::new(),
@@ -55,7 +66,7 @@ impl SubscriptionManager {
             timers: Timers::default(),
             next_id: 1,
             out: VecDeque::new(),
-            rng: Rng::seeded(seed),
+            rng,
         }
     }
 
@@ -82,7 +93,12 @@ impl SubscriptionManager {
         self.timers.next()
     }
 
-    fn schedule(&mut self, at: Instant, t: Timer) {
+    /// Upstream SUBSCRIBEs waiting for the pacer.
+    pub fn paced(&self) -> usize {
+        self.pacer.queued()
+    }
+
+    pub(super) fn schedule(&mut self, at: Instant, t: Timer) {
         self.timers.schedule(at, t);
     }
 
@@ -215,6 +231,7 @@ impl SubscriptionManager {
         let hold_until = sub.hold_until;
         self.phone_index.insert(sub.key(), id);
         self.phones.insert(id, sub);
+        self.mark_phone(id);
         if expires > 0 {
             let at = now + Duration::from_secs(expires as u64);
             let expire = Timer::PhoneExpire {
@@ -264,6 +281,9 @@ impl SubscriptionManager {
             return;
         };
         sub.refresh(msg, cseq, flow, expires, now);
+        if let Some(c) = self.changes.as_mut() {
+            c.phones.insert(id, true);
+        }
         if expires == 0 {
             tracing::info!(phone = %flow, call_id = %sub.call_id, "phone unsubscribed");
             self.terminate_phone(id, SubState::TIMEOUT, true, now);
@@ -327,7 +347,10 @@ impl SubscriptionManager {
         let rendering = docs.get(profile, target);
         match sub.on_rendering(rendering, &self.env, &mut self.rng, now) {
             Update::Nothing => {}
-            Update::Notify(notify) => self.out.push_back(notify),
+            Update::Notify(notify) => {
+                self.out.push_back(notify);
+                self.reserve_counters(id);
+            }
             Update::Terminate(state) => {
                 tracing::info!(phone = %id, target = %target.aor, "target offline: failing the phone subscription ({state})");
                 self.terminate_phone(id, state, false, now);
@@ -363,6 +386,7 @@ impl SubscriptionManager {
         let Some(sub) = self.phones.remove(&id) else {
             return;
         };
+        self.mark_phone(id);
         self.phone_index.remove(&sub.key());
         let until = now + Duration::from_secs(self.env.cfg.subscriptions.linger_s);
         let linger = self
@@ -406,6 +430,7 @@ impl SubscriptionManager {
         tracing::info!(target = %aor, "watching new target: subscribing upstream to dialog and presence");
         self.by_aor.insert(aor.to_string(), id);
         self.targets.insert(id, t);
+        self.mark_target(id, true);
         for package in Package::BOTH {
             self.send_subscribe(id, package, false, now);
         }
@@ -414,7 +439,7 @@ impl SubscriptionManager {
 
     /// Recompute the merged view and notify every watcher whose document changed
     /// (one rendering per profile, stamped per phone).
-    fn recompute(&mut self, target: TargetId, now: Instant) {
+    pub(super) fn recompute(&mut self, target: TargetId, now: Instant) {
         let Some(t) = self.targets.get_mut(&target) else {
             return;
         };
@@ -444,6 +469,7 @@ impl SubscriptionManager {
         for p in established.into_iter().flatten() {
             self.send_subscribe(target, p, true, now);
         }
+        self.mark_target(target, true);
         if let Some(t) = self.targets.remove(&target) {
             self.by_aor.remove(&t.aor);
             for up in [t.dialog, t.presence] {
@@ -456,13 +482,57 @@ impl SubscriptionManager {
 
     // ------------------------------------------------------------ upstream side
 
-    fn send_subscribe(
+    /// Send an upstream SUBSCRIBE when the pacer allows it, else queue it (an
+    /// un-SUBSCRIBE goes at once: its target is about to be forgotten).
+    pub(super) fn send_subscribe(
         &mut self,
         target: TargetId,
         package: Package,
         unsubscribe: bool,
         now: Instant,
     ) {
+        if unsubscribe {
+            self.pacer.force(now);
+        } else if !self.pacer.try_take(now) {
+            if self.pacer.enqueue(target, package) {
+                self.schedule_pace(now);
+            }
+            return;
+        }
+        self.send_subscribe_now(target, package, unsubscribe, now);
+    }
+
+    fn schedule_pace(&mut self, now: Instant) {
+        let Some(at) = self.pacer.next_at(now) else {
+            return;
+        };
+        if self.pacer.timer.is_some_and(|t| t <= at) {
+            return;
+        }
+        self.pacer.timer = Some(at);
+        self.schedule(at, Timer::Pace);
+    }
+
+    fn on_pace(&mut self, now: Instant) {
+        self.pacer.timer = None;
+        while let Some((target, package)) = self.pacer.pop_ready(now) {
+            if self.targets.contains_key(&target) {
+                self.send_subscribe_now(target, package, false, now);
+            }
+        }
+        self.schedule_pace(now);
+    }
+
+    fn send_subscribe_now(
+        &mut self,
+        target: TargetId,
+        package: Package,
+        unsubscribe: bool,
+        now: Instant,
+    ) {
+        if !unsubscribe && self.resuming.remove(&target) {
+            self.start_resumed_holds(target, now);
+        }
         let branch = self.rng.branch();
         let Some(t) = self.targets.get_mut(&target) else {
             return;
@@ -478,7 +548,13 @@ impl SubscriptionManager {
         };
         let request = up.subscribe(&self.env, owner, &branch, unsubscribe, &mut self.rng);
         let generation = up.generation;
+        // the CSeq must never go backwards, even after a crash: reserve ahead
+        let durable = up.cseq >= up.reserved_cseq;
+        if durable {
+            up.reserved_cseq = up.cseq.saturating_add(RESERVE);
+        }
         self.out.push_back(request);
+        self.mark_target(target, durable);
         if !unsubscribe {
             let at = now + self.env.t1 * 64;
             let timer_n = UpTimer::TimerN { generation };
@@ -495,7 +571,7 @@ impl SubscriptionManager {
     }
 
     /// Start a fresh upstream dialog for this package (new Call-ID and tag).
-    fn resubscribe_fresh(&mut self, target: TargetId, package: Package, now: Instant) {
+    pub(super) fn resubscribe_fresh(&mut self, target: TargetId, package: Package, now: Instant) {
         let call_id = build::call_id(&mut self.rng);
         let tag = self.rng.tag();
         let Some(t) = self.targets.get_mut(&target) else {
@@ -503,6 +579,7 @@ impl SubscriptionManager {
         };
         let new_call_id = Bytes::from(call_id.clone());
         let (old, had_dialog) = t.restart(package, call_id, tag);
+        self.mark_target(target, true);
         let old = Bytes::from(old);
         self.upstream_index.remove(&old);
         self.upstream_index.insert(new_call_id, (target, package));
@@ -520,6 +597,7 @@ impl SubscriptionManager {
             return;
         };
         let wait = t.fail(package, f, &self.env.cfg.subscriptions);
+        self.mark_target(target, false);
         let at = now + Duration::from_secs(wait.delay_s) + jitter;
         let retry = UpTimer::Retry {
             generation: wait.generation,
@@ -574,7 +652,11 @@ impl SubscriptionManager {
                     return;
                 }
                 let default_expires = self.env.cfg.subscriptions.upstream_expires;
+                let had_dialog = up.remote_tag.is_some();
                 let action = up.on_response(msg, default_expires, &t.aor, now, &mut self.rng);
+                // a new dialog is worth a disk sync; a refresh is not
+                let durable = !had_dialog && up.remote_tag.is_some();
+                self.mark_target(target, durable);
                 self.act(target, package, action, now);
             }
         }
@@ -628,6 +710,7 @@ impl SubscriptionManager {
             return self.respond(key, data);
         };
         self.respond(key, build::response(msg, 200, "OK", None, &[]));
+        self.mark_target(target, false);
         match notified {
             UpNotified::Applied => self.recompute(target, now),
             UpNotified::VersionGap => {
@@ -667,6 +750,7 @@ impl SubscriptionManager {
             Timer::PhoneHold { phone } => {
                 self.release_first_notify(phone, true, &mut Renderings::default(), now)
             }
+            Timer::Pace => self.on_pace(now),
             Timer::Up(target, package, timer) => {
                 if let Some(up) = self.upstream(target, package) {
                     let action = up.on_timer(timer);

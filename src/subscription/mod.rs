@@ -24,11 +24,16 @@
 //! Files, each using only those above it: `types.rs` (ids, keys, messages),
 //! `build.rs` (shared wire formats), `subscriber.rs` (upstream side),
 //! `target.rs` (the per-target record), `notifier.rs` (phone side), `timers.rs`
-//! (the timer heap), `manager.rs` (registry, indices, routing).
+//! (the timer heap), `pacer.rs` (upstream SUBSCRIBE pacing), `manager.rs` (registry, indices,
+//! routing), `persist.rs` (the manager's side of the state store), `liveness.rs` (the
+//! upstream lost and back).
 
 mod build;
+mod liveness;
 mod manager;
 mod notifier;
+mod pacer;
+mod persist;
 mod subscriber;
 mod target;
 mod timers;
@@ -37,6 +42,7 @@ mod types;
 pub use crate::profile::SubState;
 pub use manager::SubscriptionManager;
 pub use notifier::{PhoneState, PhoneSub, ProfileRef};
+pub use persist::Restored;
 pub use subscriber::{UpState, Upstream};
 pub use target::Target;
-pub use types::{DialogKey, Env, Out, Package, PhoneId, ReqTag, Route, TargetId};
+pub use types::{Changes, DialogKey, Env, Out, Package, PhoneId, RESERVE, ReqTag, Route, TargetId};

@@ -59,6 +59,14 @@ impl ProfileRef {
     pub fn get<'a>(&'a self, set: &'a ProfileSet) -> Option<&'a Arc<Profile>> {
         self.shared.as_ref().or_else(|| set.get_shared(&self.name))
     }
+
+    /// After a reload: use the set's profile of that name (keep the old one if
+    /// the set no longer has it).
+    pub fn reresolve(&mut self, set: &ProfileSet) {
+        if let Some(p) = set.get_shared(&self.name) {
+            self.shared = Some(p.clone());
+        }
+    }
 }
 
 impl std::fmt::Debug for ProfileRef {
@@ -115,6 +123,13 @@ pub struct PhoneSub {
     pub fetch: bool,
     /// Bumped on every refresh so stale expiry timers are ignored.
     pub timer_gen: u32,
+    /// High-water marks reserved ahead in the store: a restored subscription
+    /// continues from them, so CSeq and version never go backwards after a
+    /// crash, and a NOTIFY costs a disk write only when it reaches them.
+    #[serde(default)]
+    pub reserved_cseq: u32,
+    #[serde(default)]
+    pub reserved_version: u32,
 }
 
 /// A refused SUBSCRIBE: (code, reason, extra headers).
@@ -276,6 +291,8 @@ impl PhoneSub {
             force_full: true,
             fetch: a.expires == 0,
             timer_gen: 0,
+            reserved_cseq: 0,
+            reserved_version: 0,
         }
     }
 

@@ -75,6 +75,10 @@ pub struct Upstream {
     pub last_request: Option<Bytes>,
     /// Why the last attempt failed (for logs and the lamp panel).
     pub last_error: Option<String>,
+    /// CSeq reserved ahead in the store (see `PhoneSub::reserved_cseq`): a
+    /// refresh after a restart uses a CSeq above any sent before.
+    #[serde(default)]
+    pub reserved_cseq: u32,
 }
 
 /// What the registry must do after an upstream event.
@@ -178,6 +182,7 @@ impl Upstream {
             auth: DigestClient::new(credentials),
             last_request: None,
             last_error: None,
+            reserved_cseq: 0,
         }
     }
 

@@ -20,6 +20,8 @@ pub(super) enum Timer {
         phone: PhoneId,
     },
     Up(TargetId, Package, UpTimer),
+    /// The upstream pacer has a token for the next queued SUBSCRIBE.
+    Pace,
     /// No phone watches the target any more (since this linger generation).
     Linger {
         target: TargetId,

@@ -162,3 +162,20 @@ mod tests {
         assert_eq!(format!("{a:?}"), "DialogKey(ab, c)");
     }
 }
+
+/// How far ahead CSeq and version are reserved: one disk write per this many
+/// NOTIFYs (or upstream SUBSCRIBEs) of a subscription.
+pub const RESERVE: u32 = 64;
+
+/// Records changed since the store last took them: id → durable.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub(super) phones: std::collections::HashMap<PhoneId, bool>,
+    pub(super) targets: std::collections::HashMap<TargetId, bool>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.phones.is_empty() && self.targets.is_empty()
+    }
+}

@@ -9,7 +9,7 @@ use super::process::{
 use super::sip_client::{Transport, sip_ping};
 use super::tmp::TempDir;
 use std::fmt::Write as _;
-use std::fs::{self, File};
+use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -62,29 +62,7 @@ impl Bridge {
         let log_path = dir.path().join("bridge.log");
         fs::write(&config_path, config_toml).map_err(|e| format!("cannot write config: {e}"))?;
         let (udp, tcp) = listen_addrs(config_toml);
-        let log = File::create(&log_path).map_err(|e| format!("cannot create log: {e}"))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| format!("cannot clone log handle: {e}"))?;
-        let exe = PathBuf::from(env!("CARGO_BIN_EXE_blf-bridge"));
-        let mut cmd = lifetime_limited(&exe);
-        cmd.arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .process_group(0);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        let child = spawn_bridge(&config_path, &log_path, env, false)?;
         let mut b = Bridge {
             child: Some(child),
             udp,
@@ -99,9 +77,16 @@ impl Bridge {
                 "the bridge config has no [listen] udp/tcp address to probe:\n{config_toml}"
             ));
         }
+        b.wait_up(keep_on_error)?;
+        Ok(b)
+    }
+
+    /// Wait (≤10 s) until every listen port answers an OPTIONS.
+    fn wait_up(&mut self, keep_on_error: bool) -> Result<(), String> {
+        let (udp, tcp) = (self.udp, self.tcp);
         let mut exited = None;
         let up = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
-            if let Some(Ok(Some(s))) = b.child.as_mut().map(Child::try_wait) {
+            if let Some(Ok(Some(s))) = self.child.as_mut().map(Child::try_wait) {
                 exited = Some(s);
                 return true;
             }
@@ -111,23 +96,51 @@ impl Bridge {
                 })
         });
         if keep_on_error && (exited.is_some() || !up) {
-            b.dir.keep();
+            self.dir.keep();
         }
         if let Some(s) = exited {
-            b.exit = Some(s);
+            self.exit = Some(s);
             return Err(format!(
                 "blf-bridge exited before answering OPTIONS ({s}); config {}, log:\n{}",
-                b.config_path.display(),
-                tail(&b.log(), 40)
+                self.config_path.display(),
+                tail(&self.log(), 40)
             ));
         }
         if !up {
             return Err(format!(
                 "blf-bridge did not answer OPTIONS on {udp:?} / {tcp:?} within 10 s; log:\n{}",
-                tail(&b.log(), 40)
+                tail(&self.log(), 40)
             ));
         }
-        Ok(b)
+        Ok(())
+    }
+
+    /// SIGKILL the bridge (a crash: nothing is flushed, no signal handler runs).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill_group(c.id(), "KILL");
+            let _ = c.kill();
+            self.exit = wait_child(&mut c, Duration::from_secs(5));
+        }
+    }
+
+    /// The directory holding the config file (and the default `state/`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Start the bridge again, after [`Bridge::kill`] or [`Bridge::stop`], with
+    /// the same config file, state directory and ports; its log is appended to
+    /// the same file. Waits until it answers OPTIONS (panics otherwise).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart: the bridge is still running");
+        let child = spawn_bridge(&self.config_path, &self.log_path, &[], true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.child = Some(child);
+        self.exit = None;
+        if let Err(e) = self.wait_up(true) {
+            panic!("{e}");
+        }
     }
 
     /// The UDP listen address (0.0.0.0 replaced by 127.0.0.1).
@@ -208,6 +221,44 @@ impl Drop for Bridge {
             );
         }
     }
+}
+
+/// Start `blf-bridge run --config <config_path>` in its own process group with
+/// its output in `log_path` (appended when `append`).
+fn spawn_bridge(
+    config_path: &Path,
+    log_path: &Path,
+    env: &[(&str, &str)],
+    append: bool,
+) -> Result<Child, String> {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(append)
+        .write(true)
+        .truncate(!append)
+        .open(log_path)
+        .map_err(|e| format!("cannot create log: {e}"))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| format!("cannot clone log handle: {e}"))?;
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_blf-bridge"));
+    let mut cmd = lifetime_limited(&exe);
+    cmd.arg("run")
+        .arg("--config")
+        .arg(config_path)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .process_group(0);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn()
+        .map_err(|e| format!("cannot start {}: {e}", exe.display()))
 }
 
 /// A minimal bridge config (src/config.rs format): phones on 127.0.0.1:`listen_port`

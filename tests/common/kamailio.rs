@@ -378,6 +378,16 @@ impl Kamailio {
         self.shutdown();
     }
 
+    /// SIGKILL it (a crash: its shared memory, and with it every subscription
+    /// and registration, is gone). Its port is free again at once.
+    pub fn kill(mut self) {
+        if let Some(mut c) = self.child.take() {
+            super::process::kill_group(c.id(), "KILL");
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     fn shutdown(&mut self) {
         if let Some(mut c) = self.child.take() {
             stop_group(&mut c, Duration::from_secs(5));

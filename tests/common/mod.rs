@@ -26,6 +26,7 @@
 //! - `kamailio`: the harness PBX and its users ([`DOMAIN`], [`USERS`]);
 //! - `bridge`: the bridge binary and [`bridge_config`];
 //! - `sipp`: [`SippCmd`] / [`Sipp`];
+//! - `lamp`: what a NOTIFY shows on a key, per profile ([`label`], [`wait_lamp`]);
 //! - `trace`: `-trace_msg` parsing ([`parse_trace`], [`notifies`]);
 //! - `xml`: the minimal XML scanning behind [`Notify`]'s accessors.
 //!
@@ -35,6 +36,7 @@
 
 mod bridge;
 mod kamailio;
+mod lamp;
 mod process;
 mod sip_client;
 mod sipp;
@@ -45,4 +47,6 @@ mod xml;
 
 // One flat namespace, as before the split: `use common::*;` in the test crates.
 #[allow(unused_imports)]
-pub use {bridge::*, kamailio::*, process::*, sip_client::*, sipp::*, tmp::*, tools::*, trace::*};
+pub use {
+    bridge::*, kamailio::*, lamp::*, process::*, sip_client::*, sipp::*, tmp::*, tools::*, trace::*,
+};

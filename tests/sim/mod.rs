@@ -10,6 +10,7 @@ use blf_bridge::endpoint::{Endpoint, LocalAddrs};
 use blf_bridge::flow::{ConnId, Flow, Transmit};
 use blf_bridge::profile::ProfileSet;
 use blf_bridge::sip::{HeaderName, Method, SipMessage, Transport};
+use blf_bridge::store::Snapshot;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,36 +60,86 @@ pub struct Sim {
     pub start: Instant,
     /// Transmits not yet consumed by the test.
     pub pending: Vec<Transmit>,
+    /// The configuration text (for restarts).
+    pub config: String,
+    /// An in-memory state store (with [`Sim::new_persistent`]): every batch
+    /// the endpoint hands out is applied as soon as it is taken.
+    pub store: Option<Snapshot>,
+    /// Restarts so far (each new endpoint gets another seed).
+    pub restarts: u64,
 }
 
 impl Sim {
     pub fn new(extra_config: &str) -> Sim {
-        let cfg = Config::parse(&base_config(extra_config), "sim.toml", &|_| None).unwrap();
+        Sim::with_config(base_config(extra_config))
+    }
+
+    /// A bridge with this whole configuration text.
+    pub fn with_config(config: String) -> Sim {
         let now = Instant::now();
-        let local = LocalAddrs {
-            udp: Some(addr(BRIDGE)),
-            tcp: Some(addr(BRIDGE)),
-            advertise_host: "127.0.0.1".into(),
-        };
-        let ep = Endpoint::new(
-            Arc::new(cfg),
-            Arc::new(ProfileSet::builtin()),
-            local,
-            addr(UPSTREAM),
-            42,
-            now,
-        );
+        let ep = Self::endpoint(&config, 42, now);
         Sim {
             ep,
             now,
             start: now,
             pending: Vec::new(),
+            config,
+            store: None,
+            restarts: 0,
         }
+    }
+
+    /// A bridge with an (in-memory) state store.
+    pub fn new_persistent(extra_config: &str) -> Sim {
+        let mut sim = Sim::new(extra_config);
+        sim.ep.enable_persistence();
+        sim.store = Some(Snapshot::default());
+        sim
+    }
+
+    fn endpoint(config: &str, seed: u64, now: Instant) -> Endpoint {
+        let cfg = Config::parse(config, "sim.toml", &|_| None).unwrap();
+        let local = LocalAddrs {
+            udp: Some(addr(BRIDGE)),
+            tcp: Some(addr(BRIDGE)),
+            advertise_host: "127.0.0.1".into(),
+        };
+        Endpoint::new(
+            Arc::new(cfg),
+            Arc::new(ProfileSet::builtin()),
+            local,
+            addr(UPSTREAM),
+            seed,
+            now,
+        )
+    }
+
+    /// The bridge crashes and starts again from its store: everything in
+    /// flight is lost (pending transmits dropped), the new endpoint restores.
+    pub fn restart(&mut self) {
+        let snap = self
+            .store
+            .clone()
+            .expect("restart needs Sim::new_persistent");
+        self.restarts += 1;
+        self.pending.clear();
+        // the key file survives (the runtime reads it before restoring)
+        let key = self.ep.proxy().token_key();
+        self.ep = Self::endpoint(&self.config, 42 + self.restarts, self.now);
+        self.ep.set_token_key(key);
+        self.ep.enable_persistence();
+        self.ep.restore(&snap, self.now);
+        self.drain();
     }
 
     fn drain(&mut self) {
         while let Some(t) = self.ep.poll_transmit() {
             self.pending.push(t);
+        }
+        if let Some(s) = self.store.as_mut() {
+            while let Some(b) = self.ep.poll_persist() {
+                s.apply(&b);
+            }
         }
     }
 

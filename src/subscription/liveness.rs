@@ -1,0 +1,52 @@
+//! The upstream as a whole goes away and comes back (a PBX restart, a network
+//! outage): the endpoint's keep-alive notices, and the manager makes every
+//! lamp say "unknown" meanwhile, then re-establishes every upstream
+//! subscription (refresh in its dialog; a PBX that lost it answers 481 and a
+//! fresh one follows), paced.
+
+use super::manager::SubscriptionManager;
+use super::types::{Package, TargetId};
+use std::time::Instant;
+
+impl SubscriptionManager {
+    /// The upstream stopped answering: nothing is known about any target any
+    /// more. Phones get their profile's `unknown` rendering, never a stale state.
+    pub fn upstream_lost(&mut self, now: Instant) {
+        let ids: Vec<TargetId> = self.targets.keys().copied().collect();
+        tracing::warn!(
+            targets = ids.len(),
+            "upstream unreachable: every watched target is unknown until it answers again"
+        );
+        for id in ids {
+            if let Some(t) = self.targets.get_mut(&id) {
+                t.dialog_stream.set_unknown();
+                t.presence_stream.set_unknown();
+            }
+            self.mark_target(id, false);
+            self.recompute(id, now);
+        }
+    }
+
+    /// The upstream answers again: re-establish every upstream subscription
+    /// (paced), so each lamp is right as soon as its NOTIFYs arrive.
+    pub fn upstream_back(&mut self, now: Instant) {
+        let ids: Vec<TargetId> = self.targets.keys().copied().collect();
+        tracing::info!(
+            targets = ids.len(),
+            "upstream answers again: re-establishing the upstream subscriptions"
+        );
+        for id in ids {
+            for package in Package::BOTH {
+                let established = self
+                    .targets
+                    .get(&id)
+                    .is_some_and(|t| t.upstream(package).established());
+                if established {
+                    self.send_subscribe(id, package, false, now);
+                } else {
+                    self.resubscribe_fresh(id, package, now);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Pacing of upstream SUBSCRIBEs: a token bucket of `rate` per second with a
+//! burst of as many, and a queue of (target, package) waiting for a token. A
+//! site coming up with thousands of keys, or a bridge resuming them after a
+//! restart, reaches the provider at `rate`, never in one burst.
+
+use super::types::{Package, TargetId};
+use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+pub(super) struct Pacer {
+    rate: f64,
+    tokens: f64,
+    last: Option<Instant>,
+    queue: VecDeque<(TargetId, Package)>,
+    queued: HashSet<(TargetId, Package)>,
+    /// A pacing timer is set for this time.
+    pub(super) timer: Option<Instant>,
+}
+
+impl Pacer {
+    pub(super) fn new(rate: u32) -> Pacer {
+        let rate = f64::from(rate.max(1));
+        Pacer {
+            rate,
+            tokens: rate,
+            last: None,
+            queue: VecDeque::new(),
+            queued: HashSet::new(),
+            timer: None,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if let Some(last) = self.last {
+            let dt = now.saturating_duration_since(last).as_secs_f64();
+            self.tokens = (self.tokens + dt * self.rate).min(self.rate);
+        }
+        self.last = Some(now);
+    }
+
+    /// Take a token now if one is free and nobody is queued before us.
+    pub(super) fn try_take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        if self.queue.is_empty() && self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Take a token whatever the bucket holds (an un-SUBSCRIBE, which cannot
+    /// wait: its target is gone); later requests wait for it.
+    pub(super) fn force(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens -= 1.0;
+    }
+
+    /// Queue a SUBSCRIBE; false when that one is queued already.
+    pub(super) fn enqueue(&mut self, target: TargetId, package: Package) -> bool {
+        if !self.queued.insert((target, package)) {
+            return false;
+        }
+        self.queue.push_back((target, package));
+        true
+    }
+
+    /// The next queued SUBSCRIBE whose token is available now.
+    pub(super) fn pop_ready(&mut self, now: Instant) -> Option<(TargetId, Package)> {
+        self.refill(now);
+        if self.tokens < 1.0 {
+            return None;
+        }
+        let next = self.queue.pop_front()?;
+        self.queued.remove(&next);
+        self.tokens -= 1.0;
+        Some(next)
+    }
+
+    /// When the next queued SUBSCRIBE may go (None: nothing queued).
+    pub(super) fn next_at(&self, now: Instant) -> Option<Instant> {
+        if self.queue.is_empty() {
+            return None;
+        }
+        let missing = (1.0 - self.tokens).max(0.0);
+        let wait = Duration::from_secs_f64(missing / self.rate);
+        // at least 1 ms, so a timer never spins at the same instant
+        Some(now + wait.max(Duration::from_millis(1)))
+    }
+
+    pub(super) fn queued(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bursts_up_to_the_rate_then_one_token_per_interval() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(10);
+        let sent = (0..25).filter(|_| p.try_take(t0)).count();
+        assert_eq!(sent, 10, "a burst of `rate`");
+        for i in 0..15u64 {
+            assert!(p.enqueue(TargetId(i), Package::Dialog));
+        }
+        assert!(!p.enqueue(TargetId(0), Package::Dialog), "no duplicates");
+        assert_eq!(p.pop_ready(t0), None);
+        // 1 s later: 10 more
+        let t1 = t0 + Duration::from_secs(1);
+        let mut n = 0;
+        while p.pop_ready(t1).is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 10);
+        assert_eq!(p.queued(), 5);
+        let at = p.next_at(t1).unwrap();
+        assert!(
+            at > t1 && at <= t1 + Duration::from_millis(101),
+            "{:?}",
+            at - t1
+        );
+        // order is kept
+        assert_eq!(
+            p.pop_ready(t1 + Duration::from_millis(100)),
+            Some((TargetId(10), Package::Dialog))
+        );
+        // a queued request blocks newcomers from jumping ahead
+        assert!(!p.try_take(t1 + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_forced_token_delays_the_next() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(1);
+        assert!(p.try_take(t0));
+        p.force(t0);
+        assert!(!p.try_take(t0 + Duration::from_millis(1500)));
+        assert!(p.try_take(t0 + Duration::from_millis(2001)));
+    }
+}
