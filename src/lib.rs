@@ -2,7 +2,7 @@
 //! visible on dialog-only BLF phones (Grandstream GXP/Wave) by merging the hosted
 //! PBX's `dialog` and `presence` event packages.
 //!
-//! Layout (sans-IO core, thin runtime — the quinn-proto/quinn split):
+//! Layout (sans-IO core, thin runtime — the quinn-proto/quinn split; see `docs/architecture.md`):
 //! - [`local`]: the bridge's own addresses, Via/Contact host and "is this URI us?".
 //! - [`context`]: the surroundings shared by the translator and the proxy.
 //! - [`sip`]: byte-preserving message layer (framing, typed views, edits, builder).
