@@ -26,7 +26,10 @@
 # WATCHERS (100), WATCH_RATE (200), CYCLES (5), FAN_REPEAT (1), PERF (0; 1 = perf record
 # the bridge during each load step into <step>/perf.data), SUB_AUTH (1: Kamailio answers the
 # bridge's SUBSCRIBEs with 407), RUST_LOG (info, the bridge's default),
-# BENCH_DIR (default: a new mktemp -d; results stay there), BIN (the bridge binary).
+# BENCH_DIR (default: a new mktemp -d; results stay there), BIN (the bridge binary),
+# STORE (1: the state store on, in the step's directory; 0: `[state] dir = ""`),
+# UPSTREAM_RATE (1000: `[subscriptions] upstream_rate`, high enough that pacing does not
+# shape this benchmark; the product default is 50).
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
@@ -42,6 +45,8 @@ WATCHERS=${WATCHERS:-100}
 CYCLES=${CYCLES:-5}
 FAN_REPEAT=${FAN_REPEAT:-1}
 SUB_AUTH=${SUB_AUTH:-1}
+STORE=${STORE:-1}
+UPSTREAM_RATE=${UPSTREAM_RATE:-1000}
 export RUST_LOG=${RUST_LOG:-info}
 BIN=${BIN:-$REPO/target/release/blf-bridge}
 LIFETIME=1800            # no process started here outlives this (timeout -k)
@@ -184,6 +189,15 @@ upstream_expires = 600
 first_notify_timeout_ms = 2000
 linger = 30
 EOF
+  # LEGACY_CONFIG=1: a binary older than the store and the pacer (for comparisons)
+  if [[ "${LEGACY_CONFIG:-0}" != 1 ]]; then
+    cat >>"$dir/bridge.toml" <<EOF
+upstream_rate = $UPSTREAM_RATE
+
+[state]
+dir = "$( [[ "$STORE" == 1 ]] && echo "$dir/state" )"
+EOF
+  fi
   "$BIN" check --config "$dir/bridge.toml" >"$dir/bridge-check.log" 2>&1 || {
     cat "$dir/bridge-check.log" >&2; return 1; }
   start_group "$dir/bridge.log" "$BIN" run --config "$dir/bridge.toml"
