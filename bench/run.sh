@@ -19,6 +19,11 @@
 #           and un-REGISTERs it CYCLES times (Kamailio -> bridge: presence NOTIFY);
 #           dumpcap on lo, port of the bridge: upstream NOTIFY in -> WATCHERS-th
 #           phone NOTIFY out; FAN_REPEAT times
+#   resume  RESUME_COUNT phones over RESUME_TARGETS targets, held (store on); the bridge is
+#           killed with SIGKILL and started again on its state directory with
+#           upstream_rate = RESUME_RATE; dumpcap on lo: time from the new process's start to
+#           the last phone's resumed NOTIFY on the wire, upstream refreshes per second,
+#           state file bytes per subscription
 #   report  markdown summary of everything in the results directory
 #
 # Knobs (environment): RATES ("500 1000 2000 3000 4000 5000 6000"), REPEAT (3),
@@ -46,6 +51,9 @@ CYCLES=${CYCLES:-5}
 FAN_REPEAT=${FAN_REPEAT:-1}
 SUB_AUTH=${SUB_AUTH:-1}
 STORE=${STORE:-1}
+RESUME_COUNT=${RESUME_COUNT:-10000}
+RESUME_TARGETS=${RESUME_TARGETS:-1000}
+RESUME_RATE=${RESUME_RATE:-50}
 UPSTREAM_RATE=${UPSTREAM_RATE:-1000}
 export RUST_LOG=${RUST_LOG:-info}
 BIN=${BIN:-$REPO/target/release/blf-bridge}
@@ -381,6 +389,92 @@ machine() {
   } | tee "$BENCH_DIR/machine.txt" >&2
 }
 
+# resume_run LABEL (see the header: phase resume)
+resume_run() {
+  local label=$1 dir="$BENCH_DIR/$1" sp sport n deadline
+  rm -rf "$dir"; mkdir -p "$dir"; chmod 777 "$dir"
+  local COUNT=$RESUME_COUNT TARGETS=$RESUME_TARGETS STORE=1 UPSTREAM_RATE=1000
+  kam_start "$dir" && bridge_start "$dir" || { stop_all; return 1; }
+  targets_csv "$dir/targets.csv" "$TARGETS"
+  local spread_s=$(( COUNT / 1000 + 1 ))
+  local hold_s=$(( spread_s + 40 + 2 * TARGETS / RESUME_RATE + 60 ))
+  scenario "$dir/sub-wave.xml" $(( hold_s * 1000 ))
+  sport=$($PY freeport)
+  CWD="$dir" start_group "$dir/sipp.out" sipp "127.0.0.1:$BPORT" -sf "$dir/sub-wave.xml" -inf "$dir/targets.csv" \
+      -i 127.0.0.1 -p "$sport" -t u1 -r 1000 -m "$COUNT" -l $((COUNT + 100)) \
+      -nostdin -default_behaviors none -buff_size 4194304 -recv_timeout 60000 \
+      -timeout $(( hold_s + 120 ))s -timeout_error -trace_stat -stf "$dir/stat.csv" -fd 1 -trace_rtt -rtt_freq 1 \
+      -trace_err -error_file "$dir/err.log" -trace_screen -screen_file "$dir/screen.log"
+  sp=$BG
+  deadline=$(( $(date +%s) + spread_s * 3 + 60 )); n=0
+  while (( $(date +%s) < deadline )); do
+    n=$($PY count_rtd "$(ls "$dir"/*_rtt.csv 2>/dev/null | head -1)" 2 2>/dev/null || echo 0)
+    (( n >= COUNT )) && break
+    kill -0 "$sp" 2>/dev/null || break
+    sleep 0.5
+  done
+  echo "$label: $n/$COUNT phone subscriptions established" >&2
+  sleep 3
+  local store_bytes; store_bytes=$(stat -c %s "$dir/state/state.redb")
+  read -r _ m0 < <(cpu_rss)
+  start_group "$dir/dumpcap.log" dumpcap -q -i lo -f "udp port $BPORT" -B 256 -w "$dir/cap.pcapng"
+  sleep 2
+  # crash, then start again on the same state directory, paced at RESUME_RATE
+  kill -KILL -- "-$BGROUP" 2>/dev/null; forget_group "$BGROUP"
+  sed -i "s/^upstream_rate = .*/upstream_rate = $RESUME_RATE/" "$dir/bridge.toml"
+  local t0; t0=$(date +%s.%N)
+  start_group "$dir/bridge-restarted.log" "$BIN" run --config "$dir/bridge.toml"
+  BGROUP=$BG; BPID=$(child_of "$BGROUP")
+  # until every phone counted its resumed NOTIFY (hold_notify), bounded
+  deadline=$(( $(date +%s) + 2 * TARGETS / RESUME_RATE + 60 )); n=0
+  while (( $(date +%s) < deadline )); do
+    n=$(python3 -c 'import sys
+l=[x for x in open(sys.argv[1]) if x.strip()]
+h=l[0].rstrip("\n").split(";"); v=dict(zip(h,l[-1].rstrip("\n").split(";")))
+print(int(v.get("hold_notify(C)","0") or 0))' "$dir/stat.csv" 2>/dev/null || echo 0)
+    (( n >= COUNT )) && break
+    sleep 1
+  done
+  sleep 2
+  read -r c1 m1 < <(cpu_rss)
+  stop_all
+  tshark -r "$dir/cap.pcapng" -d "udp.port==$BPORT,sip" -T fields -E separator=';' \
+    -e frame.time_epoch -e udp.srcport -e udp.dstport -e sip.Method -e sip.Status-Code \
+    >"$dir/cap.fields" 2>"$dir/tshark.log"
+  python3 - "$dir" "$t0" "$BPORT" "$KPORT" "$COUNT" "$TARGETS" "$store_bytes" "$m0" "$m1" "$n" "$RESUME_RATE" <<'PY' | tee "$dir/resume.json" >&2
+import json, sys
+d, t0, bport, kport, count, targets, store, m0, m1, resumed, rate = sys.argv[1:]
+t0 = float(t0)
+notifies, refreshes = [], []
+for line in open(d + "/cap.fields"):
+    f = line.rstrip("\n").split(";")
+    if len(f) < 4 or not f[0]:
+        continue
+    t, src, dst, method = float(f[0]), f[1], f[2], f[3]
+    if t < t0 or src != bport:
+        continue
+    if method == "NOTIFY" and dst != kport:
+        notifies.append(t - t0)
+    elif method == "SUBSCRIBE" and dst == kport:
+        refreshes.append(t - t0)
+per_s = {}
+for t in refreshes:
+    per_s[int(t)] = per_s.get(int(t), 0) + 1
+print(json.dumps({
+    "phones": int(count), "targets": int(targets), "upstream_rate": int(rate),
+    "phones_resumed": int(resumed),
+    "phone_notifies_after_restart": len(notifies),
+    "first_phone_notify_s": round(min(notifies), 3) if notifies else None,
+    "last_phone_notify_s": round(max(notifies), 3) if notifies else None,
+    "bound_s": 2 * int(targets) / int(rate) + 5,
+    "upstream_subscribes_after_restart": len(refreshes),
+    "max_upstream_subscribes_in_a_second": max(per_s.values()) if per_s else 0,
+    "store_bytes": int(store), "store_bytes_per_phone_sub": round(int(store) / int(count), 1),
+    "rss_kb_before_kill": int(m0), "rss_kb_after_resume": int(m1),
+}, indent=1))
+PY
+}
+
 # ----------------------------------------------------------------- phases
 need sipp sip-tester; need kamailio "kamailio kamailio-presence-modules kamailio-sqlite-modules"
 need kamcmd kamailio; need sqlite3 sqlite3; need setsid util-linux; need timeout coreutils
@@ -403,6 +497,11 @@ for ph in $PHASES; do
       need dumpcap tshark; need tshark tshark
       machine
       for rep in $(seq "$FAN_REPEAT"); do fanout_run "fanout-w$WATCHERS-$rep"; done ;;
+    resume)
+      [[ -x "$BIN" ]] || { echo "no $BIN (run the build phase)" >&2; exit 1; }
+      need dumpcap tshark; need tshark tshark
+      machine
+      resume_run "resume-$RESUME_COUNT-r$RESUME_RATE" ;;
     report)
       $PY report "$BENCH_DIR" | tee "$BENCH_DIR/report.md" ;;
     *) echo "unknown phase $ph" >&2; exit 2 ;;

@@ -737,3 +737,45 @@ fn reload_renders_changed_profiles_again_and_keeps_every_subscription() {
     let n = answer_notifies(&mut sim, &m, &gxp.addr());
     assert!(String::from_utf8_lossy(n.last().unwrap().body()).contains("display=\"Away\""));
 }
+
+/// SIGTERM: no new request is taken (the phone retransmits it to the next
+/// start), the transactions in flight finish, and phone subscriptions are not
+/// terminated.
+#[test]
+fn a_graceful_stop_takes_no_new_request_and_drains_without_terminating_anyone() {
+    let mut sim = Sim::new_persistent("");
+    let mut pbx = FakePbx::default();
+    let mut gxp = Phone::new(40000, "1002");
+    gxp.subscribe(&mut sim, 3600);
+    let up = pbx.take(&mut sim);
+    pbx.accept(&mut sim, &up, 600);
+    pbx.notify(&mut sim, "dialog", "active;expires=600", Some(DUMMY_IDLE));
+    pbx.notify(&mut sim, "presence", "active;expires=600", Some(PIDF_OPEN));
+    let m = sim.take_to(&gxp.addr());
+    let notify: Vec<SipMessage> = m
+        .into_iter()
+        .filter(|m| is_method(m, Method::Notify))
+        .collect();
+    assert!(
+        !sim.ep.is_drained(),
+        "a NOTIFY waits for the phone's answer"
+    );
+
+    let now = sim.now;
+    sim.ep.begin_shutdown(now);
+    let mut other = Phone::new(40002, "1003");
+    let msgs = other.subscribe(&mut sim, 3600);
+    assert!(msgs.is_empty(), "a new request is not taken: {msgs:?}");
+    assert!(pbx.take(&mut sim).is_empty(), "nothing new upstream");
+
+    answer_notifies(&mut sim, &notify[..1], &gxp.addr());
+    assert!(sim.ep.is_drained(), "nothing waits for an answer any more");
+    sim.advance(Duration::from_secs(2));
+    let m = sim.take_to(&gxp.addr());
+    assert!(
+        !m.iter()
+            .any(|m| hv(m, HeaderName::SubscriptionState).starts_with("terminated")),
+        "no terminated NOTIFY: {m:?}"
+    );
+    assert_eq!(sim.ep.subscriptions().phones().count(), 1);
+}

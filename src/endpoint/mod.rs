@@ -92,6 +92,8 @@ pub struct Liveness {
 pub const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Endpoint {
+    /// A deterministic endpoint (random values from `seed`): for tests and
+    /// fuzzing. The runtime uses [`Endpoint::with_rng`] with an OS-seeded source.
     pub fn new(
         cfg: Arc<Config>,
         profiles: Arc<ProfileSet>,
@@ -100,9 +102,20 @@ impl Endpoint {
         seed: u64,
         now: Instant,
     ) -> Self {
+        Endpoint::with_rng(cfg, profiles, local, upstream, Rng::seeded(seed), now)
+    }
+
+    /// The endpoint with its random source (the runtime seeds it from the OS).
+    pub fn with_rng(
+        cfg: Arc<Config>,
+        profiles: Arc<ProfileSet>,
+        local: LocalAddrs,
+        upstream: SocketAddr,
+        mut rng: Rng,
+        now: Instant,
+    ) -> Self {
         let timers = Timers::default();
         let ctx = Context::new(cfg, profiles, local, upstream, timers.t1);
-        let mut rng = Rng::seeded(seed);
         let subs = SubscriptionManager::new(ctx.clone(), rng.fork());
         let proxy = Proxy::new(ctx.clone(), rng.fork());
         let next_ping = match ctx.cfg.upstream.keepalive {
@@ -123,23 +136,6 @@ impl Endpoint {
             draining: false,
             liveness: Liveness::default(),
         }
-    }
-
-    /// Like [`Endpoint::new`] with the random source given (the runtime passes
-    /// one seeded from the OS; `new` seeds a deterministic one for tests).
-    pub fn with_rng(
-        cfg: Arc<Config>,
-        profiles: Arc<ProfileSet>,
-        local: LocalAddrs,
-        upstream: SocketAddr,
-        rng: Rng,
-        now: Instant,
-    ) -> Self {
-        let mut ep = Endpoint::new(cfg, profiles, local, upstream, 0, now);
-        ep.rng = rng;
-        ep.subs = SubscriptionManager::new(ep.ctx.clone(), ep.rng.fork());
-        ep.proxy = Proxy::new(ep.ctx.clone(), ep.rng.fork());
-        ep
     }
 
     /// Keep this flow-token key (the one in the state directory).
@@ -222,9 +218,24 @@ impl Endpoint {
         self.next_ping = None;
     }
 
-    /// No client transaction is waiting for an answer any more.
+    /// No client transaction is waiting for a final response any more (keep-alive
+    /// pings do not count: nobody waits for them).
     pub fn is_drained(&self) -> bool {
-        self.txl.len().0 == 0
+        let pings = self
+            .owners
+            .iter()
+            .filter(|(k, o)| {
+                matches!(o, Owner::Ping)
+                    && matches!(
+                        self.txl.client_state(k),
+                        Some(
+                            crate::transaction::ClientState::Trying
+                                | crate::transaction::ClientState::Proceeding
+                        )
+                    )
+            })
+            .count();
+        self.txl.awaiting_final() <= pings
     }
 
     pub fn stats(&self) -> &Stats {

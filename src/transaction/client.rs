@@ -270,6 +270,20 @@ impl TransactionLayer {
     pub fn client_state(&self, key: &ClientKey) -> Option<ClientState> {
         self.clients.get(key).map(|tx| tx.state)
     }
+
+    /// Client transactions still waiting for a final response (Calling,
+    /// Trying, Proceeding); those in Completed/Accepted only absorb strays.
+    pub fn awaiting_final(&self) -> usize {
+        self.clients
+            .values()
+            .filter(|tx| {
+                matches!(
+                    tx.state,
+                    ClientState::Calling | ClientState::Trying | ClientState::Proceeding
+                )
+            })
+            .count()
+    }
 }
 
 /// The ACK for a 300-699 response to `invite` (RFC 3261 §17.1.1.3): the INVITE's
