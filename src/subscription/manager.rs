@@ -221,6 +221,10 @@ impl SubscriptionManager {
             expires,
         };
         let mut sub = PhoneSub::accept(accepted, msg, now);
+        // reserve the counters with the first write: the first RESERVE NOTIFYs
+        // then cost no disk write at all
+        sub.reserved_cseq = RESERVE;
+        sub.reserved_version = RESERVE;
         tracing::info!(
             phone = %flow, target = %aor, profile = %sub.profile.name(), expires,
             "phone subscription accepted"
