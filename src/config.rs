@@ -108,6 +108,17 @@ struct RawConfig {
     proxy: RawProxy,
     #[serde(default)]
     state: RawState,
+    #[serde(default)]
+    http: RawHttp,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<Spanned<String>>,
+    user: Option<String>,
+    password: Option<String>,
+    password_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -359,6 +370,29 @@ impl Security {
     }
 }
 
+/// `[http]`: the operator's window (lamp panel, metrics, health, API).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Http {
+    /// `None`: no HTTP listener (`listen = ""`).
+    pub listen: Option<SocketAddr>,
+    /// Basic authentication for every path but `/healthz` when both are set.
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for Http {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Http")
+            .field("listen", &self.listen)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Default `[http] listen`: loopback only.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
+
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -378,6 +412,7 @@ pub struct Config {
     /// file's directory). `None`: no store (`dir = ""`, or a configuration
     /// parsed from text without a file and without `dir`).
     pub state_dir: Option<PathBuf>,
+    pub http: Http,
 }
 
 impl Config {
@@ -679,6 +714,63 @@ impl Config {
             .map(|s| s.into_inner())
             .unwrap_or_else(|| "generic".to_string());
 
+        // [http]
+        let rh = raw.http;
+        let listen = match rh.listen.as_ref().map(|l| l.get_ref().as_str()) {
+            Some("") => None,
+            other => match other.unwrap_or(DEFAULT_HTTP_LISTEN).parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    let span = rh.listen.as_ref().map(|l| l.span().start).unwrap_or(0);
+                    err_at(
+                        &mut errors,
+                        span,
+                        format!(
+                            "http.listen: '{}' is not an address:port (e.g. \"127.0.0.1:8080\"; \"\" turns the HTTP listener off)",
+                            other.unwrap_or_default()
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let http_line = text.find("[http]").unwrap_or(0);
+        let http_password = match (&rh.password, &rh.password_env) {
+            (Some(p), None) => Some(p.clone()),
+            (None, Some(var)) => {
+                let p = env(var);
+                if p.is_none() {
+                    err_at(
+                        &mut errors,
+                        http_line,
+                        format!("http.password_env: environment variable {var} is not set"),
+                    );
+                }
+                p
+            }
+            (Some(_), Some(_)) => {
+                err_at(
+                    &mut errors,
+                    http_line,
+                    "http: give password or password_env, not both".into(),
+                );
+                None
+            }
+            (None, None) => None,
+        };
+        if rh.user.is_some() != http_password.is_some() && errors.is_empty() {
+            err_at(
+                &mut errors,
+                http_line,
+                "http: basic authentication needs both user and password (or password_env)".into(),
+            );
+        }
+        let http = Http {
+            listen,
+            user: rh.user,
+            password: http_password,
+        };
+
         if !errors.is_empty() {
             errors.sort_by_key(|e| e.line);
             return Err(errors);
@@ -707,6 +799,7 @@ impl Config {
             subscriptions,
             security: Security { allow },
             use_path: raw.proxy.path.unwrap_or(true),
+            http,
             state_dir: match raw.state.dir.as_deref() {
                 Some("") => None,
                 Some(d) => Some(relative_to_file(file, d)),

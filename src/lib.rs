@@ -21,6 +21,7 @@ pub mod config;
 pub mod context;
 pub mod endpoint;
 pub mod flow;
+pub mod http;
 pub mod local;
 pub mod presence;
 pub mod profile;

@@ -573,6 +573,10 @@ fn upstream_loss_turns_lamps_unknown_and_its_return_re_establishes_them() {
     );
     let mut sim = Sim::with_config(config);
     let mut pbx = FakePbx::default();
+    // the first keep-alive goes out at start: the upstream answers it
+    sim.advance(Duration::ZERO);
+    let (n, _) = answer_pings(&mut sim, &mut pbx, true);
+    assert_eq!(n, 1, "a keep-alive at start");
     let mut gxp = Phone::new(40000, "1002");
     gxp.subscribe(&mut sim, 3600);
     let up = pbx.take(&mut sim);

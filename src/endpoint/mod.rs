@@ -37,6 +37,8 @@ use std::time::Instant;
 /// because [`Endpoint::new`] takes them).
 pub use crate::local::LocalAddrs;
 
+pub mod status;
+
 /// Who started a client transaction.
 #[derive(Debug, Clone)]
 enum Owner {
@@ -67,6 +69,8 @@ pub struct Endpoint {
     next_ping: Option<Instant>,
     /// Changes are tracked for a state store.
     persistence: bool,
+    /// For the metrics.
+    counters: status::Counters,
     /// A graceful stop is under way: new requests are not taken.
     draining: bool,
     /// Upstream liveness, from the keep-alive OPTIONS (see [`Liveness`]).
@@ -118,9 +122,11 @@ impl Endpoint {
         let ctx = Context::new(cfg, profiles, local, upstream, timers.t1);
         let subs = SubscriptionManager::new(ctx.clone(), rng.fork());
         let proxy = Proxy::new(ctx.clone(), rng.fork());
+        // the first keep-alive goes out at once: readiness (`/readyz`) needs to
+        // know that the upstream answers
         let next_ping = match ctx.cfg.upstream.keepalive {
             crate::config::Keepalive::None => None,
-            _ => Some(now + std::time::Duration::from_secs(ctx.cfg.upstream.keepalive_interval_s)),
+            _ => Some(now),
         };
         Endpoint {
             ctx,
@@ -133,6 +139,7 @@ impl Endpoint {
             stats: Stats::default(),
             next_ping,
             persistence: false,
+            counters: status::Counters::default(),
             draining: false,
             liveness: Liveness::default(),
         }
@@ -240,6 +247,61 @@ impl Endpoint {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The operator's window: every target with its lamp, upstream
+    /// subscriptions and watching phones, plus the counters.
+    pub fn status(&self, now: Instant) -> status::Status {
+        let mut by_target: std::collections::HashMap<_, Vec<status::WatcherStatus>> =
+            std::collections::HashMap::new();
+        let mut by_profile = std::collections::BTreeMap::new();
+        let mut phones = 0;
+        for p in self.subs.phones() {
+            phones += 1;
+            *by_profile.entry(p.profile.name().to_string()).or_insert(0) += 1;
+            by_target
+                .entry(p.target)
+                .or_default()
+                .push(status::WatcherStatus {
+                    address: p.flow.to_string(),
+                    profile: p.profile.name().to_string(),
+                    user_agent: p.user_agent.clone(),
+                    expires_in_s: status::secs_until(p.expires_at, now),
+                });
+        }
+        let mut targets: Vec<status::TargetStatus> = self
+            .subs
+            .targets()
+            .map(|t| {
+                let mut s = status::target_status(t);
+                s.watchers = by_target.remove(&t.id).unwrap_or_default();
+                s
+            })
+            .collect();
+        targets.sort_by(|a, b| a.aor.cmp(&b.aor));
+        let mut counters = self.counters.clone();
+        for (code, n) in &self.proxy.stats().rejected_by_code {
+            *counters.requests_rejected.entry(*code).or_default() += n;
+        }
+        if self.stats.forbidden > 0 {
+            *counters.requests_rejected.entry(403).or_default() += self.stats.forbidden;
+        }
+        if self.stats.malformed_rejected > 0 {
+            *counters.requests_rejected.entry(400).or_default() += self.stats.malformed_rejected;
+        }
+        counters.upstream_auth_failures = self.subs.auth_failures();
+        status::Status {
+            targets,
+            phone_subscriptions: phones,
+            phones_by_profile: by_profile,
+            upstream_paced: self.subs.paced(),
+            upstream_reachable: !self.liveness.lost,
+            upstream_heard_ms_ago: self
+                .liveness
+                .last_heard
+                .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+            counters,
+        }
     }
 
     pub fn subscriptions(&self) -> &SubscriptionManager {
@@ -356,6 +418,9 @@ impl Endpoint {
             Route::NotOurs => {}
             route if route.is_phone_side() && from_upstream => {}
             route => {
+                if matches!(route, Route::Upstream(..)) && method == Method::Notify {
+                    self.counters.notifies_received += 1;
+                }
                 self.subs.on_request(route, key, &msg, from, now);
                 return;
             }
@@ -533,9 +598,13 @@ impl Endpoint {
                 progressed = true;
                 match o {
                     Out::Request { flow, data, tag } => {
+                        if matches!(tag, crate::subscription::ReqTag::Notify { .. }) {
+                            self.counters.notifies_sent += 1;
+                        }
                         self.start_client(flow, data, Owner::Sub(tag), now)
                     }
                     Out::Response { key, data } => {
+                        self.counters.rejected(&data);
                         if let Err(e) = self.txl.respond(&key, data, now) {
                             tracing::debug!(error = %e, "response on a finished transaction");
                         }
@@ -546,6 +615,7 @@ impl Endpoint {
                 progressed = true;
                 match o {
                     proxy::Out::Request { flow, data, tag } => {
+                        self.counters.forwarded(&data);
                         self.start_client(flow, data, Owner::Proxy(tag), now)
                     }
                     proxy::Out::Response { key, data } => {
@@ -565,7 +635,9 @@ impl Endpoint {
             while let Some(ev) = self.txl.poll_event() {
                 progressed = true;
                 match ev {
-                    TxEvent::Timeout(key) => match self.owners.remove(&key) {
+                    TxEvent::Timeout(key) => match self.owners.remove(&key).inspect(|_| {
+                        self.counters.transaction_timeouts += 1;
+                    }) {
                         Some(Owner::Sub(tag)) => self.subs.on_request_timeout(tag, now),
                         Some(Owner::Proxy(tag)) => self.proxy.on_request_timeout(tag),
                         Some(Owner::Ping) => {

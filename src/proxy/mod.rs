@@ -106,6 +106,8 @@ pub struct ProxyStats {
     pub loops: u64,
     /// 483 Too Many Hops.
     pub too_many_hops: u64,
+    /// Every refusal the proxy answered itself, by status code.
+    pub rejected_by_code: std::collections::BTreeMap<u16, u64>,
 }
 
 /// The proxy's durable state: the flow-token key and the registrations. Plain
@@ -436,6 +438,7 @@ impl Proxy {
     }
 
     fn count_reject(&mut self, r: &Reject) {
+        *self.stats.rejected_by_code.entry(r.code).or_default() += 1;
         match r.code {
             403 => self.stats.forbidden += 1,
             482 => self.stats.loops += 1,

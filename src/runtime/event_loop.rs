@@ -127,8 +127,32 @@ pub type Reloader = Arc<
         + Sync,
 >;
 
+/// The link to the HTTP side: the core's status is published into `tx` at
+/// most every [`STATUS_EVERY`], when something happened since.
+pub(crate) struct StatusLink {
+    tx: watch::Sender<Arc<crate::http::Snapshot>>,
+    task: AbortHandle,
+    dirty: bool,
+    next: Instant,
+}
+
+/// How often the operator's window is refreshed at most.
+const STATUS_EVERY: Duration = Duration::from_millis(250);
+
+impl StatusLink {
+    pub fn new(tx: watch::Sender<Arc<crate::http::Snapshot>>, task: AbortHandle) -> StatusLink {
+        StatusLink {
+            tx,
+            task,
+            dirty: true,
+            next: Instant::now(),
+        }
+    }
+}
+
 pub(crate) struct EventLoop<C> {
     pub core: C,
+    pub status: Option<StatusLink>,
     pub persist: Option<Persistence>,
     pub reloader: Option<Reloader>,
     pub udp: Option<UdpSocket>,
@@ -157,6 +181,7 @@ impl<C: SansIoCore> EventLoop<C> {
         let acceptor = tcp.map(|l| tokio::spawn(accept_loop(l, events_tx.clone())).abort_handle());
         EventLoop {
             core,
+            status: None,
             persist: None,
             reloader: None,
             udp,
@@ -181,13 +206,18 @@ impl<C: SansIoCore> EventLoop<C> {
         let mut buf = vec![0u8; UDP_BUF];
         let mut drain_until: Option<Instant> = None;
         let mut hup = hangup_signal(self.reloader.is_some());
+        let mut published = false;
         loop {
             self.flush().await;
+            if !std::mem::take(&mut published) {
+                self.mark_status();
+            }
             if drain_until.is_some() && self.core.is_drained() {
                 break;
             }
             let draining = drain_until.is_some();
             let deadline = self.core.poll_timeout().map(Instant::from_std);
+            let publish_at = self.status.as_ref().filter(|s| s.dirty).map(|s| s.next);
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop), if !draining => {
                     tracing::info!("shutdown requested");
@@ -208,6 +238,10 @@ impl<C: SansIoCore> EventLoop<C> {
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                     self.core.handle_timeout(now());
                 }
+                _ = tokio::time::sleep_until(publish_at.unwrap_or_else(far_future)), if publish_at.is_some() => {
+                    self.publish_status();
+                    published = true;
+                }
             }
         }
         self.stop().await;
@@ -217,6 +251,29 @@ impl<C: SansIoCore> EventLoop<C> {
     /// transactions in flight; the core refuses new requests itself).
     fn core_takes_requests_while_draining(&self) -> bool {
         true
+    }
+
+    /// Something happened: the window is refreshed at its next slot.
+    fn mark_status(&mut self) {
+        if let Some(s) = self.status.as_mut() {
+            s.dirty = true;
+        }
+    }
+
+    fn publish_status(&mut self) {
+        let Some(link) = self.status.as_mut() else {
+            return;
+        };
+        link.dirty = false;
+        link.next = Instant::now() + STATUS_EVERY;
+        if let Some(st) = self.core.status(now()) {
+            let old = link.tx.borrow().clone();
+            link.tx.send_replace(Arc::new(crate::http::Snapshot {
+                status: st,
+                taken_at: std::time::Instant::now(),
+                ..(*old).clone()
+            }));
+        }
     }
 
     fn on_hangup(&mut self) {
@@ -473,6 +530,9 @@ impl<C: SansIoCore> EventLoop<C> {
     /// by the grace period), then return.
     async fn stop(mut self) {
         self.flush().await;
+        if let Some(s) = self.status.take() {
+            s.task.abort();
+        }
         let grace = self.limits.shutdown_grace;
         self.flush_store(grace).await;
         if let Some(p) = self.persist.take() {

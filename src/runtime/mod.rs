@@ -94,6 +94,10 @@ pub trait SansIoCore {
     fn poll_persist(&mut self) -> Option<crate::store::Batch> {
         None
     }
+    /// The operator's window: a snapshot of the state (none by default).
+    fn status(&self, _now: Instant) -> Option<crate::endpoint::status::Status> {
+        None
+    }
     /// SIGHUP: a new configuration and profile set were loaded. Default: ignored.
     fn reload(
         &mut self,
@@ -134,6 +138,9 @@ impl SansIoCore for Endpoint {
     }
     fn poll_persist(&mut self) -> Option<crate::store::Batch> {
         Endpoint::poll_persist(self)
+    }
+    fn status(&self, now: Instant) -> Option<crate::endpoint::status::Status> {
+        Some(Endpoint::status(self, now))
     }
     fn reload(
         &mut self,
@@ -279,6 +286,7 @@ impl ShutdownHandle {
 #[derive(Debug)]
 pub struct Runtime {
     local: LocalAddrs,
+    http: Option<SocketAddr>,
     upstream: SocketAddr,
     shutdown: ShutdownHandle,
     task: JoinHandle<()>,
@@ -425,9 +433,14 @@ impl Runtime {
         let mut event_loop = EventLoop::new(core, udp, tcp, limits, params);
         event_loop.persist = store.map(event_loop::Persistence::new);
         event_loop.reloader = opts.reloader.clone();
+        let http_addr = match cfg.http.listen {
+            Some(addr) => start_http(&cfg, addr, &mut event_loop).await,
+            None => None,
+        };
         let task = tokio::spawn(event_loop.run(rx, signals));
         Ok(Runtime {
             local,
+            http: http_addr,
             upstream,
             shutdown: ShutdownHandle { tx: Arc::new(tx) },
             task,
@@ -447,6 +460,11 @@ impl Runtime {
     /// The bound TCP address, if TCP is configured.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.local.tcp
+    }
+
+    /// The bound HTTP address (`[http] listen`), if it could be bound.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
     }
 
     /// The resolved upstream proxy address.
@@ -482,6 +500,42 @@ pub async fn run(cfg: Arc<Config>, opts: RuntimeOptions) -> Result<(), RuntimeEr
 
 fn display_opt(a: Option<SocketAddr>) -> String {
     a.map_or_else(|| "-".to_string(), |a| a.to_string())
+}
+
+/// Bind `[http] listen` and serve the operator's window. A port that cannot be
+/// bound is logged and the bridge runs without it: the phones' proxy matters
+/// more than the window (the health check then fails, which is visible).
+async fn start_http<C: SansIoCore>(
+    cfg: &Config,
+    addr: SocketAddr,
+    event_loop: &mut EventLoop<C>,
+) -> Option<SocketAddr> {
+    let listener = match TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot listen for HTTP: running without the lamp panel, metrics and health endpoints");
+            return None;
+        }
+    };
+    let bound = listener.local_addr().ok();
+    let now = tokio::time::Instant::now().into_std();
+    let snap = crate::http::Snapshot {
+        status: event_loop
+            .core
+            .status(now)
+            .unwrap_or_else(crate::endpoint::status::Status::empty),
+        listening: true,
+        taken_at: std::time::Instant::now(),
+        keepalive_interval_s: cfg.upstream.keepalive_interval_s,
+        keepalive_options: cfg.upstream.keepalive == crate::config::Keepalive::Options,
+    };
+    let (tx, rx) = watch::channel(Arc::new(snap));
+    let state =
+        crate::http::HttpState::new(rx, cfg.http.user.as_deref(), cfg.http.password.as_deref());
+    let task = tokio::spawn(crate::http::serve(listener, state));
+    event_loop.status = Some(event_loop::StatusLink::new(tx, task.abort_handle()));
+    tracing::info!(http = %display_opt(bound), "operator's window: lamp panel, /metrics, /healthz, /readyz, /api/targets");
+    bound
 }
 
 /// Bind the configured listeners. When both are on port 0 and the same IP,

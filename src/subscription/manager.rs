@@ -48,6 +48,8 @@ pub struct SubscriptionManager {
     /// Restored targets whose upstream refresh has not gone out yet: their
     /// phones' hold deadline starts when it does.
     pub(super) resuming: HashSet<TargetId>,
+    /// Upstream SUBSCRIBEs whose authentication failed (for the metrics).
+    auth_failures: u64,
 }
 
 impl SubscriptionManager {
@@ -56,6 +58,7 @@ impl SubscriptionManager {
             pacer: Pacer::new(env.cfg.subscriptions.upstream_rate),
             changes: None,
             resuming: HashSet::new(),
+            auth_failures: 0,
             env,
             targets: HashMap::new(),
             by_aor: HashMap::new(),
@@ -91,6 +94,11 @@ impl SubscriptionManager {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
+    }
+
+    /// Upstream SUBSCRIBEs whose authentication failed since start.
+    pub fn auth_failures(&self) -> u64 {
+        self.auth_failures
     }
 
     /// Upstream SUBSCRIBEs waiting for the pacer.
@@ -619,7 +627,12 @@ impl SubscriptionManager {
             }
             Action::Resubscribe => self.send_subscribe(target, package, false, now),
             Action::Restart => self.resubscribe_fresh(target, package, now),
-            Action::Failed(f) => self.upstream_failed(target, package, f, now),
+            Action::Failed(f) => {
+                if f.why.starts_with("authentication failed") {
+                    self.auth_failures += 1;
+                }
+                self.upstream_failed(target, package, f, now)
+            }
         }
     }
 

@@ -130,6 +130,10 @@ pub struct PhoneSub {
     pub reserved_cseq: u32,
     #[serde(default)]
     pub reserved_version: u32,
+    /// The phone's User-Agent (for the operator's window), as sent, cut to 128
+    /// bytes.
+    #[serde(default)]
+    pub user_agent: Option<String>,
 }
 
 /// A refused SUBSCRIBE: (code, reason, extra headers).
@@ -275,6 +279,9 @@ impl PhoneSub {
             local_tag: a.local_tag,
             remote_tag: text(msg.from_tag()),
             remote_header: text(msg.header_value(HeaderName::From)),
+            user_agent: msg
+                .user_agent()
+                .map(|ua| String::from_utf8_lossy(&ua[..ua.len().min(128)]).into_owned()),
             remote_target: a.remote_target,
             route_set,
             flow: a.flow,

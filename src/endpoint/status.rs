@@ -1,0 +1,191 @@
+//! What the operator's window shows: a plain-data snapshot of the endpoint
+//! (targets, their upstream subscriptions and watching phones) and the counters
+//! behind the metrics. Built by the core task on demand; the runtime hands it
+//! to the HTTP side, which never touches the core.
+
+use crate::presence::{MergedState, PresenceStatus};
+use crate::subscription::{Target, UpState, Upstream};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Counters since start, for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// NOTIFYs the bridge sent to phones.
+    pub notifies_sent: u64,
+    /// NOTIFYs the upstream sent into the bridge's subscriptions.
+    pub notifies_received: u64,
+    /// Requests forwarded by the proxy, by method (known methods; `other`).
+    pub requests_forwarded: BTreeMap<String, u64>,
+    /// Requests the bridge itself refused, by status code.
+    pub requests_rejected: BTreeMap<u16, u64>,
+    /// Upstream SUBSCRIBEs whose authentication failed.
+    pub upstream_auth_failures: u64,
+    /// Client transactions that timed out (Timer B/F).
+    pub transaction_timeouts: u64,
+}
+
+/// Methods counted by name; anything else is `other` (bounded label values).
+const KNOWN_METHODS: [&str; 14] = [
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "REGISTER",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "REFER",
+    "INFO",
+    "UPDATE",
+    "PRACK",
+    "MESSAGE",
+    "PUBLISH",
+];
+
+impl Counters {
+    /// Count a forwarded request by the method at the start of its bytes.
+    pub fn forwarded(&mut self, data: &[u8]) {
+        let method = data.split(|b| *b == b' ').next().unwrap_or_default();
+        let name = KNOWN_METHODS
+            .iter()
+            .find(|m| m.as_bytes() == method)
+            .copied()
+            .unwrap_or("other");
+        *self.requests_forwarded.entry(name.to_string()).or_default() += 1;
+    }
+
+    /// Count a response the bridge generated, if it refuses (>= 300).
+    pub fn rejected(&mut self, data: &[u8]) {
+        let code = data
+            .get(8..11)
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .and_then(|c| c.parse::<u16>().ok());
+        if let Some(code) = code.filter(|c| *c >= 300) {
+            *self.requests_rejected.entry(code).or_default() += 1;
+        }
+    }
+}
+
+/// One upstream subscription as the window shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpstreamStatus {
+    /// `idle`, `subscribing`, `active`, `backoff`, `stopped`, `unsubscribing`.
+    pub state: &'static str,
+    pub last_error: Option<String>,
+}
+
+/// One phone watching a target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WatcherStatus {
+    /// `udp:192.168.1.50:5062` and the like.
+    pub address: String,
+    pub profile: String,
+    pub user_agent: Option<String>,
+    /// Seconds until the phone's subscription expires.
+    pub expires_in_s: u64,
+}
+
+/// One watched target: its lamp and what it is made of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetStatus {
+    pub aor: String,
+    /// The merged state (`unknown`, `offline`, `idle`, `ringing`, `busy`, `held`).
+    pub state: &'static str,
+    /// The upstream `dialog` package: the subscription and the dialog states it reports.
+    pub dialog: UpstreamStatus,
+    pub dialogs: Vec<String>,
+    /// The upstream `presence` package: the subscription and what it reports
+    /// (`unknown`, `offline`, `online`, or `online (<activity>)`).
+    pub presence: UpstreamStatus,
+    pub presence_status: String,
+    pub watchers: Vec<WatcherStatus>,
+}
+
+/// The whole snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub targets: Vec<TargetStatus>,
+    pub phone_subscriptions: usize,
+    /// Phone subscriptions by profile name.
+    pub phones_by_profile: BTreeMap<String, usize>,
+    /// Upstream SUBSCRIBEs waiting for the pacer.
+    pub upstream_paced: usize,
+    /// Whether the upstream answers (keep-alive), and when it was last heard
+    /// (seconds ago; `None`: not yet).
+    pub upstream_reachable: bool,
+    pub upstream_heard_ms_ago: Option<u64>,
+    pub counters: Counters,
+}
+
+impl Status {
+    /// Nothing watched, nothing counted.
+    pub fn empty() -> Status {
+        Status {
+            targets: Vec::new(),
+            phone_subscriptions: 0,
+            phones_by_profile: BTreeMap::new(),
+            upstream_paced: 0,
+            upstream_reachable: true,
+            upstream_heard_ms_ago: None,
+            counters: Counters::default(),
+        }
+    }
+}
+
+pub(super) fn state_name(s: MergedState) -> &'static str {
+    match s {
+        MergedState::Unknown => "unknown",
+        MergedState::Offline => "offline",
+        MergedState::Idle => "idle",
+        MergedState::Ringing => "ringing",
+        MergedState::Busy => "busy",
+        MergedState::Held => "held",
+    }
+}
+
+fn up_status(u: &Upstream) -> UpstreamStatus {
+    UpstreamStatus {
+        state: match u.state {
+            UpState::Idle => "idle",
+            UpState::Subscribing => "subscribing",
+            UpState::Active => "active",
+            UpState::Backoff => "backoff",
+            UpState::Stopped => "stopped",
+            UpState::Unsubscribing => "unsubscribing",
+        },
+        last_error: u.last_error.clone(),
+    }
+}
+
+/// A target's part of the snapshot (its watchers are filled in by the caller).
+pub(super) fn target_status(t: &Target) -> TargetStatus {
+    let view = t.phone_view();
+    TargetStatus {
+        aor: t.aor.clone(),
+        state: state_name(view.state),
+        dialog: up_status(&t.dialog),
+        dialogs: t
+            .dialog_stream
+            .dialogs()
+            .iter()
+            .map(|d| d.state.to_string())
+            .collect(),
+        presence: up_status(&t.presence),
+        presence_status: match t.presence_stream.status() {
+            PresenceStatus::Unknown => "unknown".to_string(),
+            PresenceStatus::Offline => "offline".to_string(),
+            PresenceStatus::Online { activity: None } => "online".to_string(),
+            PresenceStatus::Online { activity: Some(a) } => {
+                format!("online ({a:?})").to_lowercase()
+            }
+        },
+        watchers: Vec::new(),
+    }
+}
+
+/// Seconds from `now` to `at` (0 when passed).
+pub(super) fn secs_until(at: Instant, now: Instant) -> u64 {
+    at.saturating_duration_since(now).as_secs()
+}
