@@ -11,6 +11,7 @@
 //! [[account]]
 //! user = "1001"
 //! password = "secret"         # or password_env = "VAR"
+//! realm = "asterisk"          # optional: the only digest realm answered
 //! [profiles]
 //! dir = "/etc/blf-bridge/profiles"
 //! ```
@@ -147,6 +148,7 @@ struct RawAccount {
     auth_user: Option<String>,
     password: Option<String>,
     password_env: Option<String>,
+    realm: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -229,6 +231,9 @@ pub struct Account {
     pub user: String,
     pub auth_user: String,
     pub password: String,
+    /// The only digest realm the account's credentials answer (`None`: the
+    /// first realm the upstream challenges with is kept).
+    pub realm: Option<String>,
 }
 
 impl fmt::Debug for Account {
@@ -237,6 +242,7 @@ impl fmt::Debug for Account {
             .field("user", &self.user)
             .field("auth_user", &self.auth_user)
             .field("password", &"<redacted>")
+            .field("realm", &self.realm)
             .finish()
     }
 }
@@ -603,11 +609,19 @@ impl Config {
             if a.user.trim().is_empty() {
                 err_at(&mut errors, span, "account: user must not be empty".into());
             }
+            if a.realm.as_ref().is_some_and(|r| r.trim().is_empty()) {
+                err_at(
+                    &mut errors,
+                    span,
+                    format!("account '{}': realm must not be empty", a.user),
+                );
+            }
             if let Some(password) = password {
                 accounts.push(Account {
                     auth_user: a.auth_user.clone().unwrap_or_else(|| a.user.clone()),
                     user: a.user.clone(),
                     password,
+                    realm: a.realm.clone(),
                 });
             }
         }
