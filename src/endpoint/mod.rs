@@ -13,6 +13,13 @@
 //!    own dialogs, and upstream NOTIFYs for its subscriptions; the bridge answers
 //!    OPTIONS addressed to itself and `481` for unknown dialogs addressed to it;
 //! 6. everything else goes to the proxy.
+//!
+//! Requests inside the bridge's own upstream subscriptions (NOTIFYs) are taken
+//! from the upstream only (`403` otherwise). A response is taken only from where
+//! the request of its client transaction went (the upstream: [`Endpoint::is_upstream`]);
+//! a stray one (no transaction) only from the upstream; anything else is dropped,
+//! counted in [`Stats::responses_dropped`] and logged at info once per source per
+//! minute.
 
 use crate::config::Config;
 use crate::context::Context;
