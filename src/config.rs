@@ -834,6 +834,24 @@ dir = "/etc/blf-bridge/profiles"
     }
 
     #[test]
+    fn account_realm_is_optional_and_not_empty() {
+        let c = Config::parse(GOOD, "t.toml", &env).unwrap();
+        assert_eq!(c.accounts[0].realm, None);
+        let pinned = GOOD.replace(
+            "password_env = \"PW1002\"",
+            "password_env = \"PW1002\"\nrealm = \"asterisk\"",
+        );
+        let c = Config::parse(&pinned, "t.toml", &env).unwrap();
+        assert_eq!(c.accounts[1].realm.as_deref(), Some("asterisk"));
+        let empty = GOOD.replace(
+            "password_env = \"PW1002\"",
+            "password_env = \"PW1002\"\nrealm = \"\"",
+        );
+        let e = Config::parse(&empty, "t.toml", &env).unwrap_err();
+        assert!(e[0].message.contains("realm"), "{e:?}");
+    }
+
+    #[test]
     fn good_config_loads_with_defaults() {
         let c = Config::parse(GOOD, "t.toml", &env).unwrap();
         assert_eq!(c.listen.udp, Some("127.0.0.1:5060".parse().unwrap()));
