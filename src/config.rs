@@ -11,6 +11,7 @@
 //! [[account]]
 //! user = "1001"
 //! password = "secret"         # or password_env = "VAR"
+//! realm = "asterisk"          # optional: the only digest realm answered
 //! [profiles]
 //! dir = "/etc/blf-bridge/profiles"
 //! ```
@@ -158,6 +159,7 @@ struct RawAccount {
     auth_user: Option<String>,
     password: Option<String>,
     password_env: Option<String>,
+    realm: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -240,6 +242,9 @@ pub struct Account {
     pub user: String,
     pub auth_user: String,
     pub password: String,
+    /// The only digest realm the account's credentials answer (`None`: the
+    /// first realm the upstream challenges with is kept).
+    pub realm: Option<String>,
 }
 
 impl fmt::Debug for Account {
@@ -248,6 +253,7 @@ impl fmt::Debug for Account {
             .field("user", &self.user)
             .field("auth_user", &self.auth_user)
             .field("password", &"<redacted>")
+            .field("realm", &self.realm)
             .finish()
     }
 }
@@ -638,11 +644,19 @@ impl Config {
             if a.user.trim().is_empty() {
                 err_at(&mut errors, span, "account: user must not be empty".into());
             }
+            if a.realm.as_ref().is_some_and(|r| r.trim().is_empty()) {
+                err_at(
+                    &mut errors,
+                    span,
+                    format!("account '{}': realm must not be empty", a.user),
+                );
+            }
             if let Some(password) = password {
                 accounts.push(Account {
                     auth_user: a.auth_user.clone().unwrap_or_else(|| a.user.clone()),
                     user: a.user.clone(),
                     password,
+                    realm: a.realm.clone(),
                 });
             }
         }
@@ -910,6 +924,24 @@ dir = "/etc/blf-bridge/profiles"
             e.iter().any(|e| e.message.contains("upstream_rate")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn account_realm_is_optional_and_not_empty() {
+        let c = Config::parse(GOOD, "t.toml", &env).unwrap();
+        assert_eq!(c.accounts[0].realm, None);
+        let pinned = GOOD.replace(
+            "password_env = \"PW1002\"",
+            "password_env = \"PW1002\"\nrealm = \"asterisk\"",
+        );
+        let c = Config::parse(&pinned, "t.toml", &env).unwrap();
+        assert_eq!(c.accounts[1].realm.as_deref(), Some("asterisk"));
+        let empty = GOOD.replace(
+            "password_env = \"PW1002\"",
+            "password_env = \"PW1002\"\nrealm = \"\"",
+        );
+        let e = Config::parse(&empty, "t.toml", &env).unwrap_err();
+        assert!(e[0].message.contains("realm"), "{e:?}");
     }
 
     #[test]

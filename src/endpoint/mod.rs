@@ -13,6 +13,13 @@
 //!    own dialogs, and upstream NOTIFYs for its subscriptions; the bridge answers
 //!    OPTIONS addressed to itself and `481` for unknown dialogs addressed to it;
 //! 6. everything else goes to the proxy.
+//!
+//! Requests inside the bridge's own upstream subscriptions (NOTIFYs) are taken
+//! from the upstream only (`403` otherwise). A response is taken only from where
+//! the request of its client transaction went (the upstream: [`Endpoint::is_upstream`]);
+//! a stray one (no transaction) only from the upstream; anything else is dropped,
+//! counted in [`Stats::responses_dropped`] and logged at info once per source per
+//! minute.
 
 use crate::config::Config;
 use crate::context::Context;
@@ -55,6 +62,8 @@ pub struct Stats {
     pub malformed_dropped: u64,
     pub malformed_rejected: u64,
     pub forbidden: u64,
+    /// Responses dropped for their source or their next hop (forged, stray).
+    pub responses_dropped: u64,
 }
 
 pub struct Endpoint {
@@ -75,7 +84,14 @@ pub struct Endpoint {
     draining: bool,
     /// Upstream liveness, from the keep-alive OPTIONS (see [`Liveness`]).
     liveness: Liveness,
+    /// When a dropped response was last logged, per source (rate limit).
+    drop_log: HashMap<std::net::IpAddr, Instant>,
 }
+
+/// A dropped response is logged at info at most once per source per interval.
+const DROP_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Sources remembered for that rate limit (beyond: not logged at info).
+const DROP_LOG_SOURCES: usize = 1024;
 
 /// Whether the upstream answers. A keep-alive OPTIONS goes out every
 /// `keepalive_interval`; when a whole interval passes without anything heard
@@ -142,6 +158,7 @@ impl Endpoint {
             counters: status::Counters::default(),
             draining: false,
             liveness: Liveness::default(),
+            drop_log: HashMap::new(),
         }
     }
 
@@ -417,6 +434,15 @@ impl Endpoint {
         match self.subs.route(&msg) {
             Route::NotOurs => {}
             route if route.is_phone_side() && from_upstream => {}
+            // Requests inside the bridge's upstream subscriptions come from the
+            // upstream only (a phone knowing the dialog could inject state).
+            Route::Upstream(..) | Route::RetiredNotify if !from_upstream => {
+                self.stats.forbidden += 1;
+                tracing::warn!(%from, "request inside an upstream subscription, not from the upstream: 403");
+                let resp = MessageBuilder::response_to(&msg, 403, "Forbidden", None).finish();
+                let _ = self.txl.respond(&key, resp, now);
+                return;
+            }
             route => {
                 if matches!(route, Route::Upstream(..)) && method == Method::Notify {
                     self.counters.notifies_received += 1;
@@ -466,6 +492,17 @@ impl Endpoint {
             tracing::warn!(%from, reason = d.reason, "dropping malformed response");
             return;
         }
+        // A response is taken only from where its request went; a stray one
+        // (no transaction, e.g. after a restart) only from the upstream.
+        let from_ok = match self.txl.response_flow(&msg) {
+            Some(sent_to) if sent_to == self.ctx.upstream => self.is_upstream(&from),
+            Some(sent_to) => sent_to.remote == from.remote,
+            None => self.is_upstream(&from),
+        };
+        if !from_ok {
+            self.response_dropped(&from, "not from where its request went", now);
+            return;
+        }
         match self.txl.on_response(&msg, now) {
             ResponseDisposition::PassUp(key) => {
                 let final_ = msg.status().is_some_and(|s| s >= 200);
@@ -485,7 +522,31 @@ impl Endpoint {
                 }
             }
             ResponseDisposition::Absorbed => {}
-            ResponseDisposition::Stray => self.proxy.on_stray_response(&msg),
+            ResponseDisposition::Stray => {
+                if let Err(why) = self.proxy.on_stray_response(&msg) {
+                    self.response_dropped(&from, why, now);
+                }
+            }
+        }
+    }
+
+    /// Count a dropped response; log it at info once per source per minute.
+    fn response_dropped(&mut self, from: &Flow, why: &'static str, now: Instant) {
+        self.stats.responses_dropped += 1;
+        let ip = from.remote.ip();
+        if self.drop_log.len() >= DROP_LOG_SOURCES {
+            self.drop_log.retain(|_, at| now < *at + DROP_LOG_INTERVAL);
+        }
+        let due = self
+            .drop_log
+            .get(&ip)
+            .is_none_or(|at| now >= *at + DROP_LOG_INTERVAL);
+        if due && self.drop_log.len() < DROP_LOG_SOURCES {
+            self.drop_log.insert(ip, now);
+            tracing::info!(%from, reason = why, dropped_total = self.stats.responses_dropped,
+                "dropping response (further ones from this source are not logged for a minute)");
+        } else {
+            tracing::debug!(%from, reason = why, "dropping response");
         }
     }
 

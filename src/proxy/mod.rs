@@ -11,14 +11,19 @@
 //!   `[upstream] proxy`. An out-of-dialog request must name the upstream (its
 //!   domain, proxy host or address, an alias) or the bridge itself in its
 //!   Request-URI, else `403`; a Request-URI naming the bridge is re-addressed to
-//!   the upstream domain. An in-dialog request may also name any host when it
-//!   still carries a Route set past the bridge (a dialog the upstream
-//!   record-routed).
+//!   the upstream domain. An in-dialog request may also name any host when its
+//!   Route set carries the bridge's own Record-Route with a flow token minted
+//!   for this phone (same IP); otherwise its Request-URI and every Route left
+//!   must name the upstream or the bridge (a made-up To-tag is no dialog). The
+//!   check is made on the request as it goes out, after the strict-route
+//!   fix-up, so a Route without `;lr` cannot swap a foreign Request-URI in.
 //! - **From the upstream**: the next hop is a phone the bridge knows — the flow in
 //!   an authenticated flow token of a Record-Route it inserted
 //!   ([`token`]), a binding named by a Path it inserted or a Contact it rewrote,
 //!   or the Contact of a registration it relayed ([`registrar`]). Anything else:
-//!   `403`, logged; nothing is ever sent to a third party.
+//!   `403`, logged; nothing is ever sent to a third party. A binding whose TCP
+//!   connection closed gets `430 Flow Failed` until the phone registers again
+//!   (never a connection to the address its Contact names).
 //!
 //! ## Forwarding (§16.3–§16.6, `forward.rs`: one function per step)
 //! Max-Forwards is checked (`483` at 0) and decremented (70 added when absent);
@@ -42,7 +47,10 @@
 //! Our Via is popped and the response is relayed on the server transaction (which
 //! answers to the next Via with `received`/`rport`); 100 is hop-by-hop, 503
 //! becomes 500, a REGISTER 2xx gets the phones' Contacts back. A response without
-//! a transaction is forwarded statelessly when its top Via is ours.
+//! a transaction (the endpoint hands over only those from the upstream) is
+//! forwarded statelessly when its top Via is ours and the next Via names a
+//! phone inside `[security] allow` over UDP — never over TCP (no connection is
+//! opened for it), never to a broadcast, multicast or unspecified address.
 //!
 //! ## INVITE
 //! Timer C (181 s, restarted by every provisional) cancels a call that rings

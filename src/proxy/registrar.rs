@@ -24,7 +24,6 @@ use crate::flow::{ConnId, Flow};
 use crate::util::instant_serde;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// How a binding keeps the bridge on the inbound path.
@@ -54,6 +53,12 @@ pub struct Binding {
     /// REGISTER switches the binding to Contact rewriting and removes that one.
     #[serde(default)]
     pub direct_registered: bool,
+    /// The TCP connection the phone registered on closed: the flow is gone
+    /// (RFC 5626 §5.3), requests for the binding get `430 Flow Failed` until
+    /// the phone registers again. Never a fall-back to the Contact's address:
+    /// that may name any host.
+    #[serde(default)]
+    pub flow_failed: bool,
     #[serde(with = "instant_serde")]
     pub expires_at: Instant,
 }
@@ -140,6 +145,7 @@ impl Registrations {
                         mode,
                         confirmed: false,
                         direct_registered: false,
+                        flow_failed: false,
                         expires_at: now + PENDING_LIFETIME,
                     },
                 );
@@ -156,6 +162,7 @@ impl Registrations {
             .expect("just inserted or present");
         if !b.confirmed {
             b.flow = flow;
+            b.flow_failed = false;
             b.expires_at = b.expires_at.max(now + PENDING_LIFETIME);
         }
         b
@@ -178,6 +185,7 @@ impl Registrations {
         self.changed.insert(token.to_owned());
         b.confirmed = true;
         b.flow = flow;
+        b.flow_failed = false;
         b.expires_at = now + Duration::from_secs(u64::from(expires));
         Some(b.expires_at)
     }
@@ -225,19 +233,16 @@ impl Registrations {
         }
     }
 
-    /// A TCP connection closed: its bindings fall back to a fresh connection to
-    /// the phone's Contact address (the source port of a closed TCP connection is
-    /// useless), when that is an IP literal.
+    /// A TCP connection closed: its bindings' flow failed (nothing is sent
+    /// for them until the phone registers again).
     pub fn connection_closed(&mut self, conn: ConnId) {
         for b in self.bindings.values_mut() {
             if b.flow.conn != Some(conn) {
                 continue;
             }
             b.flow.conn = None;
+            b.flow_failed = true;
             self.changed.insert(b.token.clone());
-            if let Some(addr) = contact_addr(&b.contact) {
-                b.flow.remote = addr;
-            }
         }
     }
 
@@ -285,16 +290,10 @@ impl Registrations {
     }
 }
 
-/// `ip:port` of a SIP URI whose host is an IP literal (port 5060 by default).
-fn contact_addr(uri: &str) -> Option<SocketAddr> {
-    let u = crate::sip::Uri::parse(uri.as_bytes()).ok()?;
-    let ip: IpAddr = u.host_unbracketed().parse().ok()?;
-    Some(SocketAddr::new(ip, u.port.unwrap_or(5060)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     fn flow(p: u16) -> Flow {
         Flow::udp(SocketAddr::from(([192, 168, 1, 50], p)))
@@ -419,26 +418,46 @@ mod tests {
     }
 
     #[test]
-    fn closed_tcp_connection_falls_back_to_the_contact_address() {
+    fn closed_tcp_connection_fails_the_flow_until_the_phone_registers_again() {
         let now = Instant::now();
         let mut r = Registrations::default();
         let f = Flow::tcp(
             SocketAddr::from(([192, 168, 1, 50], 40001)),
             Some(ConnId(3)),
         );
+        // the Contact names another host: never a fall-back to it
+        let contact = "sip:1@192.0.2.9:5062;transport=tcp";
         r.upsert(
             "sip:1@pbx",
-            "sip:1@192.168.1.50:5062;transport=tcp",
+            contact,
             f,
             BindingMode::Contact,
             || "t".into(),
             now,
         );
+        r.confirm("t", f, 600, now);
         r.connection_closed(ConnId(4));
         assert_eq!(r.get(b"t").unwrap().flow, f);
+        assert!(!r.get(b"t").unwrap().flow_failed);
         r.connection_closed(ConnId(3));
-        let g = r.get(b"t").unwrap().flow;
-        assert_eq!(g.conn, None);
-        assert_eq!(g.remote, SocketAddr::from(([192, 168, 1, 50], 5062)));
+        let b = r.get(b"t").unwrap();
+        assert!(b.flow_failed);
+        assert_eq!((b.flow.conn, b.flow.remote), (None, f.remote));
+        // registered again on a new connection
+        let g = Flow::tcp(
+            SocketAddr::from(([192, 168, 1, 50], 40002)),
+            Some(ConnId(5)),
+        );
+        r.upsert(
+            "sip:1@pbx",
+            contact,
+            g,
+            BindingMode::Contact,
+            || "u".into(),
+            now,
+        );
+        r.confirm("t", g, 600, now);
+        let b = r.get(b"t").unwrap();
+        assert_eq!((b.flow, b.flow_failed), (g, false));
     }
 }

@@ -50,6 +50,9 @@ pub struct SubscriptionManager {
     pub(super) resuming: HashSet<TargetId>,
     /// Upstream SUBSCRIBEs whose authentication failed (for the metrics).
     auth_failures: u64,
+    /// Account user → the digest realm the upstream first challenged it with
+    /// (when `[[account]] realm` does not pin one): no other realm is answered.
+    realms: HashMap<String, String>,
 }
 
 impl SubscriptionManager {
@@ -59,6 +62,7 @@ impl SubscriptionManager {
             changes: None,
             resuming: HashSet::new(),
             auth_failures: 0,
+            realms: HashMap::new(),
             env,
             targets: HashMap::new(),
             by_aor: HashMap::new(),
@@ -670,7 +674,30 @@ impl SubscriptionManager {
                 }
                 let default_expires = self.env.cfg.subscriptions.upstream_expires;
                 let had_dialog = up.remote_tag.is_some();
-                let action = up.on_response(msg, default_expires, &t.aor, now, &mut self.rng);
+                // the account's realm: pinned in the config, or the first one
+                // the upstream challenged it with
+                let pinned = self
+                    .env
+                    .cfg
+                    .account_for(Some(&t.account))
+                    .and_then(|a| a.realm.as_deref());
+                let realm = pinned.or_else(|| self.realms.get(&t.account).map(String::as_str));
+                let mut answered = None;
+                let action = up.on_response(
+                    msg,
+                    default_expires,
+                    &t.aor,
+                    realm,
+                    &mut answered,
+                    now,
+                    &mut self.rng,
+                );
+                if let Some(r) = answered
+                    && realm.is_none()
+                {
+                    tracing::info!(account = %t.account, realm = %r, "upstream realm kept for the account");
+                    self.realms.insert(t.account.clone(), r);
+                }
                 // a new dialog is worth a disk sync; a refresh is not
                 let durable = !had_dialog && up.remote_tag.is_some();
                 self.mark_target(target, durable);

@@ -267,6 +267,14 @@ impl TransactionLayer {
     }
 
     /// Current state of a client transaction; `None` once terminated.
+    /// Where the request of the client transaction `response` matches went
+    /// (`None`: no transaction matches, a stray). A response is only taken from
+    /// there.
+    pub fn response_flow(&self, response: &SipMessage) -> Option<Flow> {
+        let key = ClientKey::for_response(response)?;
+        self.clients.get(&key).map(|tx| tx.flow)
+    }
+
     pub fn client_state(&self, key: &ClientKey) -> Option<ClientState> {
         self.clients.get(key).map(|tx| tx.state)
     }
