@@ -536,3 +536,62 @@ fn timer_heaps_stay_bounded_under_refreshes() {
     assert!(subs_timers <= 2_100, "{subs_timers}");
     assert!(proxy_timers <= 2_100, "{proxy_timers}");
 }
+
+/// Item 6: 5,000 subscriptions to one target from one host; one change of the
+/// target then sends NOTIFYs (and their retransmissions) to the per-source share
+/// of 200 subscriptions only, not 54,500 datagrams.
+#[test]
+fn fan_out_to_one_host_is_bounded() {
+    let mut sim = Sim::new("");
+    let mut pbx = FakePbx::default();
+    let host = "127.0.0.50";
+    for n in 0..5000u32 {
+        let from = format!("{host}:{}", 10000 + n);
+        sim.udp_from(&from, &blf(&from, "1001", "1002", n, 3600));
+        if n % 50 == 49 {
+            sim.advance(Duration::from_millis(100));
+        }
+    }
+    let up = pbx.take(&mut sim);
+    pbx.accept(&mut sim, &up, 600);
+    pbx.notify(&mut sim, "dialog", "active;expires=600", Some(DUMMY_IDLE));
+    pbx.notify(&mut sim, "presence", "active;expires=600", Some(PIDF_OPEN));
+    sim.advance(Duration::from_secs(3));
+    // the host answers the first NOTIFYs (so it is no spoofed source), then
+    // goes quiet
+    let ip: std::net::IpAddr = host.parse().unwrap();
+    let first: Vec<_> = std::mem::take(&mut sim.pending);
+    for t in first {
+        if t.flow.remote.ip() != ip {
+            sim.pending.push(t);
+            continue;
+        }
+        let m = SipMessage::parse(t.data).unwrap();
+        if is_method(&m, Method::Notify) {
+            sim.udp_from(&t.flow.remote.to_string(), &reply(&m, 200, "OK", None, ""));
+        }
+    }
+    let to_host = |sim: &mut Sim| {
+        let ip: std::net::IpAddr = host.parse().unwrap();
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut sim.pending)
+            .into_iter()
+            .partition(|t| t.flow.remote.ip() == ip);
+        sim.pending = rest;
+        mine.len()
+    };
+    to_host(&mut sim);
+    let watchers = sim.ep.subscriptions().phones().count();
+    // one change
+    pbx.notify(&mut sim, "dialog", "active;expires=600", Some(CONFIRMED));
+    let mut datagrams = to_host(&mut sim);
+    for _ in 0..400 {
+        sim.advance(Duration::from_millis(100));
+        datagrams += to_host(&mut sim);
+        pbx.take(&mut sim);
+    }
+    eprintln!(
+        "fan-out: {watchers} watchers from one host, one change → {datagrams} datagrams in 40 s"
+    );
+    assert!(watchers <= 200, "{watchers}");
+    assert!(datagrams <= 200 * 11, "{datagrams}");
+}

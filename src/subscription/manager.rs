@@ -437,7 +437,16 @@ impl SubscriptionManager {
         let Some(sub) = self.phones.get_mut(&id) else {
             return;
         };
+        let old_ip = sub.flow.remote.ip();
         sub.refresh(msg, cseq, flow, expires, now);
+        if old_ip != flow.remote.ip() {
+            // the subscription now counts in its new source's share
+            self.count_source(old_ip, false);
+            self.count_source(flow.remote.ip(), true);
+        }
+        let Some(sub) = self.phones.get_mut(&id) else {
+            return;
+        };
         if let Some(c) = self.changes.as_mut() {
             c.phones.insert(id, true);
         }
