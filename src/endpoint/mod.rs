@@ -21,7 +21,9 @@
 //! counted in [`Stats::responses_dropped`] and logged at info once per source per
 //! minute.
 
-use crate::config::Config;
+pub mod guard;
+
+use crate::config::{Config, Watchers};
 use crate::context::Context;
 use crate::flow::{ConnId, Flow, Transmit};
 use crate::local::{CALL_ID_HOST, CONTACT_USER};
@@ -64,6 +66,11 @@ pub struct Stats {
     pub forbidden: u64,
     /// Responses dropped for their source or their next hop (forged, stray).
     pub responses_dropped: u64,
+    /// Requests dropped: over `[security] rate_per_source`, or from a source
+    /// blocked after repeated authentication failures.
+    pub throttled: u64,
+    /// BLF SUBSCRIBEs refused by `[security] watchers`.
+    pub watchers_refused: u64,
 }
 
 pub struct Endpoint {
@@ -86,6 +93,10 @@ pub struct Endpoint {
     liveness: Liveness,
     /// When a dropped response was last logged, per source (rate limit).
     drop_log: HashMap<std::net::IpAddr, Instant>,
+    /// Per-source rate limit and authentication-failure blocks.
+    guard: guard::Guard,
+    /// Refused watchers are logged once per source and interval.
+    log_gate: crate::util::LogGate,
 }
 
 /// A dropped response is logged at info at most once per source per interval.
@@ -138,6 +149,7 @@ impl Endpoint {
         let ctx = Context::new(cfg, profiles, local, upstream, timers.t1);
         let subs = SubscriptionManager::new(ctx.clone(), rng.fork());
         let proxy = Proxy::new(ctx.clone(), rng.fork());
+        let guard = guard::Guard::new(&ctx.cfg.security);
         // the first keep-alive goes out at once: readiness (`/readyz`) needs to
         // know that the upstream answers
         let next_ping = match ctx.cfg.upstream.keepalive {
@@ -159,6 +171,8 @@ impl Endpoint {
             draining: false,
             liveness: Liveness::default(),
             drop_log: HashMap::new(),
+            guard,
+            log_gate: crate::util::LogGate::default(),
         }
     }
 
@@ -228,6 +242,7 @@ impl Endpoint {
             self.ctx.t1,
         );
         self.ctx = ctx.clone();
+        self.guard.reconfigure(&ctx.cfg.security);
         self.proxy.reload(ctx.clone());
         self.subs.reload(ctx, now);
         self.pump(now);
@@ -403,6 +418,15 @@ impl Endpoint {
             }
             return;
         }
+        if !from_upstream {
+            match self.guard.admit(from.remote.ip(), now) {
+                guard::Admission::Pass => {}
+                guard::Admission::Limited | guard::Admission::Blocked => {
+                    self.stats.throttled += 1;
+                    return;
+                }
+            }
+        }
         let reply_to = from.reply();
         let key = match self.txl.on_request(&msg, from, reply_to, now) {
             RequestDisposition::New(_) if self.draining => {
@@ -443,6 +467,15 @@ impl Endpoint {
                 let _ = self.txl.respond(&key, resp, now);
                 return;
             }
+            Route::NewTranslated if !self.may_watch(&msg, &from) => {
+                self.stats.watchers_refused += 1;
+                if self.log_gate.allow(from.remote.ip(), now) {
+                    tracing::warn!(%from, "BLF SUBSCRIBE refused: the watcher neither registered through the bridge from this address nor is an [[account]] user ([security] watchers; logged once per source every 10 s)");
+                }
+                let resp = MessageBuilder::response_to(&msg, 403, "Forbidden", None).finish();
+                let _ = self.txl.respond(&key, resp, now);
+                return;
+            }
             route => {
                 if matches!(route, Route::Upstream(..)) && method == Method::Notify {
                     self.counters.notifies_received += 1;
@@ -476,6 +509,25 @@ impl Endpoint {
             return;
         }
         self.proxy.on_request(key, &msg, from, from_upstream, now);
+    }
+
+    /// `[security] watchers`: may this phone have its BLF SUBSCRIBE translated?
+    /// With `registered`: its From user is an `[[account]]` user, or it
+    /// registered through the bridge (a binding the registrar accepted) from
+    /// this address (UDP: the same address and port; TCP: the same IP).
+    fn may_watch(&self, msg: &SipMessage, from: &Flow) -> bool {
+        if self.ctx.cfg.security.watchers == Watchers::Allowed {
+            return true;
+        }
+        let user = msg
+            .from()
+            .and_then(|f| f.ok())
+            .and_then(|f| f.parsed_uri().ok())
+            .and_then(|u| u.user_str().map(str::to_string));
+        if user.is_some_and(|u| self.ctx.cfg.accounts.iter().any(|a| a.user == u)) {
+            return true;
+        }
+        self.proxy.registrations().has_confirmed_from(from)
     }
 
     /// Is the Request-URI the bridge itself (our Contact user, or our address with
@@ -643,8 +695,24 @@ impl Endpoint {
     }
 
     fn start_client(&mut self, flow: Flow, data: Bytes, owner: Owner, now: Instant) {
+        // a NOTIFY to a phone that has not shown its source is real (answered
+        // a NOTIFY, refreshed in the dialog, or registered from that address)
+        // goes out only a few times: a spoofed SUBSCRIBE must not make a
+        // reflector
+        let limit = match &owner {
+            Owner::Sub(ReqTag::Notify { phone, .. })
+                if !self.subs.is_verified(*phone)
+                    && !self.proxy.registrations().has_confirmed_from(&flow) =>
+            {
+                Some(crate::subscription::UNVERIFIED_RETRANSMITS)
+            }
+            _ => None,
+        };
         match self.txl.send_request(flow, data, now) {
             Ok(key) => {
+                if let Some(n) = limit {
+                    self.txl.limit_retransmits(&key, n);
+                }
                 self.owners.insert(key, owner);
             }
             Err(e) => tracing::error!(error = %e, "cannot start client transaction"),
@@ -692,6 +760,9 @@ impl Endpoint {
                         self.owners.remove(&key);
                     }
                 }
+            }
+            for ip in self.proxy.take_auth_failures() {
+                self.guard.auth_failure(ip, now);
             }
             while let Some(ev) = self.txl.poll_event() {
                 progressed = true;

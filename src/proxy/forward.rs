@@ -118,7 +118,7 @@ impl Proxy {
         // §16.4, §16.5: the routing decision
         preprocess_route(&self.env.local, &mut req);
         let target = self.relay_policy(&mut req)?;
-        let register = self.register_bindings(&req, now);
+        let register = self.register_bindings(&req, now)?;
         strict_route_fixup(&mut req); // §16.6 step 6
         if !from_upstream {
             // no open relay, judged on the request as it will go out
@@ -266,9 +266,15 @@ impl Proxy {
 
     /// A REGISTER from a phone: create or refresh its bindings (RFC 3327 Path or
     /// Contact rewriting), and the edits that keep the bridge on the inbound path.
-    fn register_bindings(&mut self, req: &Forwarding<'_>, now: Instant) -> Option<RegisterEdit> {
-        (!req.from_upstream && req.method == Method::Register && !req.ack)
-            .then(|| self.register_edit(req.msg, req.reply_flow(), now))
+    fn register_bindings(
+        &mut self,
+        req: &Forwarding<'_>,
+        now: Instant,
+    ) -> Result<Option<RegisterEdit>, Reject> {
+        if req.from_upstream || req.method != Method::Register || req.ack {
+            return Ok(None);
+        }
+        self.register_edit(req.msg, req.reply_flow(), now).map(Some)
     }
 
     /// §16.6 step 8 with §16.3 step 4: our branch carries the loop hash; an ACK
@@ -353,6 +359,7 @@ fn check_proxy_require(msg: &SipMessage) -> Result<(), Reject> {
         code: 420,
         reason: "Bad Extension",
         unsupported: Some(list.join(", ")),
+        retry_after: None,
     })
 }
 

@@ -185,6 +185,7 @@ struct Reject {
     code: u16,
     reason: &'static str,
     unsupported: Option<String>,
+    retry_after: Option<u32>,
 }
 
 impl Reject {
@@ -193,6 +194,7 @@ impl Reject {
             code,
             reason,
             unsupported: None,
+            retry_after: None,
         }
     }
 }
@@ -213,7 +215,17 @@ pub struct Proxy {
     stats: ProxyStats,
     /// Tokens of the bindings written to the state store.
     stored_tokens: HashSet<String>,
+    /// Sources whose REGISTER the registrar answered 401/403/407, for the
+    /// endpoint's authentication-failure blocks.
+    auth_failures: Vec<std::net::IpAddr>,
+    /// Size from which the timer heap is compacted.
+    compact_at: usize,
+    /// Refusals are logged once per source and interval.
+    log_gate: crate::util::LogGate,
 }
+
+/// No timer-heap compaction below this many entries.
+const COMPACT_MIN: usize = 1024;
 
 impl Proxy {
     /// A proxy whose flow-token key comes from `rng` (the runtime then installs
@@ -235,6 +247,9 @@ impl Proxy {
             next_id: 0,
             stats: ProxyStats::default(),
             stored_tokens: HashSet::new(),
+            auth_failures: Vec::new(),
+            compact_at: COMPACT_MIN,
+            log_gate: crate::util::LogGate::default(),
         }
     }
 
@@ -245,6 +260,11 @@ impl Proxy {
     /// Registrations relayed through the bridge.
     pub fn registrations(&self) -> &Registrations {
         &self.regs
+    }
+
+    /// Entries in the timer heap (stale ones included, until compacted).
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
     }
 
     /// Number of live response contexts (forwarded requests awaiting completion).
@@ -359,6 +379,46 @@ impl Proxy {
     fn schedule(&mut self, at: Instant, t: TimerRef) {
         self.timer_seq += 1;
         self.timers.push(Reverse((at, self.timer_seq, t)));
+        if self.timers.len() >= self.compact_at {
+            self.compact_timers();
+        }
+    }
+
+    /// Drop the timers that would do nothing when they fire (every REGISTER
+    /// and forwarded request leaves one behind), so the heap does not grow
+    /// with the request rate until they fire. Amortised: the next compaction
+    /// waits until the heap has doubled again.
+    fn compact_timers(&mut self) {
+        let heap = std::mem::take(&mut self.timers);
+        let live = |at: &Instant, t: &TimerRef| match t {
+            TimerRef::Binding(tok) => self
+                .regs
+                .bindings
+                .get(tok)
+                .is_some_and(|b| b.expires_at <= *at),
+            TimerRef::Guard(id) => self.ctxs.get(id).is_some_and(|f| f.guard == Some(*at)),
+            TimerRef::C(id) => self.ctxs.get(id).is_some_and(|f| f.timer_c == Some(*at)),
+            TimerRef::GiveUp(id) => self.ctxs.get(id).is_some_and(|f| f.give_up == Some(*at)),
+        };
+        let mut entries: Vec<_> = heap
+            .into_vec()
+            .into_iter()
+            .filter(|Reverse((at, _, t))| live(at, t))
+            .collect();
+        // one expiry timer per binding: the earliest that will remove it
+        entries.sort_unstable_by(|a, b| b.cmp(a));
+        let mut seen = HashSet::new();
+        entries.retain(|Reverse((_, _, t))| match t {
+            TimerRef::Binding(tok) => seen.insert(tok.clone()),
+            _ => true,
+        });
+        self.timers = entries.into_iter().collect();
+        self.compact_at = (self.timers.len() * 2).max(COMPACT_MIN);
+    }
+
+    /// Sources whose REGISTERs were answered 401/403/407 since the last call.
+    pub fn take_auth_failures(&mut self) -> Vec<std::net::IpAddr> {
+        std::mem::take(&mut self.auth_failures)
     }
 
     fn t1x64(&self) -> Duration {
@@ -371,6 +431,9 @@ impl Proxy {
         let mut b = MessageBuilder::response_to(msg, r.code, r.reason, Some(&tag));
         if let Some(u) = &r.unsupported {
             b.header("Unsupported", u);
+        }
+        if let Some(s) = r.retry_after {
+            b.header("Retry-After", s);
         }
         b.header("Server", self.env.user_agent);
         self.out.push_back(Out::Response {

@@ -24,6 +24,7 @@ use crate::flow::{ConnId, Flow};
 use crate::util::instant_serde;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// How a binding keeps the bridge on the inbound path.
@@ -82,9 +83,16 @@ pub struct Registrations {
     changed: BTreeSet<String>,
 }
 
-/// How long a binding the registrar has not yet accepted is kept (covers the
-/// challenge round trip; the phone's retry reuses the token).
-pub const PENDING_LIFETIME: Duration = Duration::from_secs(64);
+/// How long a binding the registrar has not yet accepted is kept: the
+/// REGISTER's transaction (Timer F, 32 s) and the phone's retry with
+/// credentials (which reuses the token) fit; pending bindings are also capped
+/// (`[security] max_pending_registrations`, per source
+/// [`PENDING_PER_SOURCE`]).
+pub const PENDING_LIFETIME: Duration = Duration::from_secs(40);
+
+/// Bindings the registrar has not accepted yet, per source IP: a phone with
+/// several lines has a few at once, while it answers a challenge.
+pub const PENDING_PER_SOURCE: usize = 32;
 
 impl Registrations {
     /// Rebuild the indices after deserialising.
@@ -248,6 +256,29 @@ impl Registrations {
 
     pub fn len(&self) -> usize {
         self.bindings.len()
+    }
+
+    /// Bindings the registrar has not accepted yet: all of them, and those
+    /// from `ip`.
+    pub fn pending_counts(&self, ip: IpAddr) -> (usize, usize) {
+        self.bindings
+            .values()
+            .filter(|b| !b.confirmed)
+            .fold((0, 0), |(all, from), b| {
+                (all + 1, from + usize::from(b.flow.remote.ip() == ip))
+            })
+    }
+
+    /// Whether a binding the registrar accepted came from this flow's source
+    /// (UDP: the same address and port; TCP: the same IP, connections come
+    /// from new ports).
+    pub fn has_confirmed_from(&self, flow: &Flow) -> bool {
+        self.bindings.values().any(|b| {
+            b.confirmed
+                && b.flow.remote.ip() == flow.remote.ip()
+                && (b.flow.remote.port() == flow.remote.port()
+                    || (b.flow.transport.is_reliable() && flow.transport.is_reliable()))
+        })
     }
 
     /// What changed since the last call, for the state store: each changed

@@ -71,6 +71,9 @@ impl Proxy {
                 return;
             }
             f.final_code = Some(code);
+            if f.method == crate::sip::Method::Register && matches!(code, 401 | 403 | 407) {
+                self.auth_failures.push(f.reply.remote.ip());
+            }
             let register = f.register.clone();
             if let Some(r) = register.filter(|_| (200..300).contains(&code))
                 && self.registered(&r, msg, now)

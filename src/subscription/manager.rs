@@ -17,9 +17,10 @@ use crate::presence::MergedState;
 use crate::profile::{Mode, Profile, RenderedDoc, SubState};
 use crate::sip::{Method, SipMessage};
 use crate::transaction::ServerKey;
-use crate::util::Rng;
+use crate::util::{LogGate, Rng};
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,7 +54,14 @@ pub struct SubscriptionManager {
     /// Account user → the digest realm the upstream first challenged it with
     /// (when `[[account]] realm` does not pin one): no other realm is answered.
     realms: HashMap<String, String>,
+    /// Phone subscriptions per source IP (`[security] max_subscriptions_per_source`).
+    pub(super) per_source: HashMap<IpAddr, usize>,
+    /// Refusals are logged at most once per source and interval.
+    log_gate: LogGate,
 }
+
+/// Retry-After (seconds) of a SUBSCRIBE refused because a cap is reached.
+pub const CAP_RETRY_AFTER_S: u32 = 60;
 
 impl SubscriptionManager {
     pub fn new(env: Env, rng: Rng) -> Self {
@@ -63,6 +71,8 @@ impl SubscriptionManager {
             resuming: HashSet::new(),
             auth_failures: 0,
             realms: HashMap::new(),
+            per_source: HashMap::new(),
+            log_gate: LogGate::default(),
             env,
             targets: HashMap::new(),
             by_aor: HashMap::new(),
@@ -105,6 +115,11 @@ impl SubscriptionManager {
         self.auth_failures
     }
 
+    /// Entries in the timer heap (stale ones included, until compacted).
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
     /// Upstream SUBSCRIBEs waiting for the pacer.
     pub fn paced(&self) -> usize {
         self.pacer.queued()
@@ -112,6 +127,139 @@ impl SubscriptionManager {
 
     pub(super) fn schedule(&mut self, at: Instant, t: Timer) {
         self.timers.schedule(at, t);
+        if self.timers.needs_compaction() {
+            let mut timers = std::mem::take(&mut self.timers);
+            timers.compact(|t| self.timer_is_live(t));
+            self.timers = timers;
+        }
+    }
+
+    /// Whether a timer would still do something when it fires (a refresh, a
+    /// REGISTER or a re-subscription leaves the older ones stale).
+    fn timer_is_live(&self, t: &Timer) -> bool {
+        match *t {
+            Timer::PhoneExpire { phone, generation } => self
+                .phones
+                .get(&phone)
+                .is_some_and(|p| p.timer_gen == generation),
+            Timer::PhoneHold { phone } => self
+                .phones
+                .get(&phone)
+                .is_some_and(|p| p.state == PhoneState::Holding),
+            Timer::Up(target, package, timer) => self
+                .targets
+                .get(&target)
+                .is_some_and(|t| t.upstream(package).on_timer(timer) != Action::Nothing),
+            Timer::Pace => true,
+            Timer::Linger { target, generation } => self
+                .targets
+                .get(&target)
+                .is_some_and(|t| t.lingered(generation)),
+        }
+    }
+
+    /// Whether the phone subscription has shown that its source is real (it
+    /// answered a NOTIFY or refreshed in the dialog). Unknown ones have not.
+    pub fn is_verified(&self, phone: PhoneId) -> bool {
+        self.phones.get(&phone).is_some_and(|p| p.verified)
+    }
+
+    /// Count a phone subscription in (or out of) its source's share.
+    pub(super) fn count_source(&mut self, ip: IpAddr, add: bool) {
+        if add {
+            *self.per_source.entry(ip).or_default() += 1;
+        } else if let Some(n) = self.per_source.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_source.remove(&ip);
+            }
+        }
+    }
+
+    /// The refusal of a SUBSCRIBE beyond a cap of `[security]`: the source's
+    /// share (403: waiting does not help), the target's watchers or the
+    /// bridge's targets (503 with Retry-After). Logged once per source and
+    /// interval.
+    fn over_cap(
+        &mut self,
+        src: IpAddr,
+        existing: Option<TargetId>,
+        expires: u32,
+        aor: &str,
+        now: Instant,
+    ) -> Option<Refusal> {
+        let sec = &self.env.cfg.security;
+        let retry = vec![("Retry-After", CAP_RETRY_AFTER_S.to_string())];
+        let from_source = self.per_source.get(&src).copied().unwrap_or(0);
+        let watchers = existing
+            .and_then(|id| self.targets.get(&id))
+            .map(|t| t.watchers.len());
+        let (refusal, cap, limit): (Refusal, _, _) =
+            if from_source >= sec.max_subscriptions_per_source {
+                let r = (403, "Too Many Subscriptions From This Source", Vec::new());
+                (
+                    r,
+                    "max_subscriptions_per_source",
+                    sec.max_subscriptions_per_source,
+                )
+            } else if watchers.is_some_and(|w| w >= sec.max_subscriptions_per_target) {
+                let r = (503, "Service Unavailable", retry);
+                (
+                    r,
+                    "max_subscriptions_per_target",
+                    sec.max_subscriptions_per_target,
+                )
+            } else if existing.is_none() && expires > 0 && self.targets.len() >= sec.max_targets {
+                (
+                    (503, "Service Unavailable", retry),
+                    "max_targets",
+                    sec.max_targets,
+                )
+            } else {
+                return None;
+            };
+        if self.log_gate.allow(src, now) {
+            tracing::warn!(source = %src, target = %aor, cap, limit, code = refusal.0, "phone SUBSCRIBE refused: [security] cap reached (logged once per source every 10 s)");
+        }
+        Some(refusal)
+    }
+
+    /// A fetch (`Expires: 0`) of a target nobody watches: answered from what
+    /// is known — nothing, so the profile's unknown rendering, terminated —
+    /// without an upstream subscription.
+    fn answer_unwatched_fetch(
+        &mut self,
+        key: ServerKey,
+        msg: &SipMessage,
+        flow: Flow,
+        req: Initial,
+        profile: Arc<Profile>,
+        now: Instant,
+    ) {
+        let aor = &format!("sip:{}@{}", req.user, self.env.cfg.upstream.domain);
+        let local_tag = self.rng.tag();
+        let ok = build::subscribe_ok(&self.env, msg, flow, Some(&local_tag), 0);
+        self.respond(key, ok);
+        let accepted = Accepted {
+            id: PhoneId(self.next_id()),
+            target: TargetId(0),
+            profile: ProfileRef::new(&profile),
+            remote_target: req.contact,
+            flow,
+            local_tag,
+            expires: 0,
+        };
+        let mut sub = PhoneSub::accept(accepted, msg, now);
+        sub.release();
+        sub.end();
+        let view = crate::presence::TargetView::new(MergedState::Unknown);
+        let doc = crate::profile::render(&profile, aor, &view)
+            .document()
+            .cloned();
+        let branch = self.rng.branch();
+        tracing::debug!(phone = %flow, target = %aor, "fetch of an unwatched target: answered unknown, nothing upstream");
+        let notify = sub.notify(&self.env, &branch, SubState::TIMEOUT, doc.as_ref());
+        self.out.push_back(notify);
     }
 
     fn next_id(&mut self) -> u64 {
@@ -215,7 +363,15 @@ impl SubscriptionManager {
         if offline && let Some(refusal) = offline_refusal(profile) {
             return self.refuse(key, msg, refusal);
         }
-        let profile = ProfileRef::new(profile);
+        let profile = profile.clone();
+        let existing = self.by_aor.get(&aor).copied();
+        if let Some(refusal) = self.over_cap(flow.remote.ip(), existing, req.expires, &aor, now) {
+            return self.refuse(key, msg, refusal);
+        }
+        if existing.is_none() && req.expires == 0 {
+            return self.answer_unwatched_fetch(key, msg, flow, req, profile, now);
+        }
+        let profile = ProfileRef::new(&profile);
         let target = self.ensure_target(&aor, &req.user, req.from_user.as_deref(), now);
 
         let local_tag = self.rng.tag();
@@ -246,6 +402,7 @@ impl SubscriptionManager {
         sub.hold_until = (!ready).then(|| now + Duration::from_millis(hold_ms));
         let hold_until = sub.hold_until;
         self.phone_index.insert(sub.key(), id);
+        self.count_source(flow.remote.ip(), true);
         self.phones.insert(id, sub);
         self.mark_phone(id);
         if expires > 0 {
@@ -296,7 +453,16 @@ impl SubscriptionManager {
         let Some(sub) = self.phones.get_mut(&id) else {
             return;
         };
+        let old_ip = sub.flow.remote.ip();
         sub.refresh(msg, cseq, flow, expires, now);
+        if old_ip != flow.remote.ip() {
+            // the subscription now counts in its new source's share
+            self.count_source(old_ip, false);
+            self.count_source(flow.remote.ip(), true);
+        }
+        let Some(sub) = self.phones.get_mut(&id) else {
+            return;
+        };
         if let Some(c) = self.changes.as_mut() {
             c.phones.insert(id, true);
         }
@@ -402,6 +568,7 @@ impl SubscriptionManager {
         let Some(sub) = self.phones.remove(&id) else {
             return;
         };
+        self.count_source(sub.flow.remote.ip(), false);
         self.mark_phone(id);
         self.phone_index.remove(&sub.key());
         let until = now + Duration::from_secs(self.env.cfg.subscriptions.linger_s);

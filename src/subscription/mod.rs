@@ -41,7 +41,7 @@ mod types;
 
 pub use crate::profile::SubState;
 pub use manager::SubscriptionManager;
-pub use notifier::{PhoneState, PhoneSub, ProfileRef};
+pub use notifier::{MAX_TARGET_USER, PhoneState, PhoneSub, ProfileRef, UNVERIFIED_RETRANSMITS};
 pub use persist::Restored;
 pub use subscriber::{UpState, Upstream};
 pub use target::Target;
