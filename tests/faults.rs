@@ -198,6 +198,7 @@ fn phone_answering_481_mid_subscription_is_dropped_at_once() {
     assert_eq!(state(&na[0]), Some(DialogState::Confirmed));
     sim.advance(Duration::from_secs(5));
     assert!(sim.take_to(&b.addr).is_empty());
+    sim.take_to(&a.addr); // retransmissions meanwhile
     // and when a answers 481 too (before Timer F), it is gone at once as well
     a.answer(&mut sim, &na[0], 481);
     assert!(sim.take_to(&a.addr).is_empty());
