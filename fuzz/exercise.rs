@@ -545,7 +545,7 @@ pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let env = |k: &str| (k.len() % 2 == 0).then(|| format!("secret-{k}"));
+    let env = |k: &str| k.len().is_multiple_of(2).then(|| format!("secret-{k}"));
     let Ok(cfg) = Config::parse(text, "fuzz.toml", &env) else {
         return;
     };
