@@ -1,10 +1,12 @@
-//! A lossy network on both sides of the bridge, end to end: SIPp phones ↔
-//! [`UdpRelay`] ↔ the blf-bridge binary ↔ [`UdpRelay`] ↔ Kamailio. Each relay
+//! A lossy network on both sides of the bridge, end to end: phones (BLF phones in
+//! threads, [`BlfPhone`]; SIPp registering phones and callers) ↔ [`UdpRelay`] ↔
+//! the blf-bridge binary ↔ [`UdpRelay`] ↔ Kamailio. Each relay
 //! drops 5 % of the datagrams each way, duplicates 3 % and holds back 5 % (so
 //! later ones overtake them), from a fixed seed.
 //!
 //! Over a 50 s run (what CI affords; the issue asks for 2 minutes: set
-//! `BLF_FAULT_RUN_S=120`) phones subscribe (short expiry, refreshing), the bridge
+//! `BLF_FAULT_RUN_S=120`) four phones subscribe to two extensions (20 s expiry,
+//! refreshing every 8 s), the bridge
 //! refreshes upstream (upstream_expires 30 s), two extensions register through
 //! the bridge, calls ring and are answered through it, and everyone
 //! un-registers at the end. Asserted: no subscription lost (every watcher runs
@@ -61,36 +63,19 @@ fn lossy_relays_between_phones_bridge_and_pbx_lose_no_subscription() {
     let phones = UdpRelay::start(bridge.addr(), Faults::LOSSY, 0x5eed_0002);
     let b = phones.front();
 
-    let watch = |model, watcher: &str, target: &str| {
-        SippCmd::blf_watcher(b, model, watcher, target, secs(run_s))
-            // SIPp's scenarios reuse one Via branch for every refresh: refreshes
-            // less than Timer J (32 s) apart would be absorbed as retransmissions
-            // of the previous one, so they come every 35 s
-            .set("expires", "60")
-            .set("refresh_s", "35")
+    // BLF phones (threads: SIPp's scenarios cannot follow a lossy network, see
+    // tests/common/watcher.rs), refreshing every 8 s with a 20 s expiry
+    const WAVE: &str = "Grandstream Wave 1.0.3.16";
+    const GXP: &str = "Grandstream GXP2170 1.0.11.3";
+    let watch = |ua: &str, watcher: &str, target: &str| {
+        BlfPhone::spawn(b, ua, watcher, target, 20, secs(8), secs(run_s))
     };
     // (profile, target, phone)
-    let mut watchers = [
-        (
-            "grandstream-wave",
-            "1002",
-            watch(BlfModel::Wave, "1001", "1002").spawn(),
-        ),
-        (
-            "grandstream-gxp",
-            "1002",
-            watch(BlfModel::Gxp, "1003", "1002").spawn(),
-        ),
-        (
-            "grandstream-gxp",
-            "1003",
-            watch(BlfModel::Gxp, "1001", "1003").spawn(),
-        ),
-        (
-            "grandstream-wave",
-            "1003",
-            watch(BlfModel::Wave, "1002", "1003").spawn(),
-        ),
+    let watchers = [
+        ("grandstream-wave", "1002", watch(WAVE, "1001", "1002")),
+        ("grandstream-gxp", "1002", watch(GXP, "1003", "1002")),
+        ("grandstream-gxp", "1003", watch(GXP, "1001", "1003")),
+        ("grandstream-wave", "1003", watch(WAVE, "1002", "1003")),
     ];
     std::thread::sleep(secs(3));
     // 1002 and 1003 register through the bridge; 1002 answers calls after 2 s
@@ -114,9 +99,10 @@ fn lossy_relays_between_phones_bridge_and_pbx_lose_no_subscription() {
     }
     p1003.wait_success(secs(60));
     p1002.wait_success(secs(60));
-    for (_, _, w) in &mut watchers {
-        w.wait_success(secs(run_s + 30));
-    }
+    let runs: Vec<(&str, &str, String, PhoneRun)> = watchers
+        .into_iter()
+        .map(|(p, t, w)| (p, t, w.name.clone(), w.join()))
+        .collect();
     let report = format!(
         "phones relay: {}\nupstream relay: {}\ncalls answered: {calls}, failed: {}",
         phones.stats.summary(),
@@ -130,18 +116,20 @@ fn lossy_relays_between_phones_bridge_and_pbx_lose_no_subscription() {
     );
     assert!(calls >= 1, "{report}\n{}", call_failures.join("\n"));
 
-    for (profile, target, w) in &watchers {
-        let mut n = w.notifies();
-        n.sort_by_key(|x| x.cseq);
+    for (profile, target, name, r) in &runs {
+        // no subscription lost: every refresh accepted, nothing refused or
+        // terminated before the phone's own unsubscribe
+        assert!(r.errors.is_empty(), "{name}: {:?}\n{report}", r.errors);
+        assert!(r.refreshes >= 3, "{name}: {} refreshes", r.refreshes);
+        let n = &r.notifies;
         // no version twice, none out of order (by CSeq: the bridge's order)
         let versions: Vec<u64> = n.iter().filter_map(|x| version(&x.body)).collect();
         assert!(
             versions.windows(2).all(|v| v[0] < v[1]),
-            "{profile} {}: versions {versions:?}\n{report}",
-            w.name()
+            "{name}: versions {versions:?}\n{report}"
         );
         // final state: everyone un-registered → offline, then the unsubscribe
-        assert!(n.last().is_some_and(Notify::is_terminated), "{}", w.name());
+        assert!(n.last().is_some_and(PhoneNotify::is_terminated), "{name}");
         let last_active = n
             .iter()
             .rev()
@@ -155,17 +143,18 @@ fn lossy_relays_between_phones_bridge_and_pbx_lose_no_subscription() {
         assert_eq!(
             without_version(&last_active.body),
             offline,
-            "{profile} {}: the last lamp is not offline\n{report}",
-            w.name(),
+            "{name}: the last lamp is not offline\n{report}"
         );
     }
     // 1002's watchers saw its calls
-    for (profile, _, w) in &watchers[..2] {
-        let l = lamp(profile, w);
-        assert!(
-            l.contains(&"idle") && l.contains(&"busy"),
-            "{profile} {}: {l:?}",
-            w.name()
-        );
+    for (profile, _, name, r) in &runs[..2] {
+        let mut l: Vec<&str> = Vec::new();
+        for x in r.notifies.iter().filter(|x| !x.is_terminated()) {
+            let s = label(profile, &x.body);
+            if l.last() != Some(&s) {
+                l.push(s);
+            }
+        }
+        assert!(l.contains(&"idle") && l.contains(&"busy"), "{name}: {l:?}");
     }
 }

@@ -23,6 +23,7 @@
 //! - `tmp`: [`TempDir`];
 //! - `process`: free ports, bounded waits and commands, process groups;
 //! - `relay`: [`UdpRelay`], a seeded lossy UDP relay (drop, duplicate, reorder);
+//! - `watcher`: [`BlfPhone`], a BLF phone in a thread that copes with a lossy network;
 //! - `sip_client`: raw SIP requests and OPTIONS probes from a private socket;
 //! - `kamailio`: the harness PBX and its users ([`DOMAIN`], [`USERS`]);
 //! - `bridge`: the bridge binary and [`bridge_config`];
@@ -45,11 +46,12 @@ mod sipp;
 mod tmp;
 mod tools;
 mod trace;
+mod watcher;
 mod xml;
 
 // One flat namespace, as before the split: `use common::*;` in the test crates.
 #[allow(unused_imports)]
 pub use {
     bridge::*, kamailio::*, lamp::*, process::*, relay::*, sip_client::*, sipp::*, tmp::*,
-    tools::*, trace::*,
+    tools::*, trace::*, watcher::*,
 };
