@@ -1,6 +1,8 @@
 //! Drives one input through everything the SIP layer offers: framing, every typed
 //! accessor, validation, the editor and the response builder, and checks the
-//! properties that must hold for any input. Shared by the cargo-fuzz targets
+//! properties that must hold for any input; likewise for the typed headers, the
+//! presence documents, the profile and config loaders, and the whole endpoint fed
+//! a sequence of events with restarts from its store. Shared by the cargo-fuzz targets
 //! (`fuzz/fuzz_targets/*.rs`) and the no-panic sweep in `tests/rfc4475.rs`, so that
 //! both exercise exactly the same surface.
 //!
@@ -9,11 +11,22 @@
 
 #![allow(dead_code)]
 
-use blf_bridge::sip::{
-    Editor, HeaderName, MessageBuilder, NameAddr, SipMessage, StreamFramer, StreamItem, Uri,
-    validate,
+use blf_bridge::config::{Config, EmptyPresence};
+use blf_bridge::endpoint::{Endpoint, LocalAddrs};
+use blf_bridge::flow::{ConnId, Flow};
+use blf_bridge::presence::{
+    DialogStream, PickupInfo, PresenceStatus, PresenceStream, TargetView, merge, parse_dialog_info,
+    parse_pidf,
 };
+use blf_bridge::sip::{
+    CSeq, Editor, Event, HeaderName, MessageBuilder, NameAddr, SipMessage, StreamFramer,
+    StreamItem, SubState, Uri, Via, validate,
+};
+use blf_bridge::store::Snapshot;
 use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The Via the "proxy" pushes in the editor round trip.
 pub const OUR_VIA: &[u8] = b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKfuzzbridge;rport";
@@ -317,4 +330,413 @@ fn uri(u: &Uri<'_>) {
         u.headers,
         u.port,
     );
+}
+
+// ===================================================================== typed headers
+
+/// Typed header values (`blf_bridge::sip::header`): the input as a Via, a
+/// name-addr (From/To/Contact/Route), a CSeq, an Event, a Subscription-State and a
+/// URI. Every slice a view hands out lies inside the input.
+pub fn headers(data: &[u8]) {
+    let inside = |s: &[u8]| {
+        let (b, e) = (data.as_ptr() as usize, data.as_ptr() as usize + data.len());
+        let p = s.as_ptr() as usize;
+        assert!(
+            s.is_empty() || (p >= b && p + s.len() <= e),
+            "slice outside the input"
+        );
+    };
+    if let Ok(v) = Via::parse(data) {
+        inside(v.host.as_bytes());
+        inside(v.transport.as_bytes());
+        inside(v.params.raw);
+        for b in [v.branch(), v.received(), v.maddr()].into_iter().flatten() {
+            inside(b);
+        }
+        let _ = (v.rport(), v.has_rfc3261_branch(), v.sent_by(), v.port);
+        params(&v.params, &inside);
+    }
+    if let Ok(na) = NameAddr::parse(data) {
+        inside(na.uri);
+        inside(na.params.raw);
+        if let Some(d) = na.display {
+            inside(d);
+        }
+        name_addr(&na);
+        params(&na.params, &inside);
+    }
+    if let Ok(c) = CSeq::parse(data) {
+        inside(c.method);
+        let _ = c.seq;
+    }
+    if let Ok(e) = Event::parse(data) {
+        inside(e.package);
+        let _ = (e.id(), e.is("dialog"), e.is("presence"));
+        params(&e.params, &inside);
+    }
+    if let Ok(s) = SubState::parse(data) {
+        let _ = (s.state, s.expires, s.retry_after, s.reason_is("timeout"));
+        if let Some(r) = s.reason {
+            inside(r);
+        }
+        params(&s.params, &inside);
+    }
+    if let Ok(u) = Uri::parse(data) {
+        inside(u.raw);
+        inside(u.host);
+        for s in [u.user, u.headers].into_iter().flatten() {
+            inside(s);
+        }
+        uri(&u);
+        params(&u.params, &inside);
+    }
+    let _ = blf_bridge::sip::parse_delta(data);
+}
+
+fn params(p: &blf_bridge::sip::Params<'_>, inside: &dyn Fn(&[u8])) {
+    for (name, value) in p.iter() {
+        inside(name);
+        if let Some(v) = value {
+            inside(v);
+        }
+    }
+    let _ = (p.get("tag"), p.has("lr"), p.value("expires"));
+    let mut out = Vec::new();
+    p.write_except(&["tag", "branch"], &mut out);
+}
+
+// ===================================================================== presence documents
+
+const ENTITY: &str = "sip:1002@pbx.test";
+
+fn builtin_profiles() -> &'static blf_bridge::profile::ProfileSet {
+    static P: std::sync::OnceLock<blf_bridge::profile::ProfileSet> = std::sync::OnceLock::new();
+    P.get_or_init(blf_bridge::profile::ProfileSet::builtin)
+}
+
+/// A view rendered with a profile: what the bridge writes must be what a
+/// dialog-info parser (its own) accepts, with the entity it was given.
+fn render_checked(profile: &blf_bridge::profile::Profile, view: &TargetView) {
+    let r = blf_bridge::profile::render(profile, ENTITY, view);
+    let _ = r.subscription_state().map(|s| s.to_string());
+    if let Some(doc) = r.document() {
+        for v in [0, 1, u32::MAX] {
+            let text = doc.with_version(v);
+            assert_eq!(doc.len_with_version(v), text.len());
+            let back = parse_dialog_info(text.as_bytes()).unwrap_or_else(|e| {
+                panic!(
+                    "profile {} rendered a document its parser rejects ({e:?}): {text}",
+                    profile.name()
+                )
+            });
+            assert_eq!(back.version, Some(v), "version lost: {text}");
+            assert_eq!(back.entity.as_deref(), Some(ENTITY), "entity lost: {text}");
+        }
+    }
+}
+
+/// An RFC 4235 dialog-info body from the upstream: parsed, applied to a dialog
+/// stream (twice: the same version again changes nothing), merged with each
+/// presence state and rendered for every shipped profile.
+pub fn dialog_info(data: &[u8]) {
+    let parsed = parse_dialog_info(data);
+    let mut ds = DialogStream::new();
+    let applied = ds.apply_body(data);
+    // (a blank body is "known, no calls" to the stream, an error to the parser)
+    assert!(
+        parsed.is_err() || applied.is_ok(),
+        "parser and stream disagree"
+    );
+    let Ok(doc) = parsed else { return };
+    let _ = format!("{doc:?}");
+    let before = ds.dialogs().to_vec();
+    let _ = ds.apply_body(data);
+    assert_eq!(
+        before,
+        ds.dialogs(),
+        "the same document again changed the stream"
+    );
+    let _ = (ds.is_known(), ds.version());
+    for ps in [
+        PresenceStream::new(),
+        PresenceStream::from_status(PresenceStatus::Offline),
+        PresenceStream::from_status(PresenceStatus::Online { activity: None }),
+    ] {
+        let view = merge(&ds, &ps);
+        for p in builtin_profiles().iter() {
+            render_checked(p, &view);
+        }
+    }
+    ds.new_subscription();
+    let _ = ds.apply_doc(doc);
+    ds.set_unknown();
+}
+
+/// A PIDF (RFC 3863/4480) body from the upstream: parsed, its status, applied to
+/// a presence stream (both empty-body policies), merged and rendered.
+pub fn pidf(data: &[u8]) {
+    let parsed = parse_pidf(data);
+    if let Ok(doc) = &parsed {
+        let _ = (doc.status(), format!("{doc:?}"));
+    }
+    for empty in [EmptyPresence::Offline, EmptyPresence::Unknown] {
+        let mut ps = PresenceStream::new();
+        let r = ps.apply_body(data, empty);
+        if let Ok(doc) = &parsed {
+            assert!(r.is_ok());
+            assert_eq!(ps.status(), &doc.status());
+        }
+        let view = merge(&DialogStream::new(), &ps);
+        if r.is_err() {
+            assert_eq!(view.state, blf_bridge::presence::MergedState::Unknown);
+        }
+        for p in builtin_profiles().iter() {
+            render_checked(p, &view);
+        }
+    }
+}
+
+// ===================================================================== loaders
+
+/// A device-model profile file (`profiles/*.toml`). One accepted is rendered for
+/// every state, with and without call details, and must produce documents its
+/// own parser accepts.
+pub fn profile(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(p) = blf_bridge::profile::Profile::parse(text, "fuzz.toml") else {
+        return;
+    };
+    let _ = (
+        p.name(),
+        p.mode(),
+        p.offline(),
+        p.user_agent_patterns().count(),
+    );
+    let _ = p.matches(b"Grandstream GXP2170 1.0.11.23");
+    let call = PickupInfo {
+        call_id: Some("abc@1.2.3.4".into()),
+        local_tag: Some("lt".into()),
+        remote_tag: Some("rt".into()),
+        direction: Some(blf_bridge::presence::Direction::Recipient),
+        remote_identity: Some("sip:1003@pbx.test".into()),
+        remote_display: Some("Alice <&> \"Bob\"".into()),
+        remote_target: Some("sip:1003@127.0.0.1:5062".into()),
+        local_identity: Some(ENTITY.into()),
+        local_target: Some("sip:1002@127.0.0.1:5064".into()),
+    };
+    for s in blf_bridge::presence::MergedState::ALL {
+        let _ = p.rule(s);
+        render_checked(&p, &TargetView::new(s));
+        render_checked(
+            &p,
+            &TargetView {
+                state: s,
+                call: Some(call.clone()),
+            },
+        );
+    }
+}
+
+/// The configuration file. One accepted must make an endpoint that starts
+/// (timers, keep-alive) without panicking.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let env = |k: &str| k.len().is_multiple_of(2).then(|| format!("secret-{k}"));
+    let Ok(cfg) = Config::parse(text, "fuzz.toml", &env) else {
+        return;
+    };
+    let _ = format!("{cfg:?}");
+    let now = Instant::now();
+    let local = LocalAddrs {
+        udp: cfg.listen.udp,
+        tcp: cfg.listen.tcp,
+        advertise_host: "127.0.0.1".into(),
+    };
+    let upstream = addr("127.0.0.1:5070");
+    let mut ep = Endpoint::new(
+        Arc::new(cfg),
+        Arc::new(blf_bridge::profile::ProfileSet::builtin()),
+        local,
+        upstream,
+        1,
+        now,
+    );
+    ep.handle_timeout(now + Duration::from_secs(60));
+    while ep.poll_transmit().is_some() {}
+}
+
+// ===================================================================== the whole endpoint
+
+/// The configuration of the endpoint sequences.
+pub const ENDPOINT_CONFIG: &str = r#"
+[listen]
+udp = "127.0.0.1:5060"
+tcp = "127.0.0.1:5060"
+[upstream]
+proxy = "127.0.0.1:5070"
+domain = "pbx.test"
+keepalive = "options"
+keepalive_interval = 5
+[[account]]
+user = "1001"
+password = "pass1001"
+"#;
+
+fn endpoint_shared() -> &'static (Arc<Config>, Arc<blf_bridge::profile::ProfileSet>) {
+    static S: std::sync::OnceLock<(Arc<Config>, Arc<blf_bridge::profile::ProfileSet>)> =
+        std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        let cfg = Config::parse(ENDPOINT_CONFIG, "fuzz.toml", &|_| None).expect("fuzz config");
+        (
+            Arc::new(cfg),
+            Arc::new(blf_bridge::profile::ProfileSet::builtin()),
+        )
+    })
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("address")
+}
+
+/// Chunks separated by `\0\0`.
+pub fn split_chunks(d: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut s = 0;
+    let mut i = 0;
+    while i + 1 < d.len() {
+        if d[i] == 0 && d[i + 1] == 0 {
+            out.push(&d[s..i]);
+            i += 2;
+            s = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push(&d[s..]);
+    out
+}
+
+/// One sans-IO `Endpoint` (with a state store kept in memory) fed a sequence of
+/// events. Input: chunks separated by `\0\0`; a chunk's first byte `op` picks
+/// the event, `op % 8`:
+///
+/// | op | event |
+/// |----|-------|
+/// | 0 | the rest is a datagram from phone A (127.0.0.1:40000) |
+/// | 1 | a datagram from the upstream (127.0.0.1:5070) |
+/// | 2 | bytes on phone B's TCP connection (127.0.0.1:40002) |
+/// | 3, 7 | time passes: `op * 97 ms`, plus the rest's first byte in seconds |
+/// | 4 | the bridge restarts from its store (pending transmits lost) |
+/// | 5 | a datagram from phone C (127.0.0.1:40004) |
+/// | 6 | phone B's TCP connection closes |
+///
+/// Nothing may panic; every transmit is non-empty and goes to a loopback peer;
+/// every batch the endpoint persists applies to the store, and the store
+/// restores into a new endpoint. Returns the number of transmits.
+pub fn endpoint_sequence(data: &[u8]) -> usize {
+    let (cfg, profiles) = endpoint_shared();
+    let mut now = Instant::now();
+    let local = LocalAddrs {
+        udp: Some(addr("127.0.0.1:5060")),
+        tcp: Some(addr("127.0.0.1:5060")),
+        advertise_host: "127.0.0.1".into(),
+    };
+    let upstream_addr = addr("127.0.0.1:5070");
+    let new_endpoint = |seed: u64, now: Instant| {
+        let mut ep = Endpoint::new(
+            cfg.clone(),
+            profiles.clone(),
+            local.clone(),
+            upstream_addr,
+            seed,
+            now,
+        );
+        ep.enable_persistence();
+        ep
+    };
+    let mut ep = new_endpoint(7, now);
+    let mut store = Snapshot::default();
+    let mut restarts = 0u64;
+    let mut sent = 0usize;
+    let mut framer = StreamFramer::new();
+    let phone_a = Flow::udp(addr("127.0.0.1:40000"));
+    let phone_c = Flow::udp(addr("127.0.0.1:40004"));
+    let upstream = Flow::udp(upstream_addr);
+    let phone_b = Flow::tcp(addr("127.0.0.1:40002"), Some(ConnId(1)));
+    for chunk in split_chunks(data) {
+        let Some((&op, rest)) = chunk.split_first() else {
+            continue;
+        };
+        match op % 8 {
+            0 => ep.handle_datagram(phone_a, Bytes::copy_from_slice(rest), now),
+            1 => ep.handle_datagram(upstream, Bytes::copy_from_slice(rest), now),
+            5 => ep.handle_datagram(phone_c, Bytes::copy_from_slice(rest), now),
+            2 => {
+                framer.push(rest);
+                loop {
+                    match framer.next_item() {
+                        Ok(Some(StreamItem::Message(m))) => ep.handle_message(phone_b, m, now),
+                        Ok(Some(StreamItem::Ping)) => ep.handle_keepalive_ping(phone_b),
+                        Ok(Some(StreamItem::Pong)) => {}
+                        Ok(None) => break,
+                        Err(_) => {
+                            ep.connection_closed(ConnId(1));
+                            framer = StreamFramer::new();
+                            break;
+                        }
+                    }
+                }
+            }
+            4 => {
+                // a crash: what was not taken is lost; the key file survives
+                restarts += 1;
+                let key = ep.proxy().token_key();
+                ep = new_endpoint(7 + restarts, now);
+                ep.set_token_key(key);
+                ep.restore(&store, now);
+                framer = StreamFramer::new();
+            }
+            6 => {
+                ep.connection_closed(ConnId(1));
+                framer = StreamFramer::new();
+            }
+            _ => {
+                let secs = rest.first().copied().unwrap_or(0) as u64;
+                let end = now + Duration::from_millis(op as u64 * 97) + Duration::from_secs(secs);
+                while let Some(t) = ep.poll_timeout() {
+                    if t > end {
+                        break;
+                    }
+                    now = now.max(t);
+                    ep.handle_timeout(now);
+                    sent += drain(&mut ep, &mut store);
+                }
+                now = end;
+                ep.handle_timeout(now);
+            }
+        }
+        sent += drain(&mut ep, &mut store);
+    }
+    sent
+}
+
+fn drain(ep: &mut Endpoint, store: &mut Snapshot) -> usize {
+    let mut n = 0;
+    while let Some(t) = ep.poll_transmit() {
+        assert!(!t.data.is_empty(), "empty transmit to {}", t.flow);
+        assert!(
+            t.flow.remote.ip().is_loopback(),
+            "traffic to a non-loopback peer: {}",
+            t.flow
+        );
+        n += 1;
+    }
+    while let Some(b) = ep.poll_persist() {
+        store.apply(&b);
+    }
+    n
 }

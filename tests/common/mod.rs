@@ -22,6 +22,8 @@
 //! - `tools`: repository paths, installed tools, the [`e2e_ready`] gate;
 //! - `tmp`: [`TempDir`];
 //! - `process`: free ports, bounded waits and commands, process groups;
+//! - `relay`: [`UdpRelay`], a seeded lossy UDP relay (drop, duplicate, reorder);
+//! - `watcher`: [`BlfPhone`], a BLF phone in a thread that copes with a lossy network;
 //! - `sip_client`: raw SIP requests and OPTIONS probes from a private socket;
 //! - `kamailio`: the harness PBX and its users ([`DOMAIN`], [`USERS`]);
 //! - `bridge`: the bridge binary and [`bridge_config`];
@@ -38,15 +40,18 @@ mod bridge;
 mod kamailio;
 mod lamp;
 mod process;
+mod relay;
 mod sip_client;
 mod sipp;
 mod tmp;
 mod tools;
 mod trace;
+mod watcher;
 mod xml;
 
 // One flat namespace, as before the split: `use common::*;` in the test crates.
 #[allow(unused_imports)]
 pub use {
-    bridge::*, kamailio::*, lamp::*, process::*, sip_client::*, sipp::*, tmp::*, tools::*, trace::*,
+    bridge::*, kamailio::*, lamp::*, process::*, relay::*, sip_client::*, sipp::*, tmp::*,
+    tools::*, trace::*, watcher::*,
 };

@@ -2,7 +2,7 @@
 
 use super::kamailio::DOMAIN;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,13 @@ pub fn sip_exchange(
     let mut got = Vec::new();
     match transport {
         Transport::Udp => {
-            let Ok(sock) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else {
+            // from loopback of the target's family (a bridge may listen on [::1])
+            let local: SocketAddr = if to.is_ipv6() {
+                (Ipv6Addr::LOCALHOST, 0).into()
+            } else {
+                (Ipv4Addr::LOCALHOST, 0).into()
+            };
+            let Ok(sock) = UdpSocket::bind(local) else {
                 return got;
             };
             let Ok(local) = sock.local_addr() else {
