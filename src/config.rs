@@ -22,6 +22,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
+mod lint;
+pub use lint::MAX_FIRST_NOTIFY_TIMEOUT_MS;
+
 /// A configuration problem, located in its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -456,14 +459,22 @@ impl Config {
         let raw: RawConfig = match toml::from_str(text) {
             Ok(r) => r,
             Err(e) => {
-                let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-                return Err(vec![ConfigError {
-                    file: file.to_string(),
-                    line,
-                    message: e.message().trim().to_string(),
-                }]);
+                // every syntax/type error with its key, and the mistakes serde cannot see
+                let mut all = lint::structure(text, file);
+                if all.is_empty() {
+                    let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+                    all.push(ConfigError {
+                        file: file.to_string(),
+                        line,
+                        message: e.message().trim().to_string(),
+                    });
+                }
+                all.extend(lint::semantics(text, file));
+                all.sort_by_key(|e| e.line);
+                return Err(all);
             }
         };
+        errors.extend(lint::semantics(text, file));
 
         // [listen]
         let listen_span = raw.listen.span();
@@ -794,7 +805,7 @@ impl Config {
                 keepalive_interval_s,
             },
             accounts,
-            profiles_dir: raw.profiles.dir.map(PathBuf::from),
+            profiles_dir: raw.profiles.dir.map(|d| relative_to_file(file, &d)),
             default_profile,
             subscriptions,
             security: Security { allow },
