@@ -422,6 +422,16 @@ impl Config {
     /// Load and validate a file. Environment variables named by `password_env` are
     /// read here.
     pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        Self::load_with_env(path, &|k| std::env::var(k).ok())
+    }
+
+    /// [`Config::load`] with `password_env` resolved by `env` (`health` and
+    /// `status` pass a stand-in so they run without the account passwords).
+    /// A file must have an `[[account]]` (text parsed by [`Config::parse`] need not).
+    pub fn load_with_env(
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<ConfigError>> {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| {
             vec![ConfigError {
@@ -430,7 +440,18 @@ impl Config {
                 message: format!("cannot read: {e}"),
             }]
         })?;
-        let mut cfg = Self::parse(&text, &name, &|k| std::env::var(k).ok())?;
+        let mut cfg = match (
+            Self::parse(&text, &name, env),
+            lint::no_account(&text, &name),
+        ) {
+            (Ok(cfg), None) => cfg,
+            (Ok(_), Some(e)) => return Err(vec![e]),
+            (Err(mut errors), e) => {
+                errors.extend(e);
+                errors.sort_by_key(|e| e.line);
+                return Err(errors);
+            }
+        };
         // default store: $BLF_STATE_DIR (the container sets it to its volume),
         // else a `state` directory beside the file; none with `dir = ""`
         if cfg.state_dir.is_none() && !state_disabled(&text) {

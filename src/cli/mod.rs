@@ -9,15 +9,20 @@
 
 mod check;
 mod health;
+mod http_get;
+mod init;
 mod logging;
 mod profiles;
 mod run;
+mod status;
 
 pub use check::CheckArgs;
 pub use health::HealthArgs;
+pub use init::InitArgs;
 pub use logging::{LogFormat, init_logging};
 pub use profiles::{ProfilesArgs, RenderArgs};
 pub use run::RunArgs;
+pub use status::StatusArgs;
 
 use crate::config::Config;
 use clap::{Args, Parser, Subcommand};
@@ -30,6 +35,8 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
 /// Invalid configuration or command line.
 pub const EXIT_CONFIG: i32 = 2;
+/// `health`, `status`: the bridge does not answer at the address.
+pub const EXIT_UNREACHABLE: i32 = 3;
 
 const LONG_ABOUT: &str = "\
 blf-bridge sits between BLF phones and a hosted PBX. It answers the phones' \
@@ -37,7 +44,9 @@ dialog SUBSCRIBEs itself, subscribes upstream to both `dialog` and `presence`, \
 merges them and renders dialog-info each phone model understands, so offline \
 extensions show up on the BLF keys. Everything else is proxied.
 
-Start with `blf-bridge check --config FILE`, then `blf-bridge run --config FILE`. \
+Start with `blf-bridge init` (writes blf-bridge.toml), `blf-bridge check --config FILE`, \
+then `blf-bridge run --config FILE`; `blf-bridge status` and `blf-bridge health` ask the \
+running bridge. \
 Log verbosity follows RUST_LOG (default `info`, e.g. RUST_LOG=blf_bridge=debug); \
 logs go to stderr.";
 
@@ -79,9 +88,18 @@ pub enum Command {
     /// Print the exact NOTIFY body a phone of a given model gets for a state,
     /// so a profile can be checked without a phone.
     Render(RenderArgs),
-    /// Ask a running bridge whether it answers (OPTIONS over UDP); exits 0 on
-    /// 200, 1 otherwise. Used by the container health check.
+    /// Ask a running bridge whether it is ready (`/readyz` of `[http] listen`;
+    /// OPTIONS over UDP with --sip). Exits 0 ready, 1 not ready (reason
+    /// printed), 2 bad configuration, 3 not reachable. Used by the container
+    /// health check.
     Health(HealthArgs),
+    /// Show what a running bridge watches: targets, their states and the
+    /// phones watching them (from `/api/targets`). Exits 0, 1 on an HTTP
+    /// error, 2 bad configuration, 3 not reachable.
+    Status(StatusArgs),
+    /// Write a commented starter configuration from a few answers (flags, or
+    /// questions when run in a terminal) and check it.
+    Init(InitArgs),
 }
 
 impl Command {
@@ -93,6 +111,8 @@ impl Command {
             Command::Profiles(a) => a.execute(global),
             Command::Render(a) => a.execute(global),
             Command::Health(a) => a.execute(global),
+            Command::Status(a) => a.execute(global),
+            Command::Init(a) => a.execute(global),
         }
     }
 }
@@ -115,6 +135,14 @@ impl ConfigArg {
     /// Load and validate the file; on failure print each error to stderr as
     /// `file:line: message` and return [`EXIT_CONFIG`].
     pub fn load(&self) -> Result<Config, i32> {
+        if !self.config.exists() {
+            eprintln!(
+                "{}: no such file; make one with:\n  blf-bridge init --upstream pbx.example.com:5060 --account 1001 --lan-address 192.168.1.10 --output {}\n(or copy blf-bridge.example.toml)",
+                self.config.display(),
+                self.config.display()
+            );
+            return Err(EXIT_CONFIG);
+        }
         Config::load(&self.config).map_err(|errors| {
             for e in &errors {
                 eprintln!("{e}");
