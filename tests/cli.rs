@@ -469,3 +469,412 @@ fn sighup_reloads_and_a_broken_file_keeps_the_running_configuration() {
     signal(&child, "-TERM");
     assert_eq!(wait_exit(&mut child).code(), Some(0));
 }
+
+// ------------------------------------------------ check: every mistake, one run
+
+/// `check` on `text`: (exit code, stderr lines).
+fn check_text(name: &str, text: &str) -> (Option<i32>, String, Vec<String>) {
+    let p = write_file(name, text);
+    let path = p.to_str().unwrap().to_string();
+    let out = bridge(&["check", "--config", &path]);
+    let err = self::text(&out.stderr);
+    let lines = err.lines().map(str::to_string).collect();
+    (out.status.code(), path, lines)
+}
+
+const BASE: &str = "[listen]\nudp = \"127.0.0.1:5060\"\n\n[upstream]\nproxy = \"pbx.example.com:5060\"\n\
+                    domain = \"pbx.example.com\"\n\n[[account]]\nuser = \"1001\"\npassword = \"secret\"\n";
+
+#[test]
+fn check_no_account_is_an_error() {
+    let text = BASE.replace("[[account]]\nuser = \"1001\"\npassword = \"secret\"\n", "");
+    let (code, path, lines) = check_text("noaccount.toml", &text);
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "{path}:6: account: no [[account]]; the bridge subscribes upstream with these credentials (without one the PBX refuses every subscription and keys stay idle), add:"
+            ),
+            "  [[account]]".to_string(),
+            "  user = \"1001\"".to_string(),
+            "  password_env = \"BLF_PW_1001\"".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn check_reports_every_syntax_error() {
+    let (code, path, lines) = check_text(
+        "syntax.toml",
+        "[listen\nudp = \"127.0.0.1:5060\"\n[upstream]\nproxy = \"pbx\n[[account]]\nuser = \"1001\"\n",
+    );
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "{path}:1: TOML syntax: unclosed table, expected `]` (sections are [name], keys are name = value, strings in \"quotes\")"
+            ),
+            format!(
+                "{path}:4: TOML syntax: invalid basic string, expected `\"` (sections are [name], keys are name = value, strings in \"quotes\")"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn check_reports_every_type_error_with_its_key() {
+    let text = BASE
+        .replace("udp = \"127.0.0.1:5060\"", "udp = 5060\ntcpp = \"x\"")
+        .replace(
+            "[[account]]",
+            "[subscriptions]\nmin_expires = \"60\"\n\n[[account]]",
+        )
+        + "\n[proxy]\npath = \"yes\"\n\n[security]\nallow = \"10.0.0.0/8\"\n";
+    let (code, path, lines) = check_text("types.toml", &text);
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "{path}:2: listen.udp: invalid type: integer `5060`, expected a string (write it in quotes: udp = \"...\")"
+            ),
+            format!(
+                "{path}:3: listen.tcpp: unknown key; expected one of `udp`, `tcp`, `advertise` (check the spelling)"
+            ),
+            format!(
+                "{path}:10: subscriptions.min_expires: invalid type: string \"60\", expected u32 (write a whole number without quotes: min_expires = 60)"
+            ),
+            format!(
+                "{path}:17: proxy.path: invalid type: string \"yes\", expected a boolean (write path = true or path = false, without quotes)"
+            ),
+            format!(
+                "{path}:20: security.allow: invalid type: string \"10.0.0.0/8\", expected a sequence (write a list: allow = [\"...\", \"...\"])"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn check_account_as_a_single_table_says_double_brackets() {
+    let (code, path, lines) = check_text(
+        "single-account.toml",
+        &BASE.replace("[[account]]", "[account]"),
+    );
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        lines,
+        [format!(
+            "{path}:8: account: accounts are a list; write [[account]] (double brackets), one block per account"
+        )]
+    );
+}
+
+#[test]
+fn check_proxy_with_a_sip_scheme() {
+    let (code, path, lines) = check_text(
+        "scheme.toml",
+        &BASE.replace("pbx.example.com:5060\"", "sip:pbx.example.com:5060\""),
+    );
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        lines,
+        [format!(
+            "{path}:5: upstream.proxy: 'sip:pbx.example.com:5060' is a URI; proxy takes host:port without \"sip:\", write proxy = \"pbx.example.com:5060\""
+        )]
+    );
+}
+
+#[test]
+fn check_proxy_with_a_doubled_port() {
+    let (code, path, lines) = check_text(
+        "doubled.toml",
+        &BASE.replace("pbx.example.com:5060\"", "pbx.example.com:5060:5060\""),
+    );
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        lines,
+        [format!(
+            "{path}:5: upstream.proxy: 'pbx.example.com:5060:5060' is not host:port (more than one port?), write proxy = \"pbx.example.com:5060\""
+        )]
+    );
+}
+
+#[test]
+fn check_advertise_with_a_port() {
+    let (code, path, lines) = check_text(
+        "advertise.toml",
+        &BASE.replace(
+            "udp = \"127.0.0.1:5060\"",
+            "udp = \"0.0.0.0:5060\"\nadvertise = \"192.168.1.10:5060\"",
+        ),
+    );
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        lines,
+        [format!(
+            "{path}:3: listen.advertise: '192.168.1.10:5060' has a port; advertise takes only the host (the port comes from [listen] udp/tcp), write advertise = \"192.168.1.10\""
+        )]
+    );
+}
+
+#[test]
+fn check_empty_allow_list() {
+    let (code, path, lines) =
+        check_text("allow.toml", &format!("{BASE}\n[security]\nallow = []\n"));
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        lines,
+        [format!(
+            "{path}:13: security.allow: an empty list refuses every phone (each gets 403); remove the key for the default (private ranges and loopback) or list your networks, e.g. allow = [\"192.168.1.0/24\"]"
+        )]
+    );
+}
+
+#[test]
+fn check_duplicate_account() {
+    let (code, path, lines) = check_text(
+        "dup.toml",
+        &format!("{BASE}\n[[account]]\nuser = \"1001\"\npassword = \"other\"\n"),
+    );
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        lines,
+        [format!(
+            "{path}:13: account.user: '1001' is already an account (line 9); each [[account]] needs its own user, remove or rename one"
+        )]
+    );
+}
+
+#[test]
+fn check_absurd_first_notify_timeout() {
+    let (code, path, lines) = check_text(
+        "timeout.toml",
+        &format!("{BASE}\n[subscriptions]\nfirst_notify_timeout_ms = 99999999\n"),
+    );
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        lines,
+        [format!(
+            "{path}:13: subscriptions.first_notify_timeout_ms: 99999999 ms would leave phones without a first NOTIFY far past their SUBSCRIBE timeout; write at most 60000 (the default, 2000, suits every PBX)"
+        )]
+    );
+}
+
+#[test]
+fn check_reports_all_the_mistakes_in_one_run() {
+    let text = "[listen]\nudp = \"0.0.0.0:5060\"\nadvertise = \"192.168.1.10:5060\"\n\n[upstream]\n\
+                proxy = \"sip:pbx.example.com:5060\"\ndomain = \"pbx.example.com\"\n\n\
+                [subscriptions]\nfirst_notify_timeout_ms = 99999999\nmin_expires = \"60\"\n\n\
+                [security]\nallow = []\n";
+    let (code, path, lines) = check_text("all.toml", text);
+    assert_eq!(code, Some(2));
+    let starts: Vec<String> = lines
+        .iter()
+        .filter(|l| l.starts_with(&path))
+        .map(|l| {
+            l[path.len()..]
+                .split(": ")
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(": ")
+        })
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            ":3: listen.advertise",
+            ":6: upstream.proxy",
+            ":10: subscriptions.first_notify_timeout_ms",
+            ":11: subscriptions.min_expires",
+            ":14: security.allow",
+            ":14: account",
+        ],
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn check_resolves_a_relative_profiles_dir_from_the_config_files_directory() {
+    let cfg = write_file(
+        "bridge.toml",
+        &format!("{BASE}\n[profiles]\ndir = \"myprofiles\"\n"),
+    );
+    let dir = cfg.parent().unwrap();
+    std::fs::create_dir_all(dir.join("myprofiles")).unwrap();
+    let wave = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/grandstream-wave.toml"),
+    )
+    .unwrap()
+    .replace("name = \"grandstream-wave\"", "name = \"desk\"");
+    std::fs::write(dir.join("myprofiles/desk.toml"), wave).unwrap();
+    // run from elsewhere: the directory is found beside the file, not in the cwd
+    let out = Command::new(BIN)
+        .args(["check", "--config", cfg.to_str().unwrap()])
+        .current_dir("/")
+        .env_remove("BLF_BRIDGE_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(
+        s.contains(&format!("built-in + {}", dir.join("myprofiles").display())),
+        "{s}"
+    );
+    assert!(s.contains("desk"), "{s}");
+}
+
+// ------------------------------------------------------ init, run, health, status
+
+#[test]
+fn run_without_a_config_file_says_how_to_make_one() {
+    let p = write_file("x", "").with_file_name("absent.toml");
+    let out = bridge(&["run", "--config", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "{}: no such file; make one with:\n  blf-bridge init ",
+            p.display()
+        )),
+        "{err}"
+    );
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn init_then_check_then_run_with_no_other_file() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap(); // stands in for the PBX
+    let (port, http) = (free_udp_port(), free_tcp_port());
+    let cfg = write_file("x", "").with_file_name("blf-bridge.toml");
+    let out = bridge(&[
+        "init",
+        "--upstream",
+        &format!("127.0.0.1:{}", upstream.local_addr().unwrap().port()),
+        "--domain",
+        "pbx.test",
+        "--account",
+        "1001:CLI_TEST_PW_1001",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--http-listen",
+        &format!("127.0.0.1:{http}"),
+        "--output",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains(": OK\n"), "{s}");
+    assert!(s.contains("note: set CLI_TEST_PW_1001"), "{s}");
+    let written = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        written.contains("password_env = \"CLI_TEST_PW_1001\""),
+        "{written}"
+    );
+    assert!(
+        written.lines().filter(|l| l.starts_with('#')).count() >= 3,
+        "commented: {written}"
+    );
+    // a second init does not overwrite
+    let again = bridge(&[
+        "init",
+        "--upstream",
+        "x",
+        "--account",
+        "1",
+        "-o",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(2));
+
+    // health without the password variable: not a configuration error
+    let out = bridge(&[
+        "health",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--timeout-ms",
+        "500",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "not running = not reachable: {}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).contains("not reachable"));
+    let out = bridge(&["status", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+
+    // check (with the password), then run
+    let out = Command::new(BIN)
+        .args(["check", "--config", cfg.to_str().unwrap()])
+        .env("CLI_TEST_PW_1001", "secret")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let log = cfg.with_file_name("run.log");
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .env("CLI_TEST_PW_1001", "secret")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(answers_options(port, &mut child, &log), "OPTIONS answered");
+
+    // health asks /readyz: the fake PBX never answers, so not ready (1), reason printed
+    let out = bridge(&["health", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("/readyz: 503 not ready"),
+        "{}",
+        text(&out.stderr)
+    );
+    // the SIP probe answers
+    let out = bridge(&["health", "--sip", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // status prints the table header
+    let out = bridge(&["status", "--url", &format!("http://127.0.0.1:{http}")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("upstream: "),
+        "{}",
+        text(&out.stdout)
+    );
+
+    signal(&child, "-TERM");
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+}
+
+#[test]
+fn health_and_status_exit_codes() {
+    // nothing listens: 3
+    let dead = format!("http://127.0.0.1:{}", free_tcp_port());
+    let out = bridge(&["health", "--url", &dead]);
+    assert_eq!(out.status.code(), Some(3));
+    let out = bridge(&["status", "--url", &dead]);
+    assert_eq!(out.status.code(), Some(3));
+    // bad URL / bad config: 2
+    let out = bridge(&["health", "--url", "https://x"]);
+    assert_eq!(out.status.code(), Some(2));
+    let p = write_file("bad-health.toml", "[listen]\nudp = 5\n");
+    let out = bridge(&["health", "--config", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    // documented in --help
+    for cmd in ["health", "status"] {
+        let help = text(&bridge(&[cmd, "--help"]).stdout);
+        assert!(
+            help.contains("Exit codes:") && help.contains("3  not reachable"),
+            "{help}"
+        );
+    }
+}
