@@ -783,6 +783,15 @@ fn init_then_check_then_run_with_no_other_file() {
         written.lines().filter(|l| l.starts_with('#')).count() >= 3,
         "commented: {written}"
     );
+    // a short keep-alive, so readiness follows the fake PBX within the test
+    std::fs::write(
+        &cfg,
+        written.replace(
+            "transport = \"udp\"",
+            "transport = \"udp\"\nkeepalive_interval = 5",
+        ),
+    )
+    .unwrap();
     // a second init does not overwrite
     let again = bridge(&[
         "init",
@@ -831,7 +840,7 @@ fn init_then_check_then_run_with_no_other_file() {
         .unwrap();
     assert!(answers_options(port, &mut child, &log), "OPTIONS answered");
 
-    // health asks /readyz: the fake PBX never answers, so not ready (1), reason printed
+    // health asks /readyz: the fake PBX does not answer yet, so not ready (1), reason printed
     let out = bridge(&["health", "--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert!(
@@ -839,6 +848,60 @@ fn init_then_check_then_run_with_no_other_file() {
         "{}",
         text(&out.stderr)
     );
+    // the PBX answers from now on: ready (0) after the next keep-alive (5 s)
+    let pbx = fake_pbx(upstream);
+    let until = Instant::now() + WAIT;
+    loop {
+        let out = bridge(&["health", "--config", cfg.to_str().unwrap()]);
+        if out.status.code() == Some(0) {
+            assert!(
+                text(&out.stdout).contains("/readyz: ready"),
+                "{}",
+                text(&out.stdout)
+            );
+            break;
+        }
+        assert!(Instant::now() < until, "never ready: {}", text(&out.stderr));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // a phone's REGISTER is relayed and logged at the default level
+    let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    phone
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let reg = format!(
+        "REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK-reg1\r\nMax-Forwards: 70\r\n\
+         From: <sip:1001@pbx.test>;tag=r1\r\nTo: <sip:1001@pbx.test>\r\nCall-ID: cli-reg\r\nCSeq: 1 REGISTER\r\n\
+         Contact: <sip:1001@{}>\r\nExpires: 300\r\nContent-Length: 0\r\n\r\n",
+        phone.local_addr().unwrap(),
+        phone.local_addr().unwrap()
+    );
+    phone.send_to(reg.as_bytes(), ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = phone.recv_from(&mut buf).expect("REGISTER answered");
+    assert!(
+        text(&buf[..n]).starts_with("SIP/2.0 200"),
+        "{}",
+        text(&buf[..n])
+    );
+    let logs = wait_log(&log, "REGISTER relayed");
+    let line = logs
+        .lines()
+        .find(|l| l.contains("REGISTER relayed"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(" INFO ") && line.contains("code=200"),
+        "{logs}"
+    );
+    assert!(
+        line.contains("user=sip:1001@pbx.test") || line.contains("user=1001"),
+        "{line}"
+    );
+    assert!(
+        line.contains(&phone.local_addr().unwrap().to_string()),
+        "source: {line}"
+    );
+    drop(pbx);
     // the SIP probe answers
     let out = bridge(&["health", "--sip", "--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -853,6 +916,53 @@ fn init_then_check_then_run_with_no_other_file() {
 
     signal(&child, "-TERM");
     assert_eq!(wait_exit(&mut child).code(), Some(0));
+}
+
+/// A stand-in PBX answering every request with 200 (Via, From, To, Call-ID,
+/// CSeq copied), until dropped.
+struct FakePbx(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for FakePbx {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn fake_pbx(sock: UdpSocket) -> FakePbx {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while !s2.load(Ordering::Relaxed) {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let req = text(&buf[..n]);
+            if req.starts_with("SIP/2.0") || req.trim().is_empty() {
+                continue;
+            }
+            let mut resp = String::from("SIP/2.0 200 OK\r\n");
+            for l in req.lines() {
+                let name = l.split(':').next().unwrap_or_default().to_ascii_lowercase();
+                if [
+                    "via", "v", "from", "f", "call-id", "i", "cseq", "contact", "m", "path",
+                ]
+                .contains(&name.as_str())
+                {
+                    resp.push_str(l);
+                    resp.push_str("\r\n");
+                } else if name == "to" || name == "t" {
+                    resp.push_str(l);
+                    resp.push_str(";tag=pbx\r\n");
+                }
+            }
+            resp.push_str("Expires: 300\r\nContent-Length: 0\r\n\r\n");
+            let _ = sock.send_to(resp.as_bytes(), from);
+        }
+    });
+    FakePbx(stop)
 }
 
 #[test]
