@@ -988,3 +988,120 @@ fn health_and_status_exit_codes() {
         );
     }
 }
+
+// ---------------------------------------------------------- the docs' commands
+
+/// `blf-bridge …` command lines of a Markdown file: lines of fenced blocks that
+/// start with `blf-bridge ` (continuations joined, `# comments` dropped) and
+/// inline code spans that do.
+fn doc_commands(markdown: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_block = false;
+    let mut pending = String::new();
+    for line in markdown.lines() {
+        let t = line.trim();
+        if t.starts_with("```") {
+            in_block = !in_block;
+            continue;
+        }
+        if in_block {
+            let t = t.strip_prefix("$ ").unwrap_or(t);
+            if !pending.is_empty() || t.starts_with("blf-bridge ") {
+                let (t, more) = match t.strip_suffix('\\') {
+                    Some(t) => (t, true),
+                    None => (t, false),
+                };
+                pending.push_str(t);
+                pending.push(' ');
+                if !more {
+                    let cmd = pending.split(" # ").next().unwrap().trim().to_string();
+                    out.push(cmd);
+                    pending.clear();
+                }
+            }
+        } else {
+            for (i, span) in line.split('`').enumerate() {
+                if i % 2 == 1 && (span.starts_with("blf-bridge ") || span == "blf-bridge") {
+                    out.push(span.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Shell-like words (single and double quotes).
+fn words(cmd: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote = None;
+    let mut any = false;
+    for c in cmd.chars() {
+        match (quote, c) {
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                any = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (None, c) if c.is_whitespace() => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            (_, c) => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(cur);
+    }
+    out
+}
+
+#[test]
+fn every_command_shown_in_the_docs_exists() {
+    use clap::Parser;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut seen = 0;
+    for doc in ["README.md", "profiles/README.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        let cmds = doc_commands(&text);
+        assert!(!cmds.is_empty(), "{doc}: no blf-bridge commands found");
+        for cmd in cmds {
+            // placeholders get a sample value
+            let args: Vec<String> = words(&cmd)
+                .into_iter()
+                .map(|w| match w.as_str() {
+                    "<profile>" => "generic".to_string(),
+                    "<state>" => "offline".to_string(),
+                    "<file>" | "<FILE>" => "blf-bridge.toml".to_string(),
+                    _ => w,
+                })
+                .collect();
+            if args.len() == 1 {
+                continue; // the bare name, in prose
+            }
+            if let Err(e) = blf_bridge::cli::Cli::try_parse_from(&args) {
+                panic!("{doc}: `{cmd}` does not parse:\n{e}");
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 10, "only {seen} commands checked");
+}
+
+#[test]
+fn doc_command_extraction() {
+    let md = "run `blf-bridge check --config f.toml` now\n```sh\nblf-bridge render --profile x \\\n  --state idle   # comment\ndocker run x\n```\n";
+    assert_eq!(
+        doc_commands(md),
+        [
+            "blf-bridge check --config f.toml",
+            "blf-bridge render --profile x  --state idle"
+        ]
+    );
+    assert_eq!(words("a 'b c' \"d\" ''"), ["a", "b c", "d", ""]);
+}
