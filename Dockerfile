@@ -27,7 +27,9 @@ RUN touch src/lib.rs src/main.rs && cargo build --release --locked \
     && strip target/release/blf-bridge
 
 FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin blf \
+# uid and gid 10001: a configuration with group 10001 and mode 0640 is readable
+RUN groupadd --system --gid 10001 blf \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin blf \
     && mkdir -p /etc/blf-bridge/profiles /var/lib/blf-bridge \
     && chown blf /var/lib/blf-bridge && chmod 0700 /var/lib/blf-bridge
 COPY --from=build /src/target/release/blf-bridge /usr/local/bin/blf-bridge

@@ -143,6 +143,17 @@ impl ConfigArg {
             );
             return Err(EXIT_CONFIG);
         }
+        if let Err(e) = std::fs::File::open(&self.config)
+            && e.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            eprintln!(
+                "{}: cannot read: {e}; the bridge runs as uid {}: make the file readable by it (e.g. chgrp {} FILE && chmod 0640 FILE)",
+                self.config.display(),
+                current_uid(),
+                current_gid()
+            );
+            return Err(EXIT_CONFIG);
+        }
         Config::load(&self.config).map_err(|errors| {
             for e in &errors {
                 eprintln!("{e}");
@@ -167,6 +178,27 @@ impl ConfigArg {
         }
         Ok((cfg, profiles))
     }
+}
+
+/// The process's uid and gid (from /proc; 0 when unknown), for the
+/// unreadable-file hint.
+fn current_uid() -> u32 {
+    proc_status_id("Uid:")
+}
+
+fn current_gid() -> u32 {
+    proc_status_id("Gid:")
+}
+
+fn proc_status_id(key: &str) -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Built-in profiles plus those in `dir`; errors printed, exit code returned.
