@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 Exit codes:
   0  ready: /readyz answered 200 (with --sip: the bridge answered 200 to OPTIONS)
   1  not ready: /readyz answered 503 (the reason is printed: SIP listeners not bound,
-     or the upstream did not answer within the last keep-alive interval), another
-     HTTP status (401: give --user/--password-env), or a SIP answer other than 200
+     or the upstream did not answer within the last keep-alive interval), or another
+     HTTP status (401: give --user/--password-env); with --sip: any answer other than
+     200, or none (over UDP a stopped bridge cannot be told from a silent one)
   2  bad configuration or command line (account passwords are NOT needed)
-  3  not reachable: nothing answers at the address (bridge not running, wrong address)")]
+  3  not reachable: nothing accepts the HTTP connection (bridge not running, wrong address)")]
 pub struct HealthArgs {
     #[command(flatten)]
     pub target: Target,
@@ -96,13 +97,10 @@ impl HealthArgs {
                 println!("{addr}: {line}");
                 EXIT_OK
             }
-            Err(e) if e.starts_with("answered") => {
+            // over UDP a stopped bridge and a silent one look the same: 1
+            Err(e) => {
                 eprintln!("{addr}: {e}");
                 EXIT_FAILURE
-            }
-            Err(e) => {
-                eprintln!("{addr}: not reachable: {e}");
-                EXIT_UNREACHABLE
             }
         }
     }
