@@ -202,6 +202,17 @@ EOF
     cat >>"$dir/bridge.toml" <<EOF
 upstream_rate = $UPSTREAM_RATE
 
+[security]
+# every simulated phone is on 127.0.0.1, one source for the per-source caps
+# and rate limit of issue 9: open them so the run measures the bridge
+watchers = "allowed"
+max_targets = 1000000
+max_subscriptions_per_source = 1000000
+max_subscriptions_per_target = 1000000
+max_tcp_per_source = 100000
+max_pending_registrations = 1000000
+rate_per_source = 1000000
+
 [state]
 dir = "$( [[ "$STORE" == 1 ]] && echo "$dir/state" )"
 EOF

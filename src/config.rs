@@ -11,6 +11,7 @@
 //! [[account]]
 //! user = "1001"
 //! password = "secret"         # or password_env = "VAR"
+//! realm = "asterisk"          # optional: the only digest realm answered
 //! [profiles]
 //! dir = "/etc/blf-bridge/profiles"
 //! ```
@@ -161,6 +162,7 @@ struct RawAccount {
     auth_user: Option<String>,
     password: Option<String>,
     password_env: Option<String>,
+    realm: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -188,6 +190,15 @@ struct RawSubscriptions {
 #[serde(deny_unknown_fields)]
 struct RawSecurity {
     allow: Option<Vec<Spanned<String>>>,
+    watchers: Option<Spanned<String>>,
+    max_targets: Option<usize>,
+    max_subscriptions_per_source: Option<usize>,
+    max_subscriptions_per_target: Option<usize>,
+    max_tcp_per_source: Option<usize>,
+    max_pending_registrations: Option<usize>,
+    max_contacts_per_register: Option<usize>,
+    rate_per_source: Option<Spanned<u32>>,
+    block_s: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -243,6 +254,9 @@ pub struct Account {
     pub user: String,
     pub auth_user: String,
     pub password: String,
+    /// The only digest realm the account's credentials answer (`None`: the
+    /// first realm the upstream challenges with is kept).
+    pub realm: Option<String>,
 }
 
 impl fmt::Debug for Account {
@@ -251,6 +265,7 @@ impl fmt::Debug for Account {
             .field("user", &self.user)
             .field("auth_user", &self.auth_user)
             .field("password", &"<redacted>")
+            .field("realm", &self.realm)
             .finish()
     }
 }
@@ -344,27 +359,78 @@ impl Cidr {
     }
 }
 
-/// Private ranges and loopback: the default `[security] allow`.
+/// The RFC 1918 ranges and loopback: the default `[security] allow`. Not
+/// 100.64.0.0/10 (carrier-grade NAT: other customers' devices), nor link-local
+/// or IPv6 ULA ranges — an operator who needs them lists them.
 pub fn default_allow() -> Vec<Cidr> {
     [
         "10.0.0.0/8",
         "172.16.0.0/12",
         "192.168.0.0/16",
         "127.0.0.0/8",
-        "100.64.0.0/10",
-        "169.254.0.0/16",
         "::1/128",
-        "fc00::/7",
-        "fe80::/10",
     ]
     .iter()
     .map(|s| Cidr::parse(s).expect("static CIDR"))
     .collect()
 }
 
+/// Who may have a BLF SUBSCRIBE translated (`[security] watchers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watchers {
+    /// A phone that registered through the bridge, from the address it
+    /// registered from, or whose From user is an `[[account]]` user.
+    Registered,
+    /// Any source in `allow`.
+    Allowed,
+}
+
+/// `[security]`: who may use the bridge, and the caps and rate limits that
+/// keep one source from exhausting it or flooding the provider through it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Security {
     pub allow: Vec<Cidr>,
+    pub watchers: Watchers,
+    /// Targets watched at once (each costs two upstream subscriptions).
+    pub max_targets: usize,
+    /// Phone subscriptions from one source IP.
+    pub max_subscriptions_per_source: usize,
+    /// Phone subscriptions to one target.
+    pub max_subscriptions_per_target: usize,
+    /// TCP connections from one source IP (the upstream excepted).
+    pub max_tcp_per_source: usize,
+    /// Bindings the registrar has not accepted yet, bridge-wide.
+    pub max_pending_registrations: usize,
+    /// Contacts in one REGISTER.
+    pub max_contacts_per_register: usize,
+    /// Requests per second from one source IP (a burst of twice as many);
+    /// beyond it requests are dropped. The upstream is not limited.
+    pub rate_per_source: u32,
+    /// A source whose REGISTERs got [`AUTH_FAILURES_TO_BLOCK`] 401/403/407
+    /// answers within [`AUTH_FAILURE_WINDOW_S`] is ignored this long.
+    pub block_s: u64,
+}
+
+/// Authentication failures (401/403/407 to a source's REGISTERs) that block it.
+pub const AUTH_FAILURES_TO_BLOCK: u32 = 10;
+/// The window in which they are counted, seconds.
+pub const AUTH_FAILURE_WINDOW_S: u64 = 60;
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            allow: default_allow(),
+            watchers: Watchers::Registered,
+            max_targets: 2000,
+            max_subscriptions_per_source: 200,
+            max_subscriptions_per_target: 200,
+            max_tcp_per_source: 32,
+            max_pending_registrations: 1000,
+            max_contacts_per_register: 16,
+            rate_per_source: 50,
+            block_s: 60,
+        }
+    }
 }
 
 impl Security {
@@ -670,11 +736,19 @@ impl Config {
             if a.user.trim().is_empty() {
                 err_at(&mut errors, span, "account: user must not be empty".into());
             }
+            if a.realm.as_ref().is_some_and(|r| r.trim().is_empty()) {
+                err_at(
+                    &mut errors,
+                    span,
+                    format!("account '{}': realm must not be empty", a.user),
+                );
+            }
             if let Some(password) = password {
                 accounts.push(Account {
                     auth_user: a.auth_user.clone().unwrap_or_else(|| a.user.clone()),
                     user: a.user.clone(),
                     password,
+                    realm: a.realm.clone(),
                 });
             }
         }
@@ -726,7 +800,34 @@ impl Config {
         }
 
         // [security]
-        let allow = match raw.security.allow {
+        let rsec = raw.security;
+        let dsec = Security::default();
+        let watchers = match rsec.watchers.as_ref().map(|w| w.get_ref().as_str()) {
+            None | Some("registered") => Watchers::Registered,
+            Some("allowed") => Watchers::Allowed,
+            Some(o) => {
+                let span = rsec.watchers.as_ref().map(|s| s.span().start).unwrap_or(0);
+                err_at(
+                    &mut errors,
+                    span,
+                    format!("security.watchers: '{o}' is not \"registered\" or \"allowed\""),
+                );
+                Watchers::Registered
+            }
+        };
+        let rate_per_source = match &rsec.rate_per_source {
+            None => dsec.rate_per_source,
+            Some(r) if *r.get_ref() > 0 => *r.get_ref(),
+            Some(r) => {
+                err_at(
+                    &mut errors,
+                    r.span().start,
+                    "security.rate_per_source must be at least 1 request per second".into(),
+                );
+                dsec.rate_per_source
+            }
+        };
+        let allow = match rsec.allow {
             None => default_allow(),
             Some(list) => list
                 .iter()
@@ -829,7 +930,26 @@ impl Config {
             profiles_dir: raw.profiles.dir.map(|d| relative_to_file(file, &d)),
             default_profile,
             subscriptions,
-            security: Security { allow },
+            security: Security {
+                allow,
+                watchers,
+                max_targets: rsec.max_targets.unwrap_or(dsec.max_targets),
+                max_subscriptions_per_source: rsec
+                    .max_subscriptions_per_source
+                    .unwrap_or(dsec.max_subscriptions_per_source),
+                max_subscriptions_per_target: rsec
+                    .max_subscriptions_per_target
+                    .unwrap_or(dsec.max_subscriptions_per_target),
+                max_tcp_per_source: rsec.max_tcp_per_source.unwrap_or(dsec.max_tcp_per_source),
+                max_pending_registrations: rsec
+                    .max_pending_registrations
+                    .unwrap_or(dsec.max_pending_registrations),
+                max_contacts_per_register: rsec
+                    .max_contacts_per_register
+                    .unwrap_or(dsec.max_contacts_per_register),
+                rate_per_source,
+                block_s: rsec.block_s.unwrap_or(dsec.block_s),
+            },
             use_path: raw.proxy.path.unwrap_or(true),
             http,
             state_dir: match raw.state.dir.as_deref() {
@@ -945,6 +1065,24 @@ dir = "/etc/blf-bridge/profiles"
     }
 
     #[test]
+    fn account_realm_is_optional_and_not_empty() {
+        let c = Config::parse(GOOD, "t.toml", &env).unwrap();
+        assert_eq!(c.accounts[0].realm, None);
+        let pinned = GOOD.replace(
+            "password_env = \"PW1002\"",
+            "password_env = \"PW1002\"\nrealm = \"asterisk\"",
+        );
+        let c = Config::parse(&pinned, "t.toml", &env).unwrap();
+        assert_eq!(c.accounts[1].realm.as_deref(), Some("asterisk"));
+        let empty = GOOD.replace(
+            "password_env = \"PW1002\"",
+            "password_env = \"PW1002\"\nrealm = \"\"",
+        );
+        let e = Config::parse(&empty, "t.toml", &env).unwrap_err();
+        assert!(e[0].message.contains("realm"), "{e:?}");
+    }
+
+    #[test]
     fn good_config_loads_with_defaults() {
         let c = Config::parse(GOOD, "t.toml", &env).unwrap();
         assert_eq!(c.listen.udp, Some("127.0.0.1:5060".parse().unwrap()));
@@ -958,6 +1096,7 @@ dir = "/etc/blf-bridge/profiles"
         assert_eq!(c.default_profile, "generic");
         assert!(c.security.allows("192.168.1.20".parse().unwrap()));
         assert!(!c.security.allows("8.8.8.8".parse().unwrap()));
+        assert_eq!(c.security, Security::default());
         assert_eq!(c.upstream.empty_presence, EmptyPresence::Offline);
         assert!(!format!("{:?}", c.accounts[0]).contains("secret"));
     }
@@ -989,6 +1128,52 @@ dir = "/etc/blf-bridge/profiles"
         let e = Config::parse(&bad, "t.toml", &env).unwrap_err();
         assert!(e[0].message.contains("bogus"), "{e:?}");
         assert!(e[0].line > 20);
+    }
+
+    #[test]
+    fn default_allow_is_rfc1918_and_loopback_only() {
+        let s = Security::default();
+        for ip in ["10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", "::1"] {
+            assert!(s.allows(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["100.64.0.1", "169.254.1.1", "fd00::1", "fe80::1", "8.8.8.8"] {
+            assert!(!s.allows(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn security_policies_parse_and_bad_values_name_the_line() {
+        let c = Config::parse(
+            &format!("{GOOD}\n[security]\nwatchers = \"allowed\"\nmax_targets = 5\nrate_per_source = 7\nblock_s = 9\nmax_contacts_per_register = 3\n"),
+            "t.toml",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.security.watchers, Watchers::Allowed);
+        assert_eq!(c.security.max_targets, 5);
+        assert_eq!(c.security.rate_per_source, 7);
+        assert_eq!(c.security.block_s, 9);
+        assert_eq!(c.security.max_contacts_per_register, 3);
+        assert_eq!(c.security.max_tcp_per_source, 32);
+        let text = format!("{GOOD}\n[security]\nwatchers = \"anyone\"\n");
+        let e = Config::parse(&text, "t.toml", &env).unwrap_err();
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("watchers"))
+            .unwrap()
+            + 1;
+        assert_eq!(e[0].line, line, "{e:?}");
+        assert!(e[0].message.contains("security.watchers"), "{e:?}");
+        let text = format!("{GOOD}\n[security]\nrate_per_source = 0\n");
+        let e = Config::parse(&text, "t.toml", &env).unwrap_err();
+        assert!(e[0].message.contains("rate_per_source"), "{e:?}");
+        let e = Config::parse(
+            &format!("{GOOD}\n[security]\nmax_foo = 1\n"),
+            "t.toml",
+            &env,
+        )
+        .unwrap_err();
+        assert!(e[0].message.contains("max_foo"), "{e:?}");
     }
 
     #[test]

@@ -145,6 +145,34 @@ mod tests {
     }
 }
 
+/// At most one log line per source and interval: what a flood from one source
+/// cannot turn into a flood of the log. The map is pruned of quiet sources when
+/// it grows.
+#[derive(Debug, Default)]
+pub struct LogGate {
+    last: std::collections::HashMap<std::net::IpAddr, std::time::Instant>,
+}
+
+impl LogGate {
+    /// How often one source may be logged about.
+    pub const INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// Whether a line about `ip` may be logged now (then it is counted as logged).
+    pub fn allow(&mut self, ip: std::net::IpAddr, now: std::time::Instant) -> bool {
+        if self.last.len() >= 4096 {
+            self.last
+                .retain(|_, t| now.saturating_duration_since(*t) < Self::INTERVAL);
+        }
+        match self.last.get(&ip) {
+            Some(t) if now.saturating_duration_since(*t) < Self::INTERVAL => false,
+            _ => {
+                self.last.insert(ip, now);
+                true
+            }
+        }
+    }
+}
+
 /// Serde for `std::time::Instant` as Unix milliseconds, so that plain-data state
 /// holding deadlines can be stored and restored across a restart (a deadline in
 /// the past simply fires at once after restore).

@@ -1105,3 +1105,11 @@ fn doc_command_extraction() {
     );
     assert_eq!(words("a 'b c' \"d\" ''"), ["a", "b c", "d", ""]);
 }
+
+#[test]
+fn the_example_config_shows_the_real_default_allow_list() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("blf-bridge.example.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let cfg = blf_bridge::config::Config::parse(&text, "example", &|_| Some("x".into())).unwrap();
+    assert_eq!(cfg.security.allow, blf_bridge::config::default_allow());
+}

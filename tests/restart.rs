@@ -364,8 +364,11 @@ fn ten_thousand_subscriptions_resume_paced_within_the_bound() {
     const TARGETS: usize = 1000;
     const PER_TARGET: usize = 10;
     const RATE: u32 = 200;
+    // 10,000 phones simulated on one IP (127.0.0.1, one port each): the
+    // per-source caps of [security] are raised to let them all in
     let mut sim = Sim::new_persistent(&format!(
-        "[subscriptions]\nupstream_rate = {RATE}\nfirst_notify_timeout_ms = 2000\n"
+        "[subscriptions]\nupstream_rate = {RATE}\nfirst_notify_timeout_ms = 2000\n\
+         [security]\nmax_subscriptions_per_source = 10000\nrate_per_source = 100000\n"
     ));
     let mut pbx = FakePbx::default();
     let mut phones: Vec<Phone> = Vec::new();

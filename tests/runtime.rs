@@ -731,3 +731,109 @@ async fn graceful_stop_is_bounded_by_the_grace_period() {
         .unwrap()
         .unwrap();
 }
+
+// ------------------------------------------------------------- issue 9, item 5
+
+fn config_with(upstream_port: u16, extra: &str) -> Arc<Config> {
+    let text = format!(
+        "[listen]\nudp = \"127.0.0.1:0\"\ntcp = \"127.0.0.1:0\"\n\
+         [upstream]\nproxy = \"127.0.0.1:{upstream_port}\"\ndomain = \"pbx.test\"\n{extra}"
+    );
+    Arc::new(Config::parse(&text, "test.toml", &|_| None).expect("test config"))
+}
+
+async fn start_bridge_with(o: RuntimeOptions, extra: &str) -> (Runtime, UdpSocket) {
+    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    let rt = Runtime::start(config_with(port, extra), o)
+        .await
+        .expect("runtime starts");
+    (rt, upstream)
+}
+
+/// A TCP connection from `ip` (a loopback address) to `to`.
+async fn connect_from(ip: &str, to: SocketAddr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    timeout(WAIT, sock.connect(to))
+        .await
+        .expect("connect within the wait")
+        .unwrap()
+}
+
+/// An allowed phone's TCP OPTIONS is answered.
+async fn tcp_options_answered(to: SocketAddr, call_id: &str) {
+    let mut s = TcpStream::connect(to).await.unwrap();
+    let me = s.local_addr().unwrap();
+    s.write_all(options("TCP", me, call_id).as_bytes())
+        .await
+        .unwrap();
+    let got = read_msgs(&mut s, &mut StreamFramer::new(), 1).await;
+    assert_eq!(got[0].status(), Some(200));
+}
+
+/// Item 5 (the issue's bound, on loopback): 1,000 TCP connections from a source
+/// outside `allow`, each sending 64 KB of an unfinished header, are closed at
+/// accept; an allowed phone's TCP OPTIONS is answered throughout.
+#[tokio::test]
+async fn tcp_from_a_source_outside_allow_is_closed_at_accept() {
+    let (rt, _up) = start_bridge_with(opts(), "[security]\nallow = [\"127.0.0.1/32\"]\n").await;
+    let addr = rt.tcp_addr().unwrap();
+    let junk = format!("OPTIONS sip:x SIP/2.0\r\nX: {}", "a".repeat(60 * 1024));
+    for i in 0..1000 {
+        let mut s = connect_from("127.0.0.2", addr).await;
+        // the bridge may have closed it already: a failed write is fine
+        let _ = s.write_all(junk.as_bytes()).await;
+        expect_closed(&mut s).await;
+        if i % 250 == 0 {
+            tcp_options_answered(addr, &format!("allowed-{i}")).await;
+        }
+    }
+    tcp_options_answered(addr, "allowed-end").await;
+    rt.shutdown().await.unwrap();
+}
+
+/// Item 5: one source holds at most `max_tcp_per_source` connections.
+#[tokio::test]
+async fn tcp_connections_per_source_are_capped() {
+    let (rt, _up) = start_bridge_with(opts(), "[security]\nmax_tcp_per_source = 3\n").await;
+    let addr = rt.tcp_addr().unwrap();
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let mut s = connect_from("127.0.0.3", addr).await;
+        let me = s.local_addr().unwrap();
+        s.write_all(options("TCP", me, &format!("held{i}")).as_bytes())
+            .await
+            .unwrap();
+        read_msgs(&mut s, &mut StreamFramer::new(), 1).await;
+        held.push(s);
+    }
+    let mut fourth = connect_from("127.0.0.3", addr).await;
+    expect_closed(&mut fourth).await;
+    // another source is not affected
+    tcp_options_answered(addr, "other-source").await;
+    rt.shutdown().await.unwrap();
+}
+
+/// Item 5: a connection that starts a message and does not complete it within
+/// the message timeout (or sends nothing after connecting) is closed, long
+/// before the idle timeout.
+#[tokio::test]
+async fn tcp_unfinished_message_is_closed_after_the_message_timeout() {
+    let (rt, _up) = start_bridge(RuntimeOptions {
+        tcp_message_timeout: Duration::from_millis(300),
+        ..opts()
+    })
+    .await;
+    let addr = rt.tcp_addr().unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKx\r\n",
+    )
+    .await
+    .unwrap();
+    expect_closed(&mut s).await;
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    expect_closed(&mut silent).await;
+    rt.shutdown().await.unwrap();
+}

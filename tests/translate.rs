@@ -137,6 +137,26 @@ User-Agent: {}\r\n\
     }
 }
 
+/// The phone at `addr` registers `user` through the bridge (REGISTER → 200).
+fn register_through_bridge(sim: &mut Sim, addr: &str, user: &str) {
+    let req = format!(
+        "REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bKreg{user};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@pbx.test>;tag=r{user}\r\nTo: <sip:{user}@pbx.test>\r\nCall-ID: reg-{user}@phone\r\nCSeq: 1 REGISTER\r\nContact: <sip:{user}@{addr}>\r\nExpires: 3600\r\nContent-Length: 0\r\n\r\n"
+    );
+    sim.udp_from(addr, &req);
+    let up = sim.take_to(UPSTREAM);
+    assert_eq!(up.len(), 1);
+    let c = hv(&up[0], HeaderName::Contact);
+    let ok = reply(
+        &up[0],
+        200,
+        "OK",
+        Some("k"),
+        &format!("Contact: {c};expires=3600\r\n"),
+    );
+    sim.udp_from(UPSTREAM, &ok);
+    assert_eq!(responses(&sim.take_to(addr)), vec![200]);
+}
+
 fn responses(msgs: &[SipMessage]) -> Vec<u16> {
     msgs.iter().filter_map(|m| m.status()).collect()
 }
@@ -466,6 +486,9 @@ fn expires_absent_clamped_too_brief() {
 fn initial_expires_zero_is_a_fetch() {
     let mut sim = Sim::new("");
     let mut pbx = FakePbx::default();
+    // another phone watches 1002 (a fetch of a target nobody watches is
+    // answered at once without going upstream: tests/hardening.rs)
+    Phone::new(PHONE2, WAVE, "1002").subscribe(&mut sim, Some(600));
     let mut p = Phone::new(PHONE, WAVE, "1002");
     let m = p.subscribe(&mut sim, Some(0));
     assert_eq!(responses(&m), vec![200]);
@@ -583,6 +606,10 @@ fn notify_answered_481_removes_the_subscription() {
 fn notify_timeout_removes_the_subscription_after_timer_f() {
     let mut sim = Sim::new("");
     let mut pbx = FakePbx::default();
+    // a phone registered through the bridge has shown its address is real:
+    // its NOTIFYs are retransmitted in full (an unverified source gets only a
+    // few retransmissions, issue 9 item 6: tests/hardening.rs)
+    register_through_bridge(&mut sim, PHONE, "1001");
     let mut p = Phone::new(PHONE, GXP, "1002");
     let first = establish(&mut sim, &mut pbx, &mut p, Some(PIDF_OPEN));
     // never answered: UDP retransmissions (Timer E), then Timer F
@@ -724,7 +751,13 @@ fn auth_header(m: &SipMessage) -> String {
 #[test]
 fn upstream_challenge_is_answered_with_the_phones_account() {
     for (user, expect) in [("1005", "1005"), ("1001", "1001"), ("4711", "1001")] {
-        let mut sim = Sim::new("");
+        // 4711 is no account user and did not register: watching needs
+        // `watchers = "allowed"` (issue 9, item 7)
+        let mut sim = Sim::new(if user == "4711" {
+            "[security]\nwatchers = \"allowed\"\n"
+        } else {
+            ""
+        });
         let mut pbx = FakePbx::default();
         let mut p = Phone::new(PHONE, GXP, "1002");
         p.user = user.into();

@@ -119,6 +119,9 @@ pub enum AuthError {
     /// realm (same nonce, or a fresh nonce without `stale=true`): the password or
     /// user name is wrong.
     Rejected { realm: String, user: String },
+    /// The challenge names a realm other than the account's: the credentials
+    /// are not offered to it.
+    ForeignRealm { realm: String, expected: String },
 }
 
 impl fmt::Display for AuthError {
@@ -149,6 +152,10 @@ impl fmt::Display for AuthError {
             AuthError::Rejected { realm, user } => {
                 write!(f, "credentials for user {user} rejected by realm {realm}")
             }
+            AuthError::ForeignRealm { realm, expected } => write!(
+                f,
+                "challenge for realm {realm} not answered (the account's realm is {expected})"
+            ),
         }
     }
 }
@@ -241,6 +248,21 @@ impl DigestClient {
         challenged: &SipMessage,
         rng: &mut Rng,
     ) -> Result<(), AuthError> {
+        self.handle_challenge_in_realm(response, challenged, None, rng)
+            .map(|_| ())
+    }
+
+    /// [`DigestClient::handle_challenge`], answering only challenges for
+    /// `realm` (when given): a challenge naming any other realm is
+    /// [`AuthError::ForeignRealm`] and nothing of it is stored. `Ok`: the realm
+    /// answered (unescaped).
+    pub fn handle_challenge_in_realm(
+        &mut self,
+        response: &SipMessage,
+        challenged: &SipMessage,
+        realm: Option<&str>,
+        rng: &mut Rng,
+    ) -> Result<String, AuthError> {
         let status = match response.status() {
             Some(s @ (401 | 407)) => s,
             other => return Err(AuthError::NotAChallenge { status: other }),
@@ -293,6 +315,15 @@ impl DigestClient {
             }));
         }
 
+        if let Some(expected) = realm
+            && let Some(c) = best.iter().find(|c| unescape(&c.realm) != expected)
+        {
+            return Err(AuthError::ForeignRealm {
+                realm: unescape(&c.realm).into_owned(),
+                expected: expected.to_owned(),
+            });
+        }
+        let answered_realm = unescape(&best[0].realm).into_owned();
         let mut rejected = None;
         for cand in best {
             let answered = sent_nonce(challenged, cand.kind, &cand.realm);
@@ -310,7 +341,7 @@ impl DigestClient {
         }
         match rejected {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(answered_realm),
         }
     }
 

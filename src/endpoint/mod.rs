@@ -13,8 +13,17 @@
 //!    own dialogs, and upstream NOTIFYs for its subscriptions; the bridge answers
 //!    OPTIONS addressed to itself and `481` for unknown dialogs addressed to it;
 //! 6. everything else goes to the proxy.
+//!
+//! Requests inside the bridge's own upstream subscriptions (NOTIFYs) are taken
+//! from the upstream only (`403` otherwise). A response is taken only from where
+//! the request of its client transaction went (the upstream: [`Endpoint::is_upstream`]);
+//! a stray one (no transaction) only from the upstream; anything else is dropped,
+//! counted in [`Stats::responses_dropped`] and logged at info once per source per
+//! minute.
 
-use crate::config::Config;
+pub mod guard;
+
+use crate::config::{Config, Watchers};
 use crate::context::Context;
 use crate::flow::{ConnId, Flow, Transmit};
 use crate::local::{CALL_ID_HOST, CONTACT_USER};
@@ -55,6 +64,13 @@ pub struct Stats {
     pub malformed_dropped: u64,
     pub malformed_rejected: u64,
     pub forbidden: u64,
+    /// Responses dropped for their source or their next hop (forged, stray).
+    pub responses_dropped: u64,
+    /// Requests dropped: over `[security] rate_per_source`, or from a source
+    /// blocked after repeated authentication failures.
+    pub throttled: u64,
+    /// BLF SUBSCRIBEs refused by `[security] watchers`.
+    pub watchers_refused: u64,
 }
 
 pub struct Endpoint {
@@ -75,7 +91,18 @@ pub struct Endpoint {
     draining: bool,
     /// Upstream liveness, from the keep-alive OPTIONS (see [`Liveness`]).
     liveness: Liveness,
+    /// When a dropped response was last logged, per source (rate limit).
+    drop_log: HashMap<std::net::IpAddr, Instant>,
+    /// Per-source rate limit and authentication-failure blocks.
+    guard: guard::Guard,
+    /// Refused watchers are logged once per source and interval.
+    log_gate: crate::util::LogGate,
 }
+
+/// A dropped response is logged at info at most once per source per interval.
+const DROP_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Sources remembered for that rate limit (beyond: not logged at info).
+const DROP_LOG_SOURCES: usize = 1024;
 
 /// Whether the upstream answers. A keep-alive OPTIONS goes out every
 /// `keepalive_interval`; when a whole interval passes without anything heard
@@ -122,6 +149,7 @@ impl Endpoint {
         let ctx = Context::new(cfg, profiles, local, upstream, timers.t1);
         let subs = SubscriptionManager::new(ctx.clone(), rng.fork());
         let proxy = Proxy::new(ctx.clone(), rng.fork());
+        let guard = guard::Guard::new(&ctx.cfg.security);
         // the first keep-alive goes out at once: readiness (`/readyz`) needs to
         // know that the upstream answers
         let next_ping = match ctx.cfg.upstream.keepalive {
@@ -142,6 +170,9 @@ impl Endpoint {
             counters: status::Counters::default(),
             draining: false,
             liveness: Liveness::default(),
+            drop_log: HashMap::new(),
+            guard,
+            log_gate: crate::util::LogGate::default(),
         }
     }
 
@@ -211,6 +242,7 @@ impl Endpoint {
             self.ctx.t1,
         );
         self.ctx = ctx.clone();
+        self.guard.reconfigure(&ctx.cfg.security);
         self.proxy.reload(ctx.clone());
         self.subs.reload(ctx, now);
         self.pump(now);
@@ -386,6 +418,15 @@ impl Endpoint {
             }
             return;
         }
+        if !from_upstream {
+            match self.guard.admit(from.remote.ip(), now) {
+                guard::Admission::Pass => {}
+                guard::Admission::Limited | guard::Admission::Blocked => {
+                    self.stats.throttled += 1;
+                    return;
+                }
+            }
+        }
         let reply_to = from.reply();
         let key = match self.txl.on_request(&msg, from, reply_to, now) {
             RequestDisposition::New(_) if self.draining => {
@@ -417,6 +458,24 @@ impl Endpoint {
         match self.subs.route(&msg) {
             Route::NotOurs => {}
             route if route.is_phone_side() && from_upstream => {}
+            // Requests inside the bridge's upstream subscriptions come from the
+            // upstream only (a phone knowing the dialog could inject state).
+            Route::Upstream(..) | Route::RetiredNotify if !from_upstream => {
+                self.stats.forbidden += 1;
+                tracing::warn!(%from, "request inside an upstream subscription, not from the upstream: 403");
+                let resp = MessageBuilder::response_to(&msg, 403, "Forbidden", None).finish();
+                let _ = self.txl.respond(&key, resp, now);
+                return;
+            }
+            Route::NewTranslated if !self.may_watch(&msg, &from) => {
+                self.stats.watchers_refused += 1;
+                if self.log_gate.allow(from.remote.ip(), now) {
+                    tracing::warn!(%from, "BLF SUBSCRIBE refused: the watcher neither registered through the bridge from this address nor is an [[account]] user ([security] watchers; logged once per source every 10 s)");
+                }
+                let resp = MessageBuilder::response_to(&msg, 403, "Forbidden", None).finish();
+                let _ = self.txl.respond(&key, resp, now);
+                return;
+            }
             route => {
                 if matches!(route, Route::Upstream(..)) && method == Method::Notify {
                     self.counters.notifies_received += 1;
@@ -452,6 +511,25 @@ impl Endpoint {
         self.proxy.on_request(key, &msg, from, from_upstream, now);
     }
 
+    /// `[security] watchers`: may this phone have its BLF SUBSCRIBE translated?
+    /// With `registered`: its From user is an `[[account]]` user, or it
+    /// registered through the bridge (a binding the registrar accepted) from
+    /// this address (UDP: the same address and port; TCP: the same IP).
+    fn may_watch(&self, msg: &SipMessage, from: &Flow) -> bool {
+        if self.ctx.cfg.security.watchers == Watchers::Allowed {
+            return true;
+        }
+        let user = msg
+            .from()
+            .and_then(|f| f.ok())
+            .and_then(|f| f.parsed_uri().ok())
+            .and_then(|u| u.user_str().map(str::to_string));
+        if user.is_some_and(|u| self.ctx.cfg.accounts.iter().any(|a| a.user == u)) {
+            return true;
+        }
+        self.proxy.registrations().has_confirmed_from(from)
+    }
+
     /// Is the Request-URI the bridge itself (our Contact user, or our address with
     /// no user)? See [`LocalAddrs::addresses_bridge`].
     fn addressed_to_us(&self, msg: &SipMessage) -> bool {
@@ -464,6 +542,17 @@ impl Endpoint {
         if let Err(d) = crate::sip::validate::check_response(&msg) {
             self.stats.malformed_dropped += 1;
             tracing::warn!(%from, reason = d.reason, "dropping malformed response");
+            return;
+        }
+        // A response is taken only from where its request went; a stray one
+        // (no transaction, e.g. after a restart) only from the upstream.
+        let from_ok = match self.txl.response_flow(&msg) {
+            Some(sent_to) if sent_to == self.ctx.upstream => self.is_upstream(&from),
+            Some(sent_to) => sent_to.remote == from.remote,
+            None => self.is_upstream(&from),
+        };
+        if !from_ok {
+            self.response_dropped(&from, "not from where its request went", now);
             return;
         }
         match self.txl.on_response(&msg, now) {
@@ -485,7 +574,31 @@ impl Endpoint {
                 }
             }
             ResponseDisposition::Absorbed => {}
-            ResponseDisposition::Stray => self.proxy.on_stray_response(&msg),
+            ResponseDisposition::Stray => {
+                if let Err(why) = self.proxy.on_stray_response(&msg) {
+                    self.response_dropped(&from, why, now);
+                }
+            }
+        }
+    }
+
+    /// Count a dropped response; log it at info once per source per minute.
+    fn response_dropped(&mut self, from: &Flow, why: &'static str, now: Instant) {
+        self.stats.responses_dropped += 1;
+        let ip = from.remote.ip();
+        if self.drop_log.len() >= DROP_LOG_SOURCES {
+            self.drop_log.retain(|_, at| now < *at + DROP_LOG_INTERVAL);
+        }
+        let due = self
+            .drop_log
+            .get(&ip)
+            .is_none_or(|at| now >= *at + DROP_LOG_INTERVAL);
+        if due && self.drop_log.len() < DROP_LOG_SOURCES {
+            self.drop_log.insert(ip, now);
+            tracing::info!(%from, reason = why, dropped_total = self.stats.responses_dropped,
+                "dropping response (further ones from this source are not logged for a minute)");
+        } else {
+            tracing::debug!(%from, reason = why, "dropping response");
         }
     }
 
@@ -582,8 +695,24 @@ impl Endpoint {
     }
 
     fn start_client(&mut self, flow: Flow, data: Bytes, owner: Owner, now: Instant) {
+        // a NOTIFY to a phone that has not shown its source is real (answered
+        // a NOTIFY, refreshed in the dialog, or registered from that address)
+        // goes out only a few times: a spoofed SUBSCRIBE must not make a
+        // reflector
+        let limit = match &owner {
+            Owner::Sub(ReqTag::Notify { phone, .. })
+                if !self.subs.is_verified(*phone)
+                    && !self.proxy.registrations().has_confirmed_from(&flow) =>
+            {
+                Some(crate::subscription::UNVERIFIED_RETRANSMITS)
+            }
+            _ => None,
+        };
         match self.txl.send_request(flow, data, now) {
             Ok(key) => {
+                if let Some(n) = limit {
+                    self.txl.limit_retransmits(&key, n);
+                }
                 self.owners.insert(key, owner);
             }
             Err(e) => tracing::error!(error = %e, "cannot start client transaction"),
@@ -631,6 +760,9 @@ impl Endpoint {
                         self.owners.remove(&key);
                     }
                 }
+            }
+            for ip in self.proxy.take_auth_failures() {
+                self.guard.auth_failure(ip, now);
             }
             while let Some(ev) = self.txl.poll_event() {
                 progressed = true;

@@ -13,6 +13,10 @@ use super::xml::{PresenceError, is_blank};
 use crate::config::EmptyPresence;
 use serde::{Deserialize, Serialize};
 
+/// How far below the last applied version a document may be and still count
+/// as stale (beyond: the upstream's counter started over).
+pub const MAX_VERSION_JUMP: u32 = 1000;
+
 /// What applying a dialog-info document did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApplyOutcome {
@@ -85,11 +89,29 @@ impl DialogStream {
     /// Applies a parsed document following RFC 4235 §4.1: stale versions are
     /// ignored, a full document replaces everything, a partial one applies only
     /// on top of version − 1.
+    ///
+    /// The version jump is bounded ([`MAX_VERSION_JUMP`]): a document more than
+    /// that far below the last one means the counter started over (or the last
+    /// version was bogus, e.g. `4294967295`): a full one is taken as new state, a
+    /// partial one needs a refresh — so one outlandish version cannot freeze the
+    /// stream. A version far above the last one is applied only when it is full
+    /// state. (Phones never see these numbers: each phone's version is the
+    /// bridge's own counter.)
     pub fn apply_doc(&mut self, doc: DialogInfoDoc) -> ApplyOutcome {
+        let mut restarted = false;
         if let (Some(v), Some(last)) = (doc.version, self.version)
             && v <= last
         {
-            return ApplyOutcome::Ignored { version: v, last };
+            if last - v <= MAX_VERSION_JUMP {
+                return ApplyOutcome::Ignored { version: v, last };
+            }
+            restarted = true;
+        }
+        if restarted && doc.state == DocState::Partial {
+            return ApplyOutcome::NeedRefresh {
+                expected: self.version.and_then(|l| l.checked_add(1)),
+                got: doc.version,
+            };
         }
         match doc.state {
             DocState::Full => self.apply_full(doc),

@@ -7,7 +7,7 @@
 
 use super::register::{RegCtx, RegisterEdit};
 use super::route::{self, BRANCH_PREFIX, OwnUser, RouteEntry};
-use super::{Proxy, Reject, token};
+use super::{Proxy, Reject, registrar, token};
 use crate::flow::Flow;
 use crate::local::LocalAddrs;
 use crate::sip::{Editor, Method, Scheme, SipMessage, Transport, Uri};
@@ -118,8 +118,12 @@ impl Proxy {
         // §16.4, §16.5: the routing decision
         preprocess_route(&self.env.local, &mut req);
         let target = self.relay_policy(&mut req)?;
-        let register = self.register_bindings(&req, now);
+        let register = self.register_bindings(&req, now)?;
         strict_route_fixup(&mut req); // §16.6 step 6
+        if !from_upstream {
+            // no open relay, judged on the request as it will go out
+            self.check_forwarded(&req)?;
+        }
         let branch = self.new_branch(&req, hash);
 
         // §16.6: the copy
@@ -161,23 +165,35 @@ impl Proxy {
                 _ => None,
             });
         let registered = self.regs.by_phone_contact(eff_raw);
+        // A binding whose TCP connection closed has no flow until the phone
+        // registers again (RFC 5626 §5.3: 430).
+        let flow_of = |b: &registrar::Binding| {
+            if b.flow_failed {
+                Err(Reject::new(430, "Flow Failed"))
+            } else {
+                Ok(b.flow)
+            }
+        };
         let target = if let Some(t) = &req.flow_token {
             let f = token::decode(&self.key, t).ok_or(Reject::new(403, "Forbidden"))?;
             // The phone's current registration beats a Record-Route minted
             // on a TCP connection that may be gone since.
             match registered {
-                Some(b) if f.conn.is_some() && b.flow.remote.ip() == f.remote.ip() => b.flow,
+                Some(b)
+                    if f.conn.is_some()
+                        && b.flow.remote.ip() == f.remote.ip()
+                        && !b.flow_failed =>
+                {
+                    b.flow
+                }
                 _ => f,
             }
         } else if let Some(t) = &req.path_token {
-            self.regs
-                .get(t)
-                .map(|b| b.flow)
-                .ok_or(Reject::new(403, "Forbidden"))?
+            flow_of(self.regs.get(t).ok_or(Reject::new(403, "Forbidden"))?)?
         } else if let Some(b) = ruri_binding {
-            b.flow
+            flow_of(b)?
         } else if let Some(b) = registered {
-            b.flow
+            flow_of(b)?
         } else {
             return Err(Reject::new(403, "Forbidden"));
         };
@@ -210,11 +226,55 @@ impl Proxy {
         Ok(self.env.upstream)
     }
 
+    /// The no-open-relay rule on a phone's request as it will be forwarded
+    /// (after the strict-route fix-up, so a Route without `;lr` cannot swap a
+    /// foreign Request-URI in): an in-dialog request carrying the bridge's own
+    /// Record-Route with a flow token minted for this phone (same IP) goes as it
+    /// is; anything else only when its Request-URI and every Route left name
+    /// the upstream or the bridge — a made-up To-tag plus a Route set is no
+    /// dialog.
+    fn check_forwarded(&self, req: &Forwarding<'_>) -> Result<(), Reject> {
+        if req.in_dialog
+            && let Some(t) = &req.flow_token
+            && token::decode(&self.key, t).is_some_and(|f| f.remote.ip() == req.from.remote.ip())
+        {
+            return Ok(());
+        }
+        let local = &self.env.local;
+        let names_us_or_upstream = |raw: &[u8], tel_ok: bool| match Uri::parse(raw) {
+            Ok(u) if u.is_sip() => self.env.is_upstream_host(u.host_str()) || local.is_own_uri(&u),
+            Ok(u) => tel_ok && u.scheme == Scheme::Tel,
+            Err(_) => false,
+        };
+        let ruri = req.set_ruri.as_deref().unwrap_or(req.ruri);
+        let routes_ok = (0..req.routes.len())
+            .filter(|i| !req.remove.contains(i))
+            .all(|i| names_us_or_upstream(req.routes[i].uri, false));
+        let appended_ok = req.append_route.as_deref().is_none_or(|r| {
+            let r = r
+                .strip_prefix(b"<")
+                .and_then(|r| r.strip_suffix(b">"))
+                .unwrap_or(r);
+            names_us_or_upstream(r, true)
+        });
+        if names_us_or_upstream(ruri, true) && routes_ok && appended_ok {
+            Ok(())
+        } else {
+            Err(Reject::new(403, "Forbidden"))
+        }
+    }
+
     /// A REGISTER from a phone: create or refresh its bindings (RFC 3327 Path or
     /// Contact rewriting), and the edits that keep the bridge on the inbound path.
-    fn register_bindings(&mut self, req: &Forwarding<'_>, now: Instant) -> Option<RegisterEdit> {
-        (!req.from_upstream && req.method == Method::Register && !req.ack)
-            .then(|| self.register_edit(req.msg, req.reply_flow(), now))
+    fn register_bindings(
+        &mut self,
+        req: &Forwarding<'_>,
+        now: Instant,
+    ) -> Result<Option<RegisterEdit>, Reject> {
+        if req.from_upstream || req.method != Method::Register || req.ack {
+            return Ok(None);
+        }
+        self.register_edit(req.msg, req.reply_flow(), now).map(Some)
     }
 
     /// §16.6 step 8 with §16.3 step 4: our branch carries the loop hash; an ACK
@@ -299,6 +359,7 @@ fn check_proxy_require(msg: &SipMessage) -> Result<(), Reject> {
         code: 420,
         reason: "Bad Extension",
         unsupported: Some(list.join(", ")),
+        retry_after: None,
     })
 }
 

@@ -11,14 +11,19 @@
 //!   `[upstream] proxy`. An out-of-dialog request must name the upstream (its
 //!   domain, proxy host or address, an alias) or the bridge itself in its
 //!   Request-URI, else `403`; a Request-URI naming the bridge is re-addressed to
-//!   the upstream domain. An in-dialog request may also name any host when it
-//!   still carries a Route set past the bridge (a dialog the upstream
-//!   record-routed).
+//!   the upstream domain. An in-dialog request may also name any host when its
+//!   Route set carries the bridge's own Record-Route with a flow token minted
+//!   for this phone (same IP); otherwise its Request-URI and every Route left
+//!   must name the upstream or the bridge (a made-up To-tag is no dialog). The
+//!   check is made on the request as it goes out, after the strict-route
+//!   fix-up, so a Route without `;lr` cannot swap a foreign Request-URI in.
 //! - **From the upstream**: the next hop is a phone the bridge knows — the flow in
 //!   an authenticated flow token of a Record-Route it inserted
 //!   ([`token`]), a binding named by a Path it inserted or a Contact it rewrote,
 //!   or the Contact of a registration it relayed ([`registrar`]). Anything else:
-//!   `403`, logged; nothing is ever sent to a third party.
+//!   `403`, logged; nothing is ever sent to a third party. A binding whose TCP
+//!   connection closed gets `430 Flow Failed` until the phone registers again
+//!   (never a connection to the address its Contact names).
 //!
 //! ## Forwarding (§16.3–§16.6, `forward.rs`: one function per step)
 //! Max-Forwards is checked (`483` at 0) and decremented (70 added when absent);
@@ -42,7 +47,10 @@
 //! Our Via is popped and the response is relayed on the server transaction (which
 //! answers to the next Via with `received`/`rport`); 100 is hop-by-hop, 503
 //! becomes 500, a REGISTER 2xx gets the phones' Contacts back. A response without
-//! a transaction is forwarded statelessly when its top Via is ours.
+//! a transaction (the endpoint hands over only those from the upstream) is
+//! forwarded statelessly when its top Via is ours and the next Via names a
+//! phone inside `[security] allow` over UDP — never over TCP (no connection is
+//! opened for it), never to a broadcast, multicast or unspecified address.
 //!
 //! ## INVITE
 //! Timer C (181 s, restarted by every provisional) cancels a call that rings
@@ -177,6 +185,7 @@ struct Reject {
     code: u16,
     reason: &'static str,
     unsupported: Option<String>,
+    retry_after: Option<u32>,
 }
 
 impl Reject {
@@ -185,6 +194,7 @@ impl Reject {
             code,
             reason,
             unsupported: None,
+            retry_after: None,
         }
     }
 }
@@ -205,7 +215,17 @@ pub struct Proxy {
     stats: ProxyStats,
     /// Tokens of the bindings written to the state store.
     stored_tokens: HashSet<String>,
+    /// Sources whose REGISTER the registrar answered 401/403/407, for the
+    /// endpoint's authentication-failure blocks.
+    auth_failures: Vec<std::net::IpAddr>,
+    /// Size from which the timer heap is compacted.
+    compact_at: usize,
+    /// Refusals are logged once per source and interval.
+    log_gate: crate::util::LogGate,
 }
+
+/// No timer-heap compaction below this many entries.
+const COMPACT_MIN: usize = 1024;
 
 impl Proxy {
     /// A proxy whose flow-token key comes from `rng` (the runtime then installs
@@ -227,6 +247,9 @@ impl Proxy {
             next_id: 0,
             stats: ProxyStats::default(),
             stored_tokens: HashSet::new(),
+            auth_failures: Vec::new(),
+            compact_at: COMPACT_MIN,
+            log_gate: crate::util::LogGate::default(),
         }
     }
 
@@ -237,6 +260,11 @@ impl Proxy {
     /// Registrations relayed through the bridge.
     pub fn registrations(&self) -> &Registrations {
         &self.regs
+    }
+
+    /// Entries in the timer heap (stale ones included, until compacted).
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
     }
 
     /// Number of live response contexts (forwarded requests awaiting completion).
@@ -351,6 +379,46 @@ impl Proxy {
     fn schedule(&mut self, at: Instant, t: TimerRef) {
         self.timer_seq += 1;
         self.timers.push(Reverse((at, self.timer_seq, t)));
+        if self.timers.len() >= self.compact_at {
+            self.compact_timers();
+        }
+    }
+
+    /// Drop the timers that would do nothing when they fire (every REGISTER
+    /// and forwarded request leaves one behind), so the heap does not grow
+    /// with the request rate until they fire. Amortised: the next compaction
+    /// waits until the heap has doubled again.
+    fn compact_timers(&mut self) {
+        let heap = std::mem::take(&mut self.timers);
+        let live = |at: &Instant, t: &TimerRef| match t {
+            TimerRef::Binding(tok) => self
+                .regs
+                .bindings
+                .get(tok)
+                .is_some_and(|b| b.expires_at <= *at),
+            TimerRef::Guard(id) => self.ctxs.get(id).is_some_and(|f| f.guard == Some(*at)),
+            TimerRef::C(id) => self.ctxs.get(id).is_some_and(|f| f.timer_c == Some(*at)),
+            TimerRef::GiveUp(id) => self.ctxs.get(id).is_some_and(|f| f.give_up == Some(*at)),
+        };
+        let mut entries: Vec<_> = heap
+            .into_vec()
+            .into_iter()
+            .filter(|Reverse((at, _, t))| live(at, t))
+            .collect();
+        // one expiry timer per binding: the earliest that will remove it
+        entries.sort_unstable_by(|a, b| b.cmp(a));
+        let mut seen = HashSet::new();
+        entries.retain(|Reverse((_, _, t))| match t {
+            TimerRef::Binding(tok) => seen.insert(tok.clone()),
+            _ => true,
+        });
+        self.timers = entries.into_iter().collect();
+        self.compact_at = (self.timers.len() * 2).max(COMPACT_MIN);
+    }
+
+    /// Sources whose REGISTERs were answered 401/403/407 since the last call.
+    pub fn take_auth_failures(&mut self) -> Vec<std::net::IpAddr> {
+        std::mem::take(&mut self.auth_failures)
     }
 
     fn t1x64(&self) -> Duration {
@@ -363,6 +431,9 @@ impl Proxy {
         let mut b = MessageBuilder::response_to(msg, r.code, r.reason, Some(&tag));
         if let Some(u) = &r.unsupported {
             b.header("Unsupported", u);
+        }
+        if let Some(s) = r.retry_after {
+            b.header("Retry-After", s);
         }
         b.header("Server", self.env.user_agent);
         self.out.push_back(Out::Response {

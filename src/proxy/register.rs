@@ -4,9 +4,9 @@
 //! restored in the 2xx relayed back. The bindings themselves live in
 //! [`super::registrar`].
 
-use super::registrar::BindingMode;
+use super::registrar::{BindingMode, PENDING_PER_SOURCE};
 use super::route::{self, OwnUser};
-use super::{Proxy, TimerRef};
+use super::{Proxy, Reject, TimerRef};
 use crate::flow::Flow;
 use crate::sip::{Editor, HeaderName, NameAddr, SipMessage, Span, Uri};
 use std::collections::HashMap;
@@ -28,6 +28,10 @@ pub(super) struct RegCtx {
     pub(super) shorten: bool,
 }
 
+/// Retry-After (seconds) of a REGISTER refused because pending bindings are at
+/// their cap: by then the pending ones have been accepted or have expired.
+const PENDING_RETRY_AFTER_S: u32 = 30;
+
 /// Expiry handed to a phone whose REGISTER the registrar accepted while ignoring
 /// our Path: its next REGISTER (then with a rewritten Contact) comes this soon.
 const PATH_FALLBACK_EXPIRES: u32 = 60;
@@ -43,13 +47,16 @@ pub(super) struct RegisterEdit {
 
 impl Proxy {
     /// Bindings for a REGISTER from a phone, and the edits that keep the bridge
-    /// on the inbound path.
+    /// on the inbound path. Refused (nothing kept) with more Contacts than
+    /// `[security] max_contacts_per_register` (403), or when its new bindings
+    /// would pass the caps on bindings the registrar has not accepted yet
+    /// (`max_pending_registrations`, [`PENDING_PER_SOURCE`]; 503).
     pub(super) fn register_edit(
         &mut self,
         msg: &SipMessage,
         phone: Flow,
         now: Instant,
-    ) -> RegisterEdit {
+    ) -> Result<RegisterEdit, Reject> {
         let aor = msg
             .to()
             .and_then(|t| t.ok())
@@ -67,6 +74,7 @@ impl Proxy {
                 .filter_map(|(s, c)| c.ok().map(|c| (s, c)))
                 .collect()
         };
+        self.check_register_caps(&aor, &contacts, phone, now)?;
         let existing = contacts.iter().find_map(|(_, c)| {
             self.regs
                 .find(&aor, &String::from_utf8_lossy(c.uri))
@@ -117,7 +125,7 @@ impl Proxy {
         let path = (mode == BindingMode::Path)
             .then(|| tokens.first().map(|(t, _)| route::path(&self.env, t)))
             .flatten();
-        RegisterEdit {
+        Ok(RegisterEdit {
             contact_edits: edits,
             extra_contacts,
             path,
@@ -130,7 +138,53 @@ impl Proxy {
                 removes_direct,
                 shorten: false,
             },
+        })
+    }
+
+    /// The caps a REGISTER must stay within before any binding is made.
+    fn check_register_caps(
+        &mut self,
+        aor: &str,
+        contacts: &[(Span, NameAddr<'_>)],
+        phone: Flow,
+        now: Instant,
+    ) -> Result<(), Reject> {
+        let sec = &self.env.cfg.security;
+        let ip = phone.remote.ip();
+        let refusal = if contacts.len() > sec.max_contacts_per_register {
+            Some((
+                Reject::new(403, "Too Many Contacts"),
+                "max_contacts_per_register",
+            ))
+        } else {
+            let new = contacts
+                .iter()
+                .filter(|(_, c)| {
+                    self.regs
+                        .find(aor, &String::from_utf8_lossy(c.uri))
+                        .is_none()
+                })
+                .count();
+            let (total, from_ip) = self.regs.pending_counts(ip);
+            let busy = Reject {
+                retry_after: Some(PENDING_RETRY_AFTER_S),
+                ..Reject::new(503, "Service Unavailable")
+            };
+            if new > 0 && total + new > sec.max_pending_registrations {
+                Some((busy, "max_pending_registrations"))
+            } else if new > 0 && from_ip + new > PENDING_PER_SOURCE {
+                Some((busy, "pending registrations per source"))
+            } else {
+                None
+            }
+        };
+        let Some((reject, cap)) = refusal else {
+            return Ok(());
+        };
+        if self.log_gate.allow(ip, now) {
+            tracing::warn!(source = %ip, aor, contacts = contacts.len(), cap, code = reject.code, "REGISTER refused: [security] cap reached (logged once per source every 10 s)");
         }
+        Err(reject)
     }
 
     /// A REGISTER got a 2xx: update the bindings it names. Returns whether the

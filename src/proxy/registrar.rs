@@ -24,7 +24,7 @@ use crate::flow::{ConnId, Flow};
 use crate::util::instant_serde;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// How a binding keeps the bridge on the inbound path.
@@ -54,6 +54,12 @@ pub struct Binding {
     /// REGISTER switches the binding to Contact rewriting and removes that one.
     #[serde(default)]
     pub direct_registered: bool,
+    /// The TCP connection the phone registered on closed: the flow is gone
+    /// (RFC 5626 §5.3), requests for the binding get `430 Flow Failed` until
+    /// the phone registers again. Never a fall-back to the Contact's address:
+    /// that may name any host.
+    #[serde(default)]
+    pub flow_failed: bool,
     #[serde(with = "instant_serde")]
     pub expires_at: Instant,
 }
@@ -77,9 +83,16 @@ pub struct Registrations {
     changed: BTreeSet<String>,
 }
 
-/// How long a binding the registrar has not yet accepted is kept (covers the
-/// challenge round trip; the phone's retry reuses the token).
-pub const PENDING_LIFETIME: Duration = Duration::from_secs(64);
+/// How long a binding the registrar has not yet accepted is kept: the
+/// REGISTER's transaction (Timer F, 32 s) and the phone's retry with
+/// credentials (which reuses the token) fit; pending bindings are also capped
+/// (`[security] max_pending_registrations`, per source
+/// [`PENDING_PER_SOURCE`]).
+pub const PENDING_LIFETIME: Duration = Duration::from_secs(40);
+
+/// Bindings the registrar has not accepted yet, per source IP: a phone with
+/// several lines has a few at once, while it answers a challenge.
+pub const PENDING_PER_SOURCE: usize = 32;
 
 impl Registrations {
     /// Rebuild the indices after deserialising.
@@ -140,6 +153,7 @@ impl Registrations {
                         mode,
                         confirmed: false,
                         direct_registered: false,
+                        flow_failed: false,
                         expires_at: now + PENDING_LIFETIME,
                     },
                 );
@@ -156,6 +170,7 @@ impl Registrations {
             .expect("just inserted or present");
         if !b.confirmed {
             b.flow = flow;
+            b.flow_failed = false;
             b.expires_at = b.expires_at.max(now + PENDING_LIFETIME);
         }
         b
@@ -178,6 +193,7 @@ impl Registrations {
         self.changed.insert(token.to_owned());
         b.confirmed = true;
         b.flow = flow;
+        b.flow_failed = false;
         b.expires_at = now + Duration::from_secs(u64::from(expires));
         Some(b.expires_at)
     }
@@ -225,24 +241,44 @@ impl Registrations {
         }
     }
 
-    /// A TCP connection closed: its bindings fall back to a fresh connection to
-    /// the phone's Contact address (the source port of a closed TCP connection is
-    /// useless), when that is an IP literal.
+    /// A TCP connection closed: its bindings' flow failed (nothing is sent
+    /// for them until the phone registers again).
     pub fn connection_closed(&mut self, conn: ConnId) {
         for b in self.bindings.values_mut() {
             if b.flow.conn != Some(conn) {
                 continue;
             }
             b.flow.conn = None;
+            b.flow_failed = true;
             self.changed.insert(b.token.clone());
-            if let Some(addr) = contact_addr(&b.contact) {
-                b.flow.remote = addr;
-            }
         }
     }
 
     pub fn len(&self) -> usize {
         self.bindings.len()
+    }
+
+    /// Bindings the registrar has not accepted yet: all of them, and those
+    /// from `ip`.
+    pub fn pending_counts(&self, ip: IpAddr) -> (usize, usize) {
+        self.bindings
+            .values()
+            .filter(|b| !b.confirmed)
+            .fold((0, 0), |(all, from), b| {
+                (all + 1, from + usize::from(b.flow.remote.ip() == ip))
+            })
+    }
+
+    /// Whether a binding the registrar accepted came from this flow's source
+    /// (UDP: the same address and port; TCP: the same IP, connections come
+    /// from new ports).
+    pub fn has_confirmed_from(&self, flow: &Flow) -> bool {
+        self.bindings.values().any(|b| {
+            b.confirmed
+                && b.flow.remote.ip() == flow.remote.ip()
+                && (b.flow.remote.port() == flow.remote.port()
+                    || (b.flow.transport.is_reliable() && flow.transport.is_reliable()))
+        })
     }
 
     /// What changed since the last call, for the state store: each changed
@@ -285,16 +321,10 @@ impl Registrations {
     }
 }
 
-/// `ip:port` of a SIP URI whose host is an IP literal (port 5060 by default).
-fn contact_addr(uri: &str) -> Option<SocketAddr> {
-    let u = crate::sip::Uri::parse(uri.as_bytes()).ok()?;
-    let ip: IpAddr = u.host_unbracketed().parse().ok()?;
-    Some(SocketAddr::new(ip, u.port.unwrap_or(5060)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     fn flow(p: u16) -> Flow {
         Flow::udp(SocketAddr::from(([192, 168, 1, 50], p)))
@@ -419,26 +449,46 @@ mod tests {
     }
 
     #[test]
-    fn closed_tcp_connection_falls_back_to_the_contact_address() {
+    fn closed_tcp_connection_fails_the_flow_until_the_phone_registers_again() {
         let now = Instant::now();
         let mut r = Registrations::default();
         let f = Flow::tcp(
             SocketAddr::from(([192, 168, 1, 50], 40001)),
             Some(ConnId(3)),
         );
+        // the Contact names another host: never a fall-back to it
+        let contact = "sip:1@192.0.2.9:5062;transport=tcp";
         r.upsert(
             "sip:1@pbx",
-            "sip:1@192.168.1.50:5062;transport=tcp",
+            contact,
             f,
             BindingMode::Contact,
             || "t".into(),
             now,
         );
+        r.confirm("t", f, 600, now);
         r.connection_closed(ConnId(4));
         assert_eq!(r.get(b"t").unwrap().flow, f);
+        assert!(!r.get(b"t").unwrap().flow_failed);
         r.connection_closed(ConnId(3));
-        let g = r.get(b"t").unwrap().flow;
-        assert_eq!(g.conn, None);
-        assert_eq!(g.remote, SocketAddr::from(([192, 168, 1, 50], 5062)));
+        let b = r.get(b"t").unwrap();
+        assert!(b.flow_failed);
+        assert_eq!((b.flow.conn, b.flow.remote), (None, f.remote));
+        // registered again on a new connection
+        let g = Flow::tcp(
+            SocketAddr::from(([192, 168, 1, 50], 40002)),
+            Some(ConnId(5)),
+        );
+        r.upsert(
+            "sip:1@pbx",
+            contact,
+            g,
+            BindingMode::Contact,
+            || "u".into(),
+            now,
+        );
+        r.confirm("t", g, 600, now);
+        let b = r.get(b"t").unwrap();
+        assert_eq!((b.flow, b.flow_failed), (g, false));
     }
 }

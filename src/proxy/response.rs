@@ -71,6 +71,9 @@ impl Proxy {
                 return;
             }
             f.final_code = Some(code);
+            if f.method == crate::sip::Method::Register && matches!(code, 401 | 403 | 407) {
+                self.auth_failures.push(f.reply.remote.ip());
+            }
             let register = f.register.clone();
             if let Some(r) = register.filter(|_| (200..300).contains(&code))
                 && self.registered(&r, msg, now)
@@ -130,29 +133,46 @@ impl Proxy {
     }
 
     /// A response that matches no client transaction (e.g. a retransmitted 2xx
-    /// after the transaction ended): forwarded statelessly if its top Via is ours.
-    pub fn on_stray_response(&mut self, msg: &SipMessage) {
+    /// after the transaction ended; the endpoint hands over only those from the
+    /// upstream): forwarded statelessly if its top Via is ours and the next Via
+    /// names an allowed phone over UDP. Never to a host outside `[security]
+    /// allow`, never to a broadcast, multicast or unspecified address, and never
+    /// over TCP (that would open a connection for a message nobody asked for).
+    /// `Err`: why it was dropped.
+    pub fn on_stray_response(&mut self, msg: &SipMessage) -> Result<(), &'static str> {
         let ours = msg.top_via().and_then(|v| v.ok()).is_some_and(|v| {
             v.branch()
                 .is_some_and(|b| b.starts_with(BRANCH_PREFIX.as_bytes()))
                 && self.env.local.is_own_via(&v)
         });
         if !ours {
-            tracing::debug!("dropping stray response that is not ours");
-            return;
+            return Err("stray response whose top Via is not ours");
+        }
+        if crate::sip::validate::has_broadcast_via(msg) {
+            return Err("stray response towards a broadcast address");
         }
         let Some(next) = msg.vias().nth(1).and_then(|v| v.ok()) else {
-            return;
+            return Err("stray response without a next Via");
         };
         let Some(flow) = via_flow(&next) else {
-            tracing::warn!("stray response: cannot route to the next Via");
-            return;
+            return Err("stray response: cannot route to the next Via");
         };
-        let code = msg.status().unwrap_or(500);
-        if let Some(data) = self.response_bytes(msg, code, flow.transport, None) {
-            self.stats.stateless += 1;
-            self.out.push_back(Out::Stateless { flow, data });
+        if flow.transport != Transport::Udp {
+            return Err("stray response towards a TCP hop (no connection is opened for it)");
         }
+        if !is_unicast(flow.remote.ip()) || flow.remote.port() == 0 {
+            return Err("stray response towards a broadcast, multicast or unspecified address");
+        }
+        if !self.env.cfg.security.allows(flow.remote.ip()) {
+            return Err("stray response towards a host outside [security] allow");
+        }
+        let code = msg.status().unwrap_or(500);
+        let data = self
+            .response_bytes(msg, code, flow.transport, None)
+            .ok_or("stray response without a next Via")?;
+        self.stats.stateless += 1;
+        self.out.push_back(Out::Stateless { flow, data });
+        Ok(())
     }
 
     /// Answer the previous hop ourselves on a forwarded INVITE.
@@ -228,4 +248,12 @@ pub(super) fn via_flow(v: &Via<'_>) -> Option<Flow> {
         remote: std::net::SocketAddr::new(ip, port),
         conn: None,
     })
+}
+
+/// Not broadcast, multicast or unspecified (a response goes to one host).
+fn is_unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => !(a.is_broadcast() || a.is_multicast() || a.is_unspecified()),
+        IpAddr::V6(a) => !(a.is_multicast() || a.is_unspecified()),
+    }
 }

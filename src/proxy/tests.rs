@@ -324,9 +324,11 @@ Content-Length: 0
         ))
     };
     // the callee's contact is a foreign host, but the upstream record-routed
+    // (and so did the bridge, with a flow token naming this phone)
+    let tok = token::encode(&p.key, &phone());
     let m = bye(
         "sip:1002@203.0.113.9:5060",
-        "Route: <sip:192.168.1.2;lr>, <sip:198.51.100.10;lr;ftag=a1>\n",
+        &format!("Route: <sip:f-{tok}@192.168.1.2;lr>, <sip:198.51.100.10;lr;ftag=a1>\n"),
     );
     let (flow, f) = forwarded(&feed(&mut p, &m, phone(), false)).unwrap();
     assert_eq!(flow, pbx());
@@ -433,7 +435,7 @@ fn strict_next_hop_gets_the_request_uri_swap() {
     let mut p = proxy();
     let m = msg(&invite(
         "sip:1002@pbx.example.com",
-        "Route: <sip:192.168.1.2:5060;lr>\nRoute: <sip:198.51.100.10>,<sip:x.example;lr>\n",
+        "Route: <sip:192.168.1.2:5060;lr>\nRoute: <sip:198.51.100.10>,<sip:alias.example.com;lr>\n",
     ));
     let (flow, f) = forwarded(&feed(&mut p, &m, phone(), false)).unwrap();
     assert_eq!(flow, pbx());
@@ -441,8 +443,24 @@ fn strict_next_hop_gets_the_request_uri_swap() {
     let routes: Vec<&[u8]> = f.values(HeaderName::Route).map(|s| f.slice(s)).collect();
     assert_eq!(
         routes,
-        [&b"<sip:x.example;lr>"[..], b"<sip:1002@pbx.example.com>"]
+        [
+            &b"<sip:alias.example.com;lr>"[..],
+            b"<sip:1002@pbx.example.com>"
+        ]
     );
+    // a strict Route cannot swap a foreign Request-URI in (issue 9, item 8),
+    // nor can a preloaded Route lead to a foreign host
+    for route in [
+        "Route: <sip:victim@203.0.113.9>\n",
+        "Route: <sip:198.51.100.10>,<sip:x.example;lr>\n",
+    ] {
+        let m = msg(&invite("sip:1002@pbx.example.com", route));
+        assert_eq!(
+            status_of(&feed(&mut p, &m, phone(), false)),
+            Some(403),
+            "{route}"
+        );
+    }
 }
 
 #[test]

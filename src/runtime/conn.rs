@@ -56,6 +56,9 @@ pub(crate) enum CloseReason {
     WriteTimeout,
     Framing(StreamError),
     Idle,
+    /// A message was started (or nothing sent after connecting) and not
+    /// completed within the message timeout.
+    Incomplete,
     /// The core dropped the write queue (shutdown, or it gave up on the peer).
     Dropped,
     /// The core task is gone.
@@ -72,6 +75,9 @@ impl fmt::Display for CloseReason {
             CloseReason::WriteTimeout => f.write_str("peer does not read (write timed out)"),
             CloseReason::Framing(e) => write!(f, "{e}"),
             CloseReason::Idle => f.write_str("idle timeout"),
+            CloseReason::Incomplete => {
+                f.write_str("no complete message within the message timeout")
+            }
             CloseReason::Dropped => f.write_str("closed by the bridge"),
             CloseReason::CoreGone => f.write_str("bridge stopping"),
             CloseReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
@@ -85,7 +91,10 @@ impl CloseReason {
     fn is_warning(&self) -> bool {
         matches!(
             self,
-            CloseReason::Framing(_) | CloseReason::WriteTimeout | CloseReason::ConnectFailed(_)
+            CloseReason::Framing(_)
+                | CloseReason::WriteTimeout
+                | CloseReason::ConnectFailed(_)
+                | CloseReason::Incomplete
         )
     }
 }
@@ -94,6 +103,8 @@ impl CloseReason {
 #[derive(Debug, Clone)]
 pub(crate) struct ConnParams {
     pub idle_timeout: Duration,
+    /// An unfinished message (or, accepted, no message yet) may last this long.
+    pub message_timeout: Duration,
     pub connect_timeout: Duration,
     pub write_timeout: Duration,
     /// Source address for outgoing connections (the TCP listener's IP when it is
@@ -115,7 +126,7 @@ pub(crate) struct ConnTask {
 impl ConnTask {
     /// Serve a connection the listener accepted.
     pub async fn run_accepted(self, stream: TcpStream, rx: mpsc::Receiver<Bytes>) {
-        let reason = self.serve(stream, rx).await;
+        let reason = self.serve(stream, rx, true).await;
         self.finish(reason).await;
     }
 
@@ -125,7 +136,7 @@ impl ConnTask {
         let reason = match connect(self.remote, &self.params).await {
             Ok(stream) => {
                 tracing::debug!(peer = %self.remote, conn = self.id.0, "TCP connection opened");
-                self.serve(stream, rx).await
+                self.serve(stream, rx, false).await
             }
             Err(e) => CloseReason::ConnectFailed(e),
         };
@@ -142,7 +153,14 @@ impl ConnTask {
         let _ = self.events.send(CoreEvent::Closed { conn: self.id }).await;
     }
 
-    async fn serve(&self, stream: TcpStream, mut rx: mpsc::Receiver<Bytes>) -> CloseReason {
+    /// `accepted`: the peer connected to us, so it must send a complete message
+    /// (or a keep-alive) within the message timeout, like every message it starts.
+    async fn serve(
+        &self,
+        stream: TcpStream,
+        mut rx: mpsc::Receiver<Bytes>,
+        accepted: bool,
+    ) -> CloseReason {
         // SIP messages are small and latency matters more than segment count.
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(peer = %self.remote, error = %e, "cannot set TCP_NODELAY");
@@ -167,7 +185,13 @@ impl ConnTask {
         tokio::pin!(writer);
         let mut framer = StreamFramer::new();
         let mut buf = vec![0u8; READ_CHUNK];
+        // Since when a message is due: a started one must be completed within
+        // the message timeout (a slow or never-ending header holds nothing long).
+        let mut due_since = accepted.then(Instant::now);
         loop {
+            let complete_by = due_since
+                .map(|t| t + params.message_timeout)
+                .unwrap_or_else(far_future);
             let idle_at = Duration::from_millis(last.load(Ordering::Relaxed))
                 .checked_add(params.idle_timeout)
                 .and_then(|d| origin.checked_add(d))
@@ -182,18 +206,32 @@ impl ConnTask {
                     };
                     last.store(millis_since(origin), Ordering::Relaxed);
                     framer.push(buf.get(..n).unwrap_or_default());
+                    if due_since.is_none() {
+                        due_since = Some(Instant::now());
+                    }
                     loop {
                         let ev = match framer.next_item() {
                             Ok(Some(StreamItem::Message(msg))) => CoreEvent::Message { conn: id, remote, msg },
                             Ok(Some(StreamItem::Ping)) => CoreEvent::Ping { conn: id, remote },
-                            Ok(Some(StreamItem::Pong)) => continue,
+                            Ok(Some(StreamItem::Pong)) => {
+                                due_since = Some(Instant::now());
+                                continue;
+                            }
                             Ok(None) => break,
                             Err(e) => return CloseReason::Framing(e),
                         };
+                        // a message completed: the next one's time starts now
+                        due_since = Some(Instant::now());
                         if self.events.send(ev).await.is_err() {
                             return CloseReason::CoreGone;
                         }
                     }
+                    if framer.buffered() == 0 {
+                        due_since = None;
+                    }
+                }
+                _ = tokio::time::sleep_until(complete_by), if due_since.is_some() => {
+                    return CloseReason::Incomplete;
                 }
                 _ = tokio::time::sleep_until(idle_at) => {
                     let idle_for = millis_since(origin).saturating_sub(last.load(Ordering::Relaxed));

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +51,8 @@ struct Conn {
 struct ConnTable {
     by_id: HashMap<ConnId, Conn>,
     by_remote: HashMap<SocketAddr, Vec<ConnId>>,
+    /// Open connections per remote IP.
+    by_ip: HashMap<IpAddr, usize>,
     next_id: u64,
 }
 
@@ -61,12 +63,19 @@ impl ConnTable {
     }
 
     fn insert(&mut self, id: ConnId, conn: Conn) {
+        *self.by_ip.entry(conn.remote.ip()).or_default() += 1;
         self.by_remote.entry(conn.remote).or_default().push(id);
         self.by_id.insert(id, conn);
     }
 
     fn remove(&mut self, id: ConnId) -> Option<Conn> {
         let conn = self.by_id.remove(&id)?;
+        if let Some(n) = self.by_ip.get_mut(&conn.remote.ip()) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_ip.remove(&conn.remote.ip());
+            }
+        }
         if let Some(ids) = self.by_remote.get_mut(&conn.remote) {
             ids.retain(|&i| i != id);
             if ids.is_empty() {
@@ -165,6 +174,8 @@ pub(crate) struct EventLoop<C> {
     guard_tx: mpsc::Sender<()>,
     guard_rx: mpsc::Receiver<()>,
     acceptor: Option<AbortHandle>,
+    /// Refused connections are logged once per source and interval.
+    log_gate: crate::util::LogGate,
 }
 
 impl<C: SansIoCore> EventLoop<C> {
@@ -194,6 +205,7 @@ impl<C: SansIoCore> EventLoop<C> {
             guard_tx,
             guard_rx,
             acceptor,
+            log_gate: crate::util::LogGate::default(),
         }
     }
 
@@ -283,6 +295,8 @@ impl<C: SansIoCore> EventLoop<C> {
         match reload() {
             Ok((cfg, profiles)) => {
                 tracing::info!(config = %cfg.source, "SIGHUP: configuration and profiles reloaded");
+                self.limits.allow = cfg.security.allow.clone();
+                self.limits.max_tcp_per_source = cfg.security.max_tcp_per_source;
                 self.core.reload(cfg, profiles, now());
             }
             Err(e) => {
@@ -354,6 +368,25 @@ impl<C: SansIoCore> EventLoop<C> {
     }
 
     fn on_accepted(&mut self, stream: tokio::net::TcpStream, remote: SocketAddr) {
+        let ip = remote.ip();
+        let upstream = self.limits.upstream_ip == Some(ip);
+        let refusal = if upstream {
+            None
+        } else if !self.limits.allow.iter().any(|c| c.contains(ip)) {
+            Some("source not in [security] allow")
+        } else if self.conns.by_ip.get(&ip).copied().unwrap_or(0) >= self.limits.max_tcp_per_source
+        {
+            Some("[security] max_tcp_per_source reached")
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            // dropping the stream closes it at once
+            if self.log_gate.allow(ip, now()) {
+                tracing::warn!(peer = %remote, reason = why, "TCP connection refused (logged once per source every 10 s)");
+            }
+            return;
+        }
         if self.conns.by_id.len() >= self.limits.max_tcp_connections {
             tracing::warn!(
                 peer = %remote,

@@ -60,6 +60,8 @@ pub const DEFAULT_MAX_TCP_CONNECTIONS: usize = 4096;
 pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default for [`RuntimeOptions::tcp_connect_timeout`].
 pub const DEFAULT_TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default for [`RuntimeOptions::tcp_message_timeout`]: 5 seconds.
+pub const DEFAULT_TCP_MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the runtime drives: the methods of [`Endpoint`]. It is a trait so the
 /// runtime can be exercised with a scripted core in tests; the bridge itself
@@ -167,6 +169,10 @@ pub struct RuntimeOptions {
     pub max_tcp_connections: usize,
     /// Close a TCP connection after this long without traffic in either direction.
     pub tcp_idle_timeout: Duration,
+    /// Close a TCP connection whose peer started a message (or, on an accepted
+    /// connection, connected) and has not completed it within this long: a
+    /// slow or unfinished header must not hold a connection and its buffer.
+    pub tcp_message_timeout: Duration,
     /// Give up opening a TCP connection after this long.
     pub tcp_connect_timeout: Duration,
     /// Close a TCP connection whose peer has not taken a message for this long.
@@ -197,6 +203,7 @@ impl Default for RuntimeOptions {
             handle_signals: false,
             max_tcp_connections: DEFAULT_MAX_TCP_CONNECTIONS,
             tcp_idle_timeout: DEFAULT_TCP_IDLE_TIMEOUT,
+            tcp_message_timeout: DEFAULT_TCP_MESSAGE_TIMEOUT,
             tcp_connect_timeout: DEFAULT_TCP_CONNECT_TIMEOUT,
             tcp_write_timeout: Duration::from_secs(30),
             tcp_write_queue: 256,
@@ -210,9 +217,17 @@ impl Default for RuntimeOptions {
 }
 
 /// Limits the core task applies.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Limits {
     pub max_tcp_connections: usize,
+    /// `[security] allow`: an accepted connection from elsewhere (but the
+    /// upstream) is closed at once.
+    pub allow: Vec<crate::config::Cidr>,
+    /// `[security] max_tcp_per_source`: accepted connections from one IP (the
+    /// upstream excepted).
+    pub max_tcp_per_source: usize,
+    /// The upstream's IP: it may connect from anywhere, as often as it likes.
+    pub upstream_ip: Option<std::net::IpAddr>,
     pub tcp_write_queue: usize,
     pub max_datagram_size: usize,
     pub shutdown_grace: Duration,
@@ -419,12 +434,16 @@ impl Runtime {
         );
         let limits = Limits {
             max_tcp_connections: opts.max_tcp_connections,
+            allow: cfg.security.allow.clone(),
+            max_tcp_per_source: cfg.security.max_tcp_per_source,
+            upstream_ip: Some(upstream.ip()),
             tcp_write_queue: opts.tcp_write_queue,
             max_datagram_size: opts.max_datagram_size.min(crate::sip::MAX_MESSAGE_SIZE),
             shutdown_grace: opts.shutdown_grace,
         };
         let params = ConnParams {
             idle_timeout: opts.tcp_idle_timeout,
+            message_timeout: opts.tcp_message_timeout,
             connect_timeout: opts.tcp_connect_timeout,
             write_timeout: opts.tcp_write_timeout,
             local_ip: tcp_local.map(|a| a.ip()),

@@ -3,25 +3,22 @@
 //! [`PhoneSub`] (notifier side) and [`Upstream`] (subscriber side).
 
 use super::build;
-use super::notifier::{
-    Accepted, AfterNotify, Initial, PhoneState, PhoneSub, ProfileRef, Refusal, Renderings, Update,
-    offline_refusal,
-};
+use super::notifier::{AfterNotify, PhoneState, PhoneSub, Renderings};
 use super::pacer::Pacer;
-use super::subscriber::{Action, Failure, Owner, UpTimer, Upstream};
-use super::target::{Target, UpNotified};
+use super::subscriber::{Action, Upstream};
+use super::target::Target;
 use super::timers::{Timer, Timers};
 use super::types::*;
 use crate::flow::Flow;
-use crate::presence::MergedState;
-use crate::profile::{Mode, Profile, RenderedDoc, SubState};
+use crate::profile::{Mode, Profile, SubState};
 use crate::sip::{Method, SipMessage};
 use crate::transaction::ServerKey;
-use crate::util::Rng;
+use crate::util::{LogGate, Rng};
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The subscription translator. See the module docs.
 pub struct SubscriptionManager {
@@ -35,22 +32,32 @@ pub struct SubscriptionManager {
     pub(super) upstream_index: HashMap<Bytes, (TargetId, Package)>,
     /// Call-IDs of upstream subscriptions we just ended, with when: their last
     /// NOTIFYs still get a 200 rather than a 481.
-    retired: HashMap<Bytes, Instant>,
+    pub(super) retired: HashMap<Bytes, Instant>,
     pub(super) timers: Timers,
     /// Phone and target ids come from one counter.
     pub(super) next_id: u64,
-    out: VecDeque<Out>,
+    pub(super) out: VecDeque<Out>,
     pub(super) rng: Rng,
     /// Upstream SUBSCRIBEs wait here for their turn.
-    pacer: Pacer,
+    pub(super) pacer: Pacer,
     /// What changed since the store last took it (only with a store).
     pub(super) changes: Option<Changes>,
     /// Restored targets whose upstream refresh has not gone out yet: their
     /// phones' hold deadline starts when it does.
     pub(super) resuming: HashSet<TargetId>,
     /// Upstream SUBSCRIBEs whose authentication failed (for the metrics).
-    auth_failures: u64,
+    pub(super) auth_failures: u64,
+    /// Account user → the digest realm the upstream first challenged it with
+    /// (when `[[account]] realm` does not pin one): no other realm is answered.
+    pub(super) realms: HashMap<String, String>,
+    /// Phone subscriptions per source IP (`[security] max_subscriptions_per_source`).
+    pub(super) per_source: HashMap<IpAddr, usize>,
+    /// Refusals are logged at most once per source and interval.
+    pub(super) log_gate: LogGate,
 }
+
+/// Retry-After (seconds) of a SUBSCRIBE refused because a cap is reached.
+pub const CAP_RETRY_AFTER_S: u32 = 60;
 
 impl SubscriptionManager {
     pub fn new(env: Env, rng: Rng) -> Self {
@@ -59,6 +66,9 @@ impl SubscriptionManager {
             changes: None,
             resuming: HashSet::new(),
             auth_failures: 0,
+            realms: HashMap::new(),
+            per_source: HashMap::new(),
+            log_gate: LogGate::default(),
             env,
             targets: HashMap::new(),
             by_aor: HashMap::new(),
@@ -101,6 +111,11 @@ impl SubscriptionManager {
         self.auth_failures
     }
 
+    /// Entries in the timer heap (stale ones included, until compacted).
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
     /// Upstream SUBSCRIBEs waiting for the pacer.
     pub fn paced(&self) -> usize {
         self.pacer.queued()
@@ -108,15 +123,44 @@ impl SubscriptionManager {
 
     pub(super) fn schedule(&mut self, at: Instant, t: Timer) {
         self.timers.schedule(at, t);
+        if self.timers.needs_compaction() {
+            let mut timers = std::mem::take(&mut self.timers);
+            timers.compact(|t| self.timer_is_live(t));
+            self.timers = timers;
+        }
     }
 
-    fn next_id(&mut self) -> u64 {
+    /// Whether a timer would still do something when it fires (a refresh, a
+    /// REGISTER or a re-subscription leaves the older ones stale).
+    pub(super) fn timer_is_live(&self, t: &Timer) -> bool {
+        match *t {
+            Timer::PhoneExpire { phone, generation } => self
+                .phones
+                .get(&phone)
+                .is_some_and(|p| p.timer_gen == generation),
+            Timer::PhoneHold { phone } => self
+                .phones
+                .get(&phone)
+                .is_some_and(|p| p.state == PhoneState::Holding),
+            Timer::Up(target, package, timer) => self
+                .targets
+                .get(&target)
+                .is_some_and(|t| t.upstream(package).on_timer(timer) != Action::Nothing),
+            Timer::Pace => true,
+            Timer::Linger { target, generation } => self
+                .targets
+                .get(&target)
+                .is_some_and(|t| t.lingered(generation)),
+        }
+    }
+
+    pub(super) fn next_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         id
     }
 
-    fn respond(&mut self, key: ServerKey, data: Bytes) {
+    pub(super) fn respond(&mut self, key: ServerKey, data: Bytes) {
         self.out.push_back(Out::Response { key, data });
     }
 
@@ -192,237 +236,9 @@ impl SubscriptionManager {
         }
     }
 
-    // ------------------------------------------------------------ phone side
-
-    fn refuse(&mut self, key: ServerKey, msg: &SipMessage, (code, reason, extra): Refusal) {
-        self.respond(key, build::response(msg, code, reason, None, &extra));
-    }
-
-    fn on_phone_initial(&mut self, key: ServerKey, msg: &SipMessage, flow: Flow, now: Instant) {
-        let req = match Initial::check(msg, &self.env.cfg.subscriptions) {
-            Ok(req) => req,
-            Err(refusal) => return self.refuse(key, msg, refusal),
-        };
-        let profile = self.profile_for(msg);
-        let aor = format!("sip:{}@{}", req.user, self.env.cfg.upstream.domain);
-        // fail-subscription profiles: refuse while the target is known offline
-        let offline =
-            (self.target_by_aor(&aor)).is_some_and(|t| t.view.state == MergedState::Offline);
-        if offline && let Some(refusal) = offline_refusal(profile) {
-            return self.refuse(key, msg, refusal);
-        }
-        let profile = ProfileRef::new(profile);
-        let target = self.ensure_target(&aor, &req.user, req.from_user.as_deref(), now);
-
-        let local_tag = self.rng.tag();
-        let id = PhoneId(self.next_id());
-        let expires = req.expires;
-        let ok = build::subscribe_ok(&self.env, msg, flow, Some(&local_tag), expires);
-        self.respond(key, ok);
-        let accepted = Accepted {
-            id,
-            target,
-            profile,
-            remote_target: req.contact,
-            flow,
-            local_tag,
-            expires,
-        };
-        let mut sub = PhoneSub::accept(accepted, msg, now);
-        // reserve the counters with the first write: the first RESERVE NOTIFYs
-        // then cost no disk write at all
-        sub.reserved_cseq = RESERVE;
-        sub.reserved_version = RESERVE;
-        tracing::info!(
-            phone = %flow, target = %aor, profile = %sub.profile.name(), expires,
-            "phone subscription accepted"
-        );
-        let ready = self.targets.get_mut(&target).is_some_and(|t| t.watch(id));
-        let hold_ms = self.env.cfg.subscriptions.first_notify_timeout_ms;
-        sub.hold_until = (!ready).then(|| now + Duration::from_millis(hold_ms));
-        let hold_until = sub.hold_until;
-        self.phone_index.insert(sub.key(), id);
-        self.phones.insert(id, sub);
-        self.mark_phone(id);
-        if expires > 0 {
-            let at = now + Duration::from_secs(expires as u64);
-            let expire = Timer::PhoneExpire {
-                phone: id,
-                generation: 0,
-            };
-            self.schedule(at, expire);
-        }
-        match hold_until {
-            Some(until) => self.schedule(until, Timer::PhoneHold { phone: id }),
-            None => self.release_first_notify(id, false, &mut Renderings::default(), now),
-        }
-    }
-
-    fn on_phone_resubscribe(
-        &mut self,
-        id: PhoneId,
-        key: ServerKey,
-        msg: &SipMessage,
-        flow: Flow,
-        now: Instant,
-    ) {
-        let Some(sub) = self.phones.get(&id) else {
-            return;
-        };
-        let (cseq, expires) = match sub.check_resubscribe(msg, &self.env.cfg.subscriptions) {
-            Ok(granted) => granted,
-            Err(refusal) => return self.refuse(key, msg, refusal),
-        };
-        let target_offline = self
-            .targets
-            .get(&sub.target)
-            .is_some_and(|t| t.view.state == MergedState::Offline);
-        let refusal = sub
-            .profile
-            .get(&self.env.profiles)
-            .and_then(|p| offline_refusal(p));
-        if let (Some(refusal), true, true) = (refusal, target_offline, expires > 0) {
-            self.refuse(key, msg, refusal);
-            return self.remove_phone(id, now);
-        }
-        self.respond(
-            key,
-            build::subscribe_ok(&self.env, msg, flow, None, expires),
-        );
-        let Some(sub) = self.phones.get_mut(&id) else {
-            return;
-        };
-        sub.refresh(msg, cseq, flow, expires, now);
-        if let Some(c) = self.changes.as_mut() {
-            c.phones.insert(id, true);
-        }
-        if expires == 0 {
-            tracing::info!(phone = %flow, call_id = %sub.call_id, "phone unsubscribed");
-            self.terminate_phone(id, SubState::TIMEOUT, true, now);
-        } else {
-            let (at, generation) = (sub.expires_at, sub.timer_gen);
-            let holding = sub.state == PhoneState::Holding;
-            let expire = Timer::PhoneExpire {
-                phone: id,
-                generation,
-            };
-            self.schedule(at, expire);
-            if !holding {
-                self.update_phone(id, &mut Renderings::default(), now);
-            }
-        }
-    }
-
-    /// Send the held first NOTIFY (`deadline`: the hold deadline passed before the
-    /// upstream answered).
-    fn release_first_notify(
-        &mut self,
-        id: PhoneId,
-        deadline: bool,
-        docs: &mut Renderings,
-        now: Instant,
-    ) {
-        let Some(sub) = self.phones.get_mut(&id) else {
-            return;
-        };
-        if !sub.release() {
-            return;
-        }
-        if deadline {
-            tracing::debug!(
-                phone = %id,
-                "upstream not answered by the hold deadline: rendering what is known"
-            );
-        }
-        if sub.fetch {
-            self.terminate_phone(id, SubState::TIMEOUT, true, now);
-        } else {
-            self.update_phone(id, docs, now);
-        }
-    }
-
-    /// Send the phone the target's current rendering if it changed (or a full
-    /// state was asked for); `docs` renders each profile once per target change.
-    fn update_phone(&mut self, id: PhoneId, docs: &mut Renderings, now: Instant) {
-        let Some(sub) = self.phones.get_mut(&id) else {
-            return;
-        };
-        if !sub.may_notify() {
-            return;
-        }
-        let Some(target) = self.targets.get(&sub.target) else {
-            return;
-        };
-        let Some(profile) = sub.profile.get(&self.env.profiles) else {
-            return;
-        };
-        let rendering = docs.get(profile, target);
-        match sub.on_rendering(rendering, &self.env, &mut self.rng, now) {
-            Update::Nothing => {}
-            Update::Notify(notify) => {
-                self.out.push_back(notify);
-                self.reserve_counters(id);
-            }
-            Update::Terminate(state) => {
-                tracing::info!(phone = %id, target = %target.aor, "target offline: failing the phone subscription ({state})");
-                self.terminate_phone(id, state, false, now);
-            }
-        }
-    }
-
-    /// The document the phone would get now (for a final NOTIFY).
-    fn current_doc(&self, id: PhoneId) -> Option<RenderedDoc> {
-        let sub = self.phones.get(&id)?;
-        let target = self.targets.get(&sub.target)?;
-        let profile = sub.profile.get(&self.env.profiles)?;
-        let view = target.phone_view();
-        crate::profile::render(profile, &target.aor, &view)
-            .document()
-            .cloned()
-    }
-
-    /// Send the final NOTIFY (with the current document when `with_body`) and
-    /// remove the subscription at once.
-    fn terminate_phone(&mut self, id: PhoneId, state: SubState<'_>, with_body: bool, now: Instant) {
-        let doc = with_body.then(|| self.current_doc(id)).flatten();
-        let branch = self.rng.branch();
-        if let Some(sub) = self.phones.get_mut(&id) {
-            sub.end();
-            let notify = sub.notify(&self.env, &branch, state, doc.as_ref());
-            self.out.push_back(notify);
-        }
-        self.remove_phone(id, now);
-    }
-
-    fn remove_phone(&mut self, id: PhoneId, now: Instant) {
-        let Some(sub) = self.phones.remove(&id) else {
-            return;
-        };
-        self.mark_phone(id);
-        self.phone_index.remove(&sub.key());
-        let until = now + Duration::from_secs(self.env.cfg.subscriptions.linger_s);
-        let linger = self
-            .targets
-            .get_mut(&sub.target)
-            .and_then(|t| t.unwatch(id, until));
-        if let Some(generation) = linger {
-            let target = sub.target;
-            self.schedule(until, Timer::Linger { target, generation });
-        }
-    }
-
-    /// A phone's TCP connection went away: later NOTIFYs may open a new one.
-    pub fn connection_closed(&mut self, conn: crate::flow::ConnId) {
-        for p in self.phones.values_mut() {
-            if p.flow.conn == Some(conn) {
-                p.flow.conn = None;
-            }
-        }
-    }
-
     // ------------------------------------------------------------ targets
 
-    fn ensure_target(
+    pub(super) fn ensure_target(
         &mut self,
         aor: &str,
         user: &str,
@@ -472,7 +288,7 @@ impl SubscriptionManager {
         }
     }
 
-    fn drop_target(&mut self, target: TargetId, now: Instant) {
+    pub(super) fn drop_target(&mut self, target: TargetId, now: Instant) {
         let Some(t) = self.targets.get(&target) else {
             return;
         };
@@ -488,150 +304,6 @@ impl SubscriptionManager {
                 let call_id = Bytes::from(up.call_id);
                 self.upstream_index.remove(&call_id);
                 self.retire(call_id, now);
-            }
-        }
-    }
-
-    // ------------------------------------------------------------ upstream side
-
-    /// Send an upstream SUBSCRIBE when the pacer allows it, else queue it (an
-    /// un-SUBSCRIBE goes at once: its target is about to be forgotten).
-    pub(super) fn send_subscribe(
-        &mut self,
-        target: TargetId,
-        package: Package,
-        unsubscribe: bool,
-        now: Instant,
-    ) {
-        if unsubscribe {
-            self.pacer.force(now);
-        } else if !self.pacer.try_take(now) {
-            if self.pacer.enqueue(target, package) {
-                self.schedule_pace(now);
-            }
-            return;
-        }
-        self.send_subscribe_now(target, package, unsubscribe, now);
-    }
-
-    fn schedule_pace(&mut self, now: Instant) {
-        let Some(at) = self.pacer.next_at(now) else {
-            return;
-        };
-        if self.pacer.timer.is_some_and(|t| t <= at) {
-            return;
-        }
-        self.pacer.timer = Some(at);
-        self.schedule(at, Timer::Pace);
-    }
-
-    fn on_pace(&mut self, now: Instant) {
-        self.pacer.timer = None;
-        while let Some((target, package)) = self.pacer.pop_ready(now) {
-            if self.targets.contains_key(&target) {
-                self.send_subscribe_now(target, package, false, now);
-            }
-        }
-        self.schedule_pace(now);
-    }
-
-    fn send_subscribe_now(
-        &mut self,
-        target: TargetId,
-        package: Package,
-        unsubscribe: bool,
-        now: Instant,
-    ) {
-        if !unsubscribe && self.resuming.remove(&target) {
-            self.start_resumed_holds(target, now);
-        }
-        let branch = self.rng.branch();
-        let Some(t) = self.targets.get_mut(&target) else {
-            return;
-        };
-        let owner = Owner {
-            id: target,
-            aor: &t.aor,
-            account: &t.account,
-        };
-        let up = match package {
-            Package::Dialog => &mut t.dialog,
-            Package::Presence => &mut t.presence,
-        };
-        let request = up.subscribe(&self.env, owner, &branch, unsubscribe, &mut self.rng);
-        let generation = up.generation;
-        // the CSeq must never go backwards, even after a crash: reserve ahead
-        let durable = up.cseq >= up.reserved_cseq;
-        if durable {
-            up.reserved_cseq = up.cseq.saturating_add(RESERVE);
-        }
-        self.out.push_back(request);
-        self.mark_target(target, durable);
-        if !unsubscribe {
-            let at = now + self.env.t1 * 64;
-            let timer_n = UpTimer::TimerN { generation };
-            self.schedule(at, Timer::Up(target, package, timer_n));
-        }
-    }
-
-    /// Remember an ended upstream dialog for a while (64·T1).
-    fn retire(&mut self, call_id: Bytes, now: Instant) {
-        let keep = self.env.t1 * 64;
-        self.retired
-            .retain(|_, at| now.saturating_duration_since(*at) < keep);
-        self.retired.insert(call_id, now);
-    }
-
-    /// Start a fresh upstream dialog for this package (new Call-ID and tag).
-    pub(super) fn resubscribe_fresh(&mut self, target: TargetId, package: Package, now: Instant) {
-        let call_id = build::call_id(&mut self.rng);
-        let tag = self.rng.tag();
-        let Some(t) = self.targets.get_mut(&target) else {
-            return;
-        };
-        let new_call_id = Bytes::from(call_id.clone());
-        let (old, had_dialog) = t.restart(package, call_id, tag);
-        self.mark_target(target, true);
-        let old = Bytes::from(old);
-        self.upstream_index.remove(&old);
-        self.upstream_index.insert(new_call_id, (target, package));
-        if had_dialog {
-            self.retire(old, now);
-        }
-        self.send_subscribe(target, package, false, now);
-    }
-
-    /// Mark a failure and schedule the next attempt with capped exponential
-    /// backoff (plus jitter), or `retry_after` when the upstream gave one.
-    fn upstream_failed(&mut self, target: TargetId, package: Package, f: Failure, now: Instant) {
-        let jitter = Duration::from_millis(self.rng.below(1000));
-        let Some(t) = self.targets.get_mut(&target) else {
-            return;
-        };
-        let wait = t.fail(package, f, &self.env.cfg.subscriptions);
-        self.mark_target(target, false);
-        let at = now + Duration::from_secs(wait.delay_s) + jitter;
-        let retry = UpTimer::Retry {
-            generation: wait.generation,
-        };
-        self.schedule(at, Timer::Up(target, package, retry));
-        self.recompute(target, now);
-    }
-
-    /// Carry out what an [`Upstream`] transition asks for.
-    fn act(&mut self, target: TargetId, package: Package, action: Action, now: Instant) {
-        match action {
-            Action::Nothing => {}
-            Action::Schedule { after, timer } => {
-                self.schedule(now + after, Timer::Up(target, package, timer))
-            }
-            Action::Resubscribe => self.send_subscribe(target, package, false, now),
-            Action::Restart => self.resubscribe_fresh(target, package, now),
-            Action::Failed(f) => {
-                if f.why.starts_with("authentication failed") {
-                    self.auth_failures += 1;
-                }
-                self.upstream_failed(target, package, f, now)
             }
         }
     }
@@ -670,7 +342,30 @@ impl SubscriptionManager {
                 }
                 let default_expires = self.env.cfg.subscriptions.upstream_expires;
                 let had_dialog = up.remote_tag.is_some();
-                let action = up.on_response(msg, default_expires, &t.aor, now, &mut self.rng);
+                // the account's realm: pinned in the config, or the first one
+                // the upstream challenged it with
+                let pinned = self
+                    .env
+                    .cfg
+                    .account_for(Some(&t.account))
+                    .and_then(|a| a.realm.as_deref());
+                let realm = pinned.or_else(|| self.realms.get(&t.account).map(String::as_str));
+                let mut answered = None;
+                let action = up.on_response(
+                    msg,
+                    default_expires,
+                    &t.aor,
+                    realm,
+                    &mut answered,
+                    now,
+                    &mut self.rng,
+                );
+                if let Some(r) = answered
+                    && realm.is_none()
+                {
+                    tracing::info!(account = %t.account, realm = %r, "upstream realm kept for the account");
+                    self.realms.insert(t.account.clone(), r);
+                }
                 // a new dialog is worth a disk sync; a refresh is not
                 let durable = !had_dialog && up.remote_tag.is_some();
                 self.mark_target(target, durable);
@@ -704,43 +399,6 @@ impl SubscriptionManager {
         }
     }
 
-    /// A request the upstream sent into one of our subscription dialogs.
-    fn on_upstream_request(
-        &mut self,
-        target: TargetId,
-        package: Package,
-        key: ServerKey,
-        msg: &SipMessage,
-        now: Instant,
-    ) {
-        if msg.method() != Some(&Method::Notify) {
-            let allow = [("Allow", "NOTIFY".to_string())];
-            let data = build::response(msg, 405, "Method Not Allowed", None, &allow);
-            return self.respond(key, data);
-        }
-        let empty = self.env.cfg.upstream.empty_presence;
-        let Some(t) = self.targets.get_mut(&target) else {
-            return;
-        };
-        let Some(notified) = t.on_notify(package, msg, empty, now) else {
-            let data = build::response(msg, 481, "Subscription Does Not Exist", None, &[]);
-            return self.respond(key, data);
-        };
-        self.respond(key, build::response(msg, 200, "OK", None, &[]));
-        self.mark_target(target, false);
-        match notified {
-            UpNotified::Applied => self.recompute(target, now),
-            UpNotified::VersionGap => {
-                self.recompute(target, now);
-                self.send_subscribe(target, package, false, now);
-            }
-            UpNotified::Ended(action) => {
-                self.act(target, package, action, now);
-                self.recompute(target, now);
-            }
-        }
-    }
-
     // ------------------------------------------------------------ timers
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -749,11 +407,11 @@ impl SubscriptionManager {
         }
     }
 
-    fn upstream(&self, target: TargetId, package: Package) -> Option<&Upstream> {
+    pub(super) fn upstream(&self, target: TargetId, package: Package) -> Option<&Upstream> {
         self.targets.get(&target).map(|t| t.upstream(package))
     }
 
-    fn fire(&mut self, timer: Timer, now: Instant) {
+    pub(super) fn fire(&mut self, timer: Timer, now: Instant) {
         match timer {
             Timer::PhoneExpire { phone, generation } => {
                 let Some(p) = self.phones.get(&phone) else {
@@ -789,7 +447,7 @@ impl SubscriptionManager {
 
 #[allow(dead_code)]
 fn _assert_plain_data() {
-    fn is_serde<T: serde::Serialize + for<'de> serde::Deserialize<'de>>() {}
+    pub(super) fn is_serde<T: serde::Serialize + for<'de> serde::Deserialize<'de>>() {}
     is_serde::<PhoneSub>();
     is_serde::<Upstream>();
     is_serde::<Target>();

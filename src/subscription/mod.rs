@@ -25,7 +25,7 @@
 //! `build.rs` (shared wire formats), `subscriber.rs` (upstream side),
 //! `target.rs` (the per-target record), `notifier.rs` (phone side), `timers.rs`
 //! (the timer heap), `pacer.rs` (upstream SUBSCRIBE pacing), `manager.rs` (registry, indices,
-//! routing), `persist.rs` (the manager's side of the state store), `liveness.rs` (the
+//! routing, timers), `phones.rs` (its phone side), `upstreams.rs` (its upstream side), `persist.rs` (the manager's side of the state store), `liveness.rs` (the
 //! upstream lost and back).
 
 mod build;
@@ -34,14 +34,16 @@ mod manager;
 mod notifier;
 mod pacer;
 mod persist;
+mod phones;
 mod subscriber;
 mod target;
 mod timers;
 mod types;
+mod upstreams;
 
 pub use crate::profile::SubState;
 pub use manager::SubscriptionManager;
-pub use notifier::{PhoneState, PhoneSub, ProfileRef};
+pub use notifier::{MAX_TARGET_USER, PhoneState, PhoneSub, ProfileRef, UNVERIFIED_RETRANSMITS};
 pub use persist::Restored;
 pub use subscriber::{UpState, Upstream};
 pub use target::Target;

@@ -134,7 +134,15 @@ pub struct PhoneSub {
     /// bytes.
     #[serde(default)]
     pub user_agent: Option<String>,
+    /// The phone has answered one of our NOTIFYs or refreshed in the dialog:
+    /// its source is real. Until then a NOTIFY is retransmitted only a few
+    /// times ([`UNVERIFIED_RETRANSMITS`]), so a spoofed SUBSCRIBE reflects little.
+    #[serde(default)]
+    pub verified: bool,
 }
+
+/// Retransmissions of a NOTIFY to a phone that has not shown its source is real.
+pub const UNVERIFIED_RETRANSMITS: u32 = 2;
 
 /// A refused SUBSCRIBE: (code, reason, extra headers).
 pub(super) type Refusal = (u16, &'static str, Vec<(&'static str, String)>);
@@ -152,6 +160,16 @@ fn granted_expires(msg: &SipMessage, s: &Subscriptions) -> Result<u32, Refusal> 
         return Err((423, "Interval Too Brief", min));
     }
     Ok(req.min(s.max_expires))
+}
+
+/// The longest target user (an extension, a number, a name) the bridge watches.
+pub const MAX_TARGET_USER: usize = 64;
+
+/// A target user made of the characters an extension or an address uses (RFC
+/// 3261 `user`: unreserved, user-unreserved, escapes), nothing else.
+fn plausible_user(user: &str) -> bool {
+    user.bytes()
+        .all(|c| c.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/%".contains(&c))
 }
 
 /// What an acceptable initial SUBSCRIBE asks for.
@@ -187,6 +205,14 @@ impl Initial {
         let Some(user) = user.filter(|u| !u.is_empty()) else {
             return Err((404, "Not Found", Vec::new()));
         };
+        // refused before a target exists: a 30 KB user once made an upstream
+        // SUBSCRIBE that could not be built and was retried forever
+        if user.len() > MAX_TARGET_USER {
+            return Err((414, "Request-URI Too Long", Vec::new()));
+        }
+        if !plausible_user(&user) {
+            return Err((404, "Not Found", Vec::new()));
+        }
         let Some(contact) = msg
             .contacts()
             .next()
@@ -300,6 +326,7 @@ impl PhoneSub {
             timer_gen: 0,
             reserved_cseq: 0,
             reserved_version: 0,
+            verified: false,
         }
     }
 
@@ -342,6 +369,7 @@ impl PhoneSub {
         now: Instant,
     ) {
         self.remote_cseq = cseq;
+        self.verified = true;
         // SUBSCRIBE is a target-refresh request
         if let Some(c) = msg.contacts().next().and_then(|(_, c)| c.ok()) {
             self.remote_target = String::from_utf8_lossy(c.uri).into_owned();
@@ -444,6 +472,7 @@ impl PhoneSub {
 
     /// The final response to the NOTIFY with this CSeq.
     pub(super) fn on_notify_response(&mut self, cseq: u32, code: u16) -> AfterNotify {
+        self.verified = true;
         if self.local_cseq != cseq {
             return AfterNotify::Nothing; // an older NOTIFY; a newer one is in flight
         }

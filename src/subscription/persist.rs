@@ -156,6 +156,7 @@ impl SubscriptionManager {
             resume_phone(&mut p);
             let (at, generation) = (p.expires_at, p.timer_gen);
             self.phone_index.insert(p.key(), p.id);
+            self.count_source(p.flow.remote.ip(), true);
             let id = p.id;
             self.phones.insert(id, p);
             self.mark_phone(id); // the counters moved to the reserved marks

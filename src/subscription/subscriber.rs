@@ -306,11 +306,17 @@ impl Upstream {
     }
 
     /// The final response to our current SUBSCRIBE (see [`is_current`](Self::is_current)).
+    ///
+    /// A 401/407 is answered only for `realm` when given (the account's pinned
+    /// or learned realm); the realm answered is put in `answered_realm`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_response(
         &mut self,
         msg: &SipMessage,
         default_expires: u32,
         aor: &str,
+        realm: Option<&str>,
+        answered_realm: &mut Option<String>,
         now: Instant,
         rng: &mut Rng,
     ) -> Action {
@@ -371,12 +377,15 @@ impl Upstream {
                 let result = match &challenged {
                     Some(req) => self
                         .auth
-                        .handle_challenge(msg, req, rng)
+                        .handle_challenge_in_realm(msg, req, realm, rng)
                         .map_err(|e| e.to_string()),
                     None => Err("challenge without a request to answer".to_string()),
                 };
                 match result {
-                    Ok(()) => Action::Resubscribe,
+                    Ok(r) => {
+                        *answered_realm = Some(r);
+                        Action::Resubscribe
+                    }
                     Err(e) => {
                         tracing::error!(target = %aor, package, "upstream authentication failed: {e}");
                         Action::failed(format!("authentication failed: {e}"), None, false)

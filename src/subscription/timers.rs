@@ -34,12 +34,40 @@ pub(super) enum Timer {
 pub(super) struct Timers {
     heap: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
     seq: u64,
+    /// Size from which the heap is compacted (twice what the last compaction
+    /// kept, at least [`COMPACT_MIN`]).
+    compact_at: usize,
 }
+
+/// No compaction below this many entries.
+const COMPACT_MIN: usize = 1024;
 
 impl Timers {
     pub(super) fn schedule(&mut self, at: Instant, t: Timer) {
         self.seq += 1;
         self.heap.push(Reverse((at, self.seq, t)));
+    }
+
+    /// Whether stale entries may dominate: every refresh leaves one behind
+    /// until it fires, an hour later.
+    pub(super) fn needs_compaction(&self) -> bool {
+        self.heap.len() >= self.compact_at.max(COMPACT_MIN)
+    }
+
+    /// Keep only the timers `live` says still matter (amortised: the next
+    /// compaction waits until the heap has doubled again).
+    pub(super) fn compact(&mut self, live: impl Fn(&Timer) -> bool) {
+        let heap = std::mem::take(&mut self.heap);
+        self.heap = heap
+            .into_vec()
+            .into_iter()
+            .filter(|Reverse((_, _, t))| live(t))
+            .collect();
+        self.compact_at = self.heap.len() * 2;
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.heap.len()
     }
 
     /// When the next timer fires.

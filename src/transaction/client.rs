@@ -22,6 +22,8 @@ pub(super) struct ClientTx {
     interval: Duration,
     retransmit_at: Option<Instant>,
     timeout_at: Option<Instant>,
+    /// Retransmissions still allowed (`None`: as many as the timers give).
+    retransmits_left: Option<u32>,
 }
 
 impl ClientTx {
@@ -79,6 +81,7 @@ impl TransactionLayer {
             interval: t.t1,
             retransmit_at: None,
             timeout_at: Some(now + t.t1x64()),
+            retransmits_left: None,
         };
         if !flow.transport.is_reliable() {
             tx.retransmit_at = Some(now + t.t1);
@@ -234,6 +237,11 @@ impl TransactionLayer {
         match e.kind {
             TimerKind::Retransmit => {
                 tx.retransmit_at = None;
+                match tx.retransmits_left {
+                    Some(0) => return,
+                    Some(n) => tx.retransmits_left = Some(n - 1),
+                    None => {}
+                }
                 let interval = match tx.state {
                     ClientState::Calling => tx.interval.saturating_mul(2),
                     ClientState::Trying => tx.interval.saturating_mul(2).min(t.t2),
@@ -266,7 +274,25 @@ impl TransactionLayer {
         }
     }
 
+    /// Retransmit this client transaction's request at most `n` more times
+    /// (Timer F still decides when it times out): for a request to a peer
+    /// that has not shown its source address is real, so that a spoofed
+    /// request does not turn the bridge into a reflector.
+    pub fn limit_retransmits(&mut self, key: &ClientKey, n: u32) {
+        if let Some(tx) = self.clients.get_mut(key) {
+            tx.retransmits_left = Some(n);
+        }
+    }
+
     /// Current state of a client transaction; `None` once terminated.
+    /// Where the request of the client transaction `response` matches went
+    /// (`None`: no transaction matches, a stray). A response is only taken from
+    /// there.
+    pub fn response_flow(&self, response: &SipMessage) -> Option<Flow> {
+        let key = ClientKey::for_response(response)?;
+        self.clients.get(&key).map(|tx| tx.flow)
+    }
+
     pub fn client_state(&self, key: &ClientKey) -> Option<ClientState> {
         self.clients.get(key).map(|tx| tx.state)
     }

@@ -312,3 +312,50 @@ fn streams_round_trip_through_serde() {
         assert_eq!(back, ps, "{text}");
     }
 }
+
+/// Issue 9: one document with `version="4294967295"` must not freeze the stream.
+#[test]
+fn an_outlandish_version_does_not_freeze_the_stream() {
+    let full = |v: u32, state: &str| {
+        format!(
+            "<dialog-info xmlns=\"urn:ietf:params:xml:ns:dialog-info\" version=\"{v}\" state=\"{state}\" entity=\"sip:1002@pbx.test\">\
+<dialog id=\"d1\"><state>confirmed</state></dialog></dialog-info>"
+        )
+    };
+    let idle = |v: u32| {
+        format!(
+            "<dialog-info xmlns=\"urn:ietf:params:xml:ns:dialog-info\" version=\"{v}\" state=\"full\" entity=\"sip:1002@pbx.test\"/>"
+        )
+    };
+    let mut ds = DialogStream::new();
+    ds.apply_body(idle(3).as_bytes()).unwrap();
+    ds.apply_body(full(u32::MAX, "full").as_bytes()).unwrap();
+    assert_eq!(merge(&ds, &PresenceStream::new()).state, MergedState::Busy);
+    // a stale duplicate within the window is still ignored
+    assert_eq!(
+        ds.apply_body(full(u32::MAX - 5, "full").as_bytes())
+            .unwrap(),
+        ApplyOutcome::Ignored {
+            version: u32::MAX - 5,
+            last: u32::MAX
+        }
+    );
+    // far below: the counter started over; a partial one asks for full state…
+    assert!(matches!(
+        ds.apply_body(full(4, "partial").as_bytes()).unwrap(),
+        ApplyOutcome::NeedRefresh { .. }
+    ));
+    // …and full state is taken
+    assert!(matches!(
+        ds.apply_body(idle(4).as_bytes()).unwrap(),
+        ApplyOutcome::Applied { .. }
+    ));
+    assert_eq!(merge(&ds, &PresenceStream::new()).state, MergedState::Idle);
+    assert_eq!(ds.version(), Some(4));
+    // a partial jumping far ahead is not applied
+    assert!(matches!(
+        ds.apply_body(full(4 + 5000, "partial").as_bytes()).unwrap(),
+        ApplyOutcome::NeedRefresh { .. }
+    ));
+    assert_eq!(ds.version(), Some(4));
+}

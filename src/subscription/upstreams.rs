@@ -1,0 +1,204 @@
+//! The registry's upstream side: SUBSCRIBEs sent through the pacer, fresh
+//! dialogs, failures and backoff, and the NOTIFYs the upstream sends into the
+//! bridge's subscriptions. The transitions of one subscription belong to
+//! [`Upstream`]; this is the bookkeeping around them.
+
+use super::build;
+use super::manager::SubscriptionManager;
+use super::subscriber::*;
+use super::target::*;
+use super::timers::Timer;
+use super::types::*;
+use crate::sip::{Method, SipMessage};
+use crate::transaction::ServerKey;
+use bytes::Bytes;
+use std::time::{Duration, Instant};
+
+impl SubscriptionManager {
+    // ------------------------------------------------------------ upstream side
+
+    /// Send an upstream SUBSCRIBE when the pacer allows it, else queue it (an
+    /// un-SUBSCRIBE goes at once: its target is about to be forgotten).
+    pub(super) fn send_subscribe(
+        &mut self,
+        target: TargetId,
+        package: Package,
+        unsubscribe: bool,
+        now: Instant,
+    ) {
+        if unsubscribe {
+            self.pacer.force(now);
+        } else if !self.pacer.try_take(now) {
+            if self.pacer.enqueue(target, package) {
+                self.schedule_pace(now);
+            }
+            return;
+        }
+        self.send_subscribe_now(target, package, unsubscribe, now);
+    }
+
+    pub(super) fn schedule_pace(&mut self, now: Instant) {
+        let Some(at) = self.pacer.next_at(now) else {
+            return;
+        };
+        if self.pacer.timer.is_some_and(|t| t <= at) {
+            return;
+        }
+        self.pacer.timer = Some(at);
+        self.schedule(at, Timer::Pace);
+    }
+
+    pub(super) fn on_pace(&mut self, now: Instant) {
+        self.pacer.timer = None;
+        while let Some((target, package)) = self.pacer.pop_ready(now) {
+            if self.targets.contains_key(&target) {
+                self.send_subscribe_now(target, package, false, now);
+            }
+        }
+        self.schedule_pace(now);
+    }
+
+    pub(super) fn send_subscribe_now(
+        &mut self,
+        target: TargetId,
+        package: Package,
+        unsubscribe: bool,
+        now: Instant,
+    ) {
+        if !unsubscribe && self.resuming.remove(&target) {
+            self.start_resumed_holds(target, now);
+        }
+        let branch = self.rng.branch();
+        let Some(t) = self.targets.get_mut(&target) else {
+            return;
+        };
+        let owner = Owner {
+            id: target,
+            aor: &t.aor,
+            account: &t.account,
+        };
+        let up = match package {
+            Package::Dialog => &mut t.dialog,
+            Package::Presence => &mut t.presence,
+        };
+        let request = up.subscribe(&self.env, owner, &branch, unsubscribe, &mut self.rng);
+        let generation = up.generation;
+        // the CSeq must never go backwards, even after a crash: reserve ahead
+        let durable = up.cseq >= up.reserved_cseq;
+        if durable {
+            up.reserved_cseq = up.cseq.saturating_add(RESERVE);
+        }
+        self.out.push_back(request);
+        self.mark_target(target, durable);
+        if !unsubscribe {
+            let at = now + self.env.t1 * 64;
+            let timer_n = UpTimer::TimerN { generation };
+            self.schedule(at, Timer::Up(target, package, timer_n));
+        }
+    }
+
+    /// Remember an ended upstream dialog for a while (64·T1).
+    pub(super) fn retire(&mut self, call_id: Bytes, now: Instant) {
+        let keep = self.env.t1 * 64;
+        self.retired
+            .retain(|_, at| now.saturating_duration_since(*at) < keep);
+        self.retired.insert(call_id, now);
+    }
+
+    /// Start a fresh upstream dialog for this package (new Call-ID and tag).
+    pub(super) fn resubscribe_fresh(&mut self, target: TargetId, package: Package, now: Instant) {
+        let call_id = build::call_id(&mut self.rng);
+        let tag = self.rng.tag();
+        let Some(t) = self.targets.get_mut(&target) else {
+            return;
+        };
+        let new_call_id = Bytes::from(call_id.clone());
+        let (old, had_dialog) = t.restart(package, call_id, tag);
+        self.mark_target(target, true);
+        let old = Bytes::from(old);
+        self.upstream_index.remove(&old);
+        self.upstream_index.insert(new_call_id, (target, package));
+        if had_dialog {
+            self.retire(old, now);
+        }
+        self.send_subscribe(target, package, false, now);
+    }
+
+    /// Mark a failure and schedule the next attempt with capped exponential
+    /// backoff (plus jitter), or `retry_after` when the upstream gave one.
+    pub(super) fn upstream_failed(
+        &mut self,
+        target: TargetId,
+        package: Package,
+        f: Failure,
+        now: Instant,
+    ) {
+        let jitter = Duration::from_millis(self.rng.below(1000));
+        let Some(t) = self.targets.get_mut(&target) else {
+            return;
+        };
+        let wait = t.fail(package, f, &self.env.cfg.subscriptions);
+        self.mark_target(target, false);
+        let at = now + Duration::from_secs(wait.delay_s) + jitter;
+        let retry = UpTimer::Retry {
+            generation: wait.generation,
+        };
+        self.schedule(at, Timer::Up(target, package, retry));
+        self.recompute(target, now);
+    }
+
+    /// Carry out what an [`Upstream`] transition asks for.
+    pub(super) fn act(&mut self, target: TargetId, package: Package, action: Action, now: Instant) {
+        match action {
+            Action::Nothing => {}
+            Action::Schedule { after, timer } => {
+                self.schedule(now + after, Timer::Up(target, package, timer))
+            }
+            Action::Resubscribe => self.send_subscribe(target, package, false, now),
+            Action::Restart => self.resubscribe_fresh(target, package, now),
+            Action::Failed(f) => {
+                if f.why.starts_with("authentication failed") {
+                    self.auth_failures += 1;
+                }
+                self.upstream_failed(target, package, f, now)
+            }
+        }
+    }
+
+    /// A request the upstream sent into one of our subscription dialogs.
+    pub(super) fn on_upstream_request(
+        &mut self,
+        target: TargetId,
+        package: Package,
+        key: ServerKey,
+        msg: &SipMessage,
+        now: Instant,
+    ) {
+        if msg.method() != Some(&Method::Notify) {
+            let allow = [("Allow", "NOTIFY".to_string())];
+            let data = build::response(msg, 405, "Method Not Allowed", None, &allow);
+            return self.respond(key, data);
+        }
+        let empty = self.env.cfg.upstream.empty_presence;
+        let Some(t) = self.targets.get_mut(&target) else {
+            return;
+        };
+        let Some(notified) = t.on_notify(package, msg, empty, now) else {
+            let data = build::response(msg, 481, "Subscription Does Not Exist", None, &[]);
+            return self.respond(key, data);
+        };
+        self.respond(key, build::response(msg, 200, "OK", None, &[]));
+        self.mark_target(target, false);
+        match notified {
+            UpNotified::Applied => self.recompute(target, now),
+            UpNotified::VersionGap => {
+                self.recompute(target, now);
+                self.send_subscribe(target, package, false, now);
+            }
+            UpNotified::Ended(action) => {
+                self.act(target, package, action, now);
+                self.recompute(target, now);
+            }
+        }
+    }
+}
