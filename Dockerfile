@@ -1,11 +1,16 @@
 # blf-bridge container image.
 #
 #   docker build -t blf-bridge .
-#   docker run -d --name blf-bridge --network host \
-#     -v /etc/blf-bridge:/etc/blf-bridge:ro blf-bridge
+#   docker run -d --name blf-bridge --network host --restart unless-stopped \
+#     --env-file /etc/blf-bridge/blf-bridge.env \
+#     -v /etc/blf-bridge/blf-bridge.toml:/etc/blf-bridge/blf-bridge.toml:ro \
+#     -v blf-bridge-state:/var/lib/blf-bridge blf-bridge
 #
 # Host networking is recommended: SIP carries addresses inside messages, and the
-# phones must reach the bridge at the address it advertises (see README).
+# phones must reach the bridge at the address it advertises (see README). The
+# process runs as uid 10001: the mounted configuration must be readable by it
+# (chgrp 10001 + chmod 0640); account passwords come from --env-file.
+# The health check asks /readyz of [http] listen (blf-bridge health).
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
@@ -22,7 +27,9 @@ RUN touch src/lib.rs src/main.rs && cargo build --release --locked \
     && strip target/release/blf-bridge
 
 FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin blf \
+# uid and gid 10001: a configuration with group 10001 and mode 0640 is readable
+RUN groupadd --system --gid 10001 blf \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin blf \
     && mkdir -p /etc/blf-bridge/profiles /var/lib/blf-bridge \
     && chown blf /var/lib/blf-bridge && chmod 0700 /var/lib/blf-bridge
 COPY --from=build /src/target/release/blf-bridge /usr/local/bin/blf-bridge
@@ -32,7 +39,7 @@ COPY profiles/*.toml /usr/share/blf-bridge/profiles/
 ENV BLF_STATE_DIR=/var/lib/blf-bridge
 VOLUME /var/lib/blf-bridge
 USER blf
-EXPOSE 5060/udp 5060/tcp
+EXPOSE 5060/udp 5060/tcp 8080/tcp
 HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 \
     CMD ["blf-bridge", "health", "--config", "/etc/blf-bridge/blf-bridge.toml"]
 ENTRYPOINT ["blf-bridge"]

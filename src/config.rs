@@ -23,6 +23,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
+mod lint;
+pub use lint::MAX_FIRST_NOTIFY_TIMEOUT_MS;
+
 /// A configuration problem, located in its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -485,6 +488,16 @@ impl Config {
     /// Load and validate a file. Environment variables named by `password_env` are
     /// read here.
     pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        Self::load_with_env(path, &|k| std::env::var(k).ok())
+    }
+
+    /// [`Config::load`] with `password_env` resolved by `env` (`health` and
+    /// `status` pass a stand-in so they run without the account passwords).
+    /// A file must have an `[[account]]` (text parsed by [`Config::parse`] need not).
+    pub fn load_with_env(
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<ConfigError>> {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| {
             vec![ConfigError {
@@ -493,7 +506,18 @@ impl Config {
                 message: format!("cannot read: {e}"),
             }]
         })?;
-        let mut cfg = Self::parse(&text, &name, &|k| std::env::var(k).ok())?;
+        let mut cfg = match (
+            Self::parse(&text, &name, env),
+            lint::no_account(&text, &name),
+        ) {
+            (Ok(cfg), None) => cfg,
+            (Ok(_), Some(e)) => return Err(vec![e]),
+            (Err(mut errors), e) => {
+                errors.extend(e);
+                errors.sort_by_key(|e| e.line);
+                return Err(errors);
+            }
+        };
         // default store: $BLF_STATE_DIR (the container sets it to its volume),
         // else a `state` directory beside the file; none with `dir = ""`
         if cfg.state_dir.is_none() && !state_disabled(&text) {
@@ -522,14 +546,22 @@ impl Config {
         let raw: RawConfig = match toml::from_str(text) {
             Ok(r) => r,
             Err(e) => {
-                let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-                return Err(vec![ConfigError {
-                    file: file.to_string(),
-                    line,
-                    message: e.message().trim().to_string(),
-                }]);
+                // every syntax/type error with its key, and the mistakes serde cannot see
+                let mut all = lint::structure(text, file);
+                if all.is_empty() {
+                    let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+                    all.push(ConfigError {
+                        file: file.to_string(),
+                        line,
+                        message: e.message().trim().to_string(),
+                    });
+                }
+                all.extend(lint::semantics(text, file));
+                all.sort_by_key(|e| e.line);
+                return Err(all);
             }
         };
+        errors.extend(lint::semantics(text, file));
 
         // [listen]
         let listen_span = raw.listen.span();
@@ -895,7 +927,7 @@ impl Config {
                 keepalive_interval_s,
             },
             accounts,
-            profiles_dir: raw.profiles.dir.map(PathBuf::from),
+            profiles_dir: raw.profiles.dir.map(|d| relative_to_file(file, &d)),
             default_profile,
             subscriptions,
             security: Security {

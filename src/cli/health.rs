@@ -1,22 +1,36 @@
-//! `blf-bridge health`: send an OPTIONS to a running bridge over UDP and exit 0
-//! when it answers 200 (for container health checks and monitoring).
+//! `blf-bridge health`: is the running bridge ready? Asks `/readyz` of its
+//! `[http] listen` (falls back to an OPTIONS over UDP with `--sip`, `--addr`,
+//! or when the configuration turns HTTP off). For container health checks and
+//! monitoring; never needs the account passwords.
 
-use super::{EXIT_FAILURE, EXIT_OK, GlobalOpts};
+use super::http_get::{self, GetError, Target};
+use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_UNREACHABLE, GlobalOpts};
 use clap::Args;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 /// Arguments of `blf-bridge health`.
 #[derive(Debug, Clone, Args)]
+#[command(after_help = "\
+Exit codes:
+  0  ready: /readyz answered 200 (with --sip: the bridge answered 200 to OPTIONS)
+  1  not ready: /readyz answered 503 (the reason is printed: SIP listeners not bound,
+     or the upstream did not answer within the last keep-alive interval), or another
+     HTTP status (401: give --user/--password-env); with --sip: any answer other than
+     200, or none (over UDP a stopped bridge cannot be told from a silent one)
+  2  bad configuration or command line (account passwords are NOT needed)
+  3  not reachable: nothing accepts the HTTP connection (bridge not running, wrong address)")]
 pub struct HealthArgs {
-    /// Address of the bridge's UDP listener (default: from --config, else
-    /// 127.0.0.1:5060).
+    #[command(flatten)]
+    pub target: Target,
+    /// Probe SIP instead: send OPTIONS over UDP to `[listen] udp` of --config
+    /// (or --addr) and expect 200.
+    #[arg(long)]
+    pub sip: bool,
+    /// Address of the bridge's UDP listener for the SIP probe (implies --sip;
+    /// default: `[listen] udp` of --config, else 127.0.0.1:5060).
     #[arg(long)]
     pub addr: Option<SocketAddr>,
-    /// Probe the `[listen] udp` address of this configuration (an unspecified
-    /// address such as 0.0.0.0 is probed on loopback).
-    #[arg(short, long, value_name = "FILE", env = "BLF_BRIDGE_CONFIG")]
-    pub config: Option<std::path::PathBuf>,
     /// How long to wait for the answer, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub timeout_ms: u64,
@@ -24,38 +38,66 @@ pub struct HealthArgs {
 
 impl HealthArgs {
     pub fn execute(&self, _global: &GlobalOpts) -> i32 {
-        let addr = match (self.addr, &self.config) {
+        let timeout = Duration::from_millis(self.timeout_ms);
+        let resolved = match self.target.resolve() {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
+        let sip = self.sip || self.addr.is_some() || resolved.url.is_none();
+        if !sip {
+            let url = resolved.url.expect("checked above");
+            return match http_get::get(&url, "/readyz", resolved.auth.as_ref(), timeout) {
+                Ok((200, body)) => {
+                    println!("{url}/readyz: {}", body.trim());
+                    EXIT_OK
+                }
+                Ok((401, _)) => {
+                    eprintln!(
+                        "{url}/readyz: 401, the HTTP listener wants basic authentication (--user and --password-env, or [http] user/password in --config)"
+                    );
+                    EXIT_FAILURE
+                }
+                Ok((code, body)) => {
+                    eprintln!("{url}/readyz: {code} {}", body.trim());
+                    EXIT_FAILURE
+                }
+                Err(GetError::Unreachable(e)) => {
+                    eprintln!(
+                        "{url}: not reachable: {e} (is blf-bridge running, with [http] listen here?)"
+                    );
+                    EXIT_UNREACHABLE
+                }
+                Err(GetError::Garbled(e)) => {
+                    eprintln!("{url}: {e}");
+                    EXIT_FAILURE
+                }
+            };
+        }
+        let addr = match (self.addr, &resolved.config) {
             (Some(a), _) => a,
-            (None, Some(path)) => match crate::config::Config::load(path) {
-                Ok(cfg) => match cfg.listen.udp {
-                    Some(a) if a.ip().is_unspecified() => {
-                        let lo: std::net::IpAddr = if a.is_ipv4() {
-                            std::net::Ipv4Addr::LOCALHOST.into()
-                        } else {
-                            std::net::Ipv6Addr::LOCALHOST.into()
-                        };
-                        SocketAddr::new(lo, a.port())
-                    }
-                    Some(a) => a,
-                    None => {
-                        eprintln!("{}: no [listen] udp to probe", path.display());
-                        return super::EXIT_CONFIG;
-                    }
-                },
-                Err(errors) => {
-                    for e in &errors {
-                        eprintln!("{e}");
-                    }
-                    return super::EXIT_CONFIG;
+            (None, Some(cfg)) => match cfg.listen.udp {
+                Some(a) if a.ip().is_unspecified() => {
+                    let lo: std::net::IpAddr = if a.is_ipv4() {
+                        std::net::Ipv4Addr::LOCALHOST.into()
+                    } else {
+                        std::net::Ipv6Addr::LOCALHOST.into()
+                    };
+                    SocketAddr::new(lo, a.port())
+                }
+                Some(a) => a,
+                None => {
+                    eprintln!("{}: no [listen] udp to probe", cfg.source);
+                    return EXIT_CONFIG;
                 }
             },
             (None, None) => SocketAddr::from(([127, 0, 0, 1], 5060)),
         };
-        match probe(addr, Duration::from_millis(self.timeout_ms)) {
+        match probe(addr, timeout) {
             Ok(line) => {
                 println!("{addr}: {line}");
                 EXIT_OK
             }
+            // over UDP a stopped bridge and a silent one look the same: 1
             Err(e) => {
                 eprintln!("{addr}: {e}");
                 EXIT_FAILURE

@@ -9,15 +9,20 @@
 
 mod check;
 mod health;
+mod http_get;
+mod init;
 mod logging;
 mod profiles;
 mod run;
+mod status;
 
 pub use check::CheckArgs;
 pub use health::HealthArgs;
+pub use init::InitArgs;
 pub use logging::{LogFormat, init_logging};
 pub use profiles::{ProfilesArgs, RenderArgs};
 pub use run::RunArgs;
+pub use status::StatusArgs;
 
 use crate::config::Config;
 use clap::{Args, Parser, Subcommand};
@@ -30,6 +35,8 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
 /// Invalid configuration or command line.
 pub const EXIT_CONFIG: i32 = 2;
+/// `health`, `status`: the bridge does not answer at the address.
+pub const EXIT_UNREACHABLE: i32 = 3;
 
 const LONG_ABOUT: &str = "\
 blf-bridge sits between BLF phones and a hosted PBX. It answers the phones' \
@@ -37,7 +44,9 @@ dialog SUBSCRIBEs itself, subscribes upstream to both `dialog` and `presence`, \
 merges them and renders dialog-info each phone model understands, so offline \
 extensions show up on the BLF keys. Everything else is proxied.
 
-Start with `blf-bridge check --config FILE`, then `blf-bridge run --config FILE`. \
+Start with `blf-bridge init` (writes blf-bridge.toml), `blf-bridge check --config FILE`, \
+then `blf-bridge run --config FILE`; `blf-bridge status` and `blf-bridge health` ask the \
+running bridge. \
 Log verbosity follows RUST_LOG (default `info`, e.g. RUST_LOG=blf_bridge=debug); \
 logs go to stderr.";
 
@@ -79,9 +88,18 @@ pub enum Command {
     /// Print the exact NOTIFY body a phone of a given model gets for a state,
     /// so a profile can be checked without a phone.
     Render(RenderArgs),
-    /// Ask a running bridge whether it answers (OPTIONS over UDP); exits 0 on
-    /// 200, 1 otherwise. Used by the container health check.
+    /// Ask a running bridge whether it is ready (`/readyz` of `[http] listen`;
+    /// OPTIONS over UDP with --sip). Exits 0 ready, 1 not ready (reason
+    /// printed), 2 bad configuration, 3 not reachable. Used by the container
+    /// health check.
     Health(HealthArgs),
+    /// Show what a running bridge watches: targets, their states and the
+    /// phones watching them (from `/api/targets`). Exits 0, 1 on an HTTP
+    /// error, 2 bad configuration, 3 not reachable.
+    Status(StatusArgs),
+    /// Write a commented starter configuration from a few answers (flags, or
+    /// questions when run in a terminal) and check it.
+    Init(InitArgs),
 }
 
 impl Command {
@@ -93,6 +111,8 @@ impl Command {
             Command::Profiles(a) => a.execute(global),
             Command::Render(a) => a.execute(global),
             Command::Health(a) => a.execute(global),
+            Command::Status(a) => a.execute(global),
+            Command::Init(a) => a.execute(global),
         }
     }
 }
@@ -115,6 +135,25 @@ impl ConfigArg {
     /// Load and validate the file; on failure print each error to stderr as
     /// `file:line: message` and return [`EXIT_CONFIG`].
     pub fn load(&self) -> Result<Config, i32> {
+        if !self.config.exists() {
+            eprintln!(
+                "{}: no such file; make one with:\n  blf-bridge init --upstream pbx.example.com:5060 --account 1001 --lan-address 192.168.1.10 --output {}\n(or copy blf-bridge.example.toml)",
+                self.config.display(),
+                self.config.display()
+            );
+            return Err(EXIT_CONFIG);
+        }
+        if let Err(e) = std::fs::File::open(&self.config)
+            && e.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            eprintln!(
+                "{}: cannot read: {e}; the bridge runs as uid {}: make the file readable by it (e.g. chgrp {} FILE && chmod 0640 FILE)",
+                self.config.display(),
+                current_uid(),
+                current_gid()
+            );
+            return Err(EXIT_CONFIG);
+        }
         Config::load(&self.config).map_err(|errors| {
             for e in &errors {
                 eprintln!("{e}");
@@ -139,6 +178,27 @@ impl ConfigArg {
         }
         Ok((cfg, profiles))
     }
+}
+
+/// The process's uid and gid (from /proc; 0 when unknown), for the
+/// unreadable-file hint.
+fn current_uid() -> u32 {
+    proc_status_id("Uid:")
+}
+
+fn current_gid() -> u32 {
+    proc_status_id("Gid:")
+}
+
+fn proc_status_id(key: &str) -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Built-in profiles plus those in `dir`; errors printed, exit code returned.

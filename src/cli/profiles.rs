@@ -21,12 +21,8 @@ impl ProfileSource {
     fn load(&self) -> Result<crate::profile::ProfileSet, i32> {
         let dir = match (&self.config, &self.dir) {
             (Some(c), _) => {
-                let cfg = crate::config::Config::load(c).map_err(|errors| {
-                    for e in &errors {
-                        eprintln!("{e}");
-                    }
-                    EXIT_CONFIG
-                })?;
+                // only [profiles] dir is needed: no account passwords
+                let cfg = super::http_get::load_lenient(c)?;
                 cfg.profiles_dir
             }
             (None, d) => d.clone(),

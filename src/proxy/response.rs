@@ -123,6 +123,9 @@ impl Proxy {
             return;
         };
         self.stats.relayed += 1;
+        if let Some(r) = f.register.as_ref().filter(|_| code >= 200) {
+            tracing::info!(user = %r.aor, source = %r.flow, code, "REGISTER relayed");
+        }
         self.out.push_back(Out::Response {
             key: f.server.clone(),
             data,

@@ -351,6 +351,9 @@ impl Upstream {
                     .expires()
                     .and_then(|e| e.ok())
                     .unwrap_or(default_expires);
+                if self.state != UpState::Active {
+                    tracing::info!(target = %aor, package, code, granted, "upstream subscription active");
+                }
                 self.state = UpState::Active;
                 // failures are reset by the first NOTIFY, not by the 2xx: an
                 // upstream that accepts but never notifies must still back off

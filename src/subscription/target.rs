@@ -158,7 +158,11 @@ impl Target {
         empty: EmptyPresence,
         now: Instant,
     ) -> Option<UpNotified> {
+        let was = self.upstream_mut(package).state;
         let notified = self.upstream_mut(package).on_notify(msg, now)?;
+        if was == UpState::Subscribing && self.upstream_mut(package).state == UpState::Active {
+            tracing::info!(target = %self.aor, package = package.event(), "upstream subscription active (first NOTIFY before the 2xx)");
+        }
         let mut version_gap = false;
         if notified.has_state {
             let body = msg.body();
