@@ -57,8 +57,9 @@ for t in "${targets[@]}"; do
     failed+=("$t")
   fi
   took=$(( $(date +%s) - start ))
-  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$' | tail -1)
-  runs=${runs:-$(grep -o '^#[0-9]*' "logs/$t.log" | tail -1 | tr -d '#')}
+  # (a crashed run has no final stats: then the last progress line counts)
+  runs=$({ grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$t.log" || true; } | grep -o '[0-9]*$' | tail -1 || true)
+  runs=${runs:-$({ grep -o '^#[0-9]*' "logs/$t.log" || true; } | tail -1 | tr -d '#')}
   runs=${runs:-0}
   rate=$(( runs / (took > 0 ? took : 1) ))
   line=$(printf '%-12s %12s %8s %10s  %s' "$t" "$runs" "$took" "$rate" "$result")
