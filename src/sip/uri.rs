@@ -94,6 +94,12 @@ impl<'a> Uri<'a> {
             let e =
                 memchr::memchr(b']', hostport).ok_or(TypedError("unterminated IPv6 reference"))?;
             let host = &hostport[..=e];
+            // an IPv6 reference must be an IPv6 address (RFC 5118 §4.10:
+            // `[2001:db8:::192.0.2.1]` is not one)
+            let inner = std::str::from_utf8(&host[1..host.len() - 1]).unwrap_or("");
+            if inner.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(TypedError("malformed IPv6 reference"));
+            }
             let after = &hostport[e + 1..];
             let port = match after {
                 [] => None,
