@@ -3,8 +3,8 @@
 //! or when the configuration turns HTTP off). For container health checks and
 //! monitoring; never needs the account passwords.
 
-use super::http_get::{self, GetError, Target};
-use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_UNREACHABLE, GlobalOpts};
+use super::http_get::{self, Target};
+use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, GlobalOpts};
 use clap::Args;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -51,26 +51,7 @@ impl HealthArgs {
                     println!("{url}/readyz: {}", body.trim());
                     EXIT_OK
                 }
-                Ok((401, _)) => {
-                    eprintln!(
-                        "{url}/readyz: 401, the HTTP listener wants basic authentication (--user and --password-env, or [http] user/password in --config)"
-                    );
-                    EXIT_FAILURE
-                }
-                Ok((code, body)) => {
-                    eprintln!("{url}/readyz: {code} {}", body.trim());
-                    EXIT_FAILURE
-                }
-                Err(GetError::Unreachable(e)) => {
-                    eprintln!(
-                        "{url}: not reachable: {e} (is blf-bridge running, with [http] listen here?)"
-                    );
-                    EXIT_UNREACHABLE
-                }
-                Err(GetError::Garbled(e)) => {
-                    eprintln!("{url}: {e}");
-                    EXIT_FAILURE
-                }
+                other => http_get::report_failure(&url, "/readyz", other),
             };
         }
         let addr = match (self.addr, &resolved.config) {

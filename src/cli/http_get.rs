@@ -16,6 +16,38 @@ pub enum GetError {
     Garbled(String),
 }
 
+/// Print why a GET of `path` on `url` did not give 200 and return the exit
+/// code (`health` and `status` share it): 401 and other codes → failure,
+/// nothing listening → unreachable.
+pub fn report_failure(
+    url: &impl std::fmt::Display,
+    path: &str,
+    result: Result<(u16, String), GetError>,
+) -> i32 {
+    match result {
+        Ok((401, _)) => {
+            eprintln!(
+                "{url}{path}: 401, the HTTP listener wants basic authentication (--user and --password-env, or [http] user/password in --config)"
+            );
+            super::EXIT_FAILURE
+        }
+        Ok((code, body)) => {
+            eprintln!("{url}{path}: {code} {}", body.trim());
+            super::EXIT_FAILURE
+        }
+        Err(GetError::Unreachable(e)) => {
+            eprintln!(
+                "{url}: not reachable: {e} (is blf-bridge running, with [http] listen here?)"
+            );
+            super::EXIT_UNREACHABLE
+        }
+        Err(GetError::Garbled(e)) => {
+            eprintln!("{url}: {e}");
+            super::EXIT_FAILURE
+        }
+    }
+}
+
 /// `http://host:port` as given by `--url` (a path after it is ignored).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseUrl {

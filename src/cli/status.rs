@@ -1,8 +1,8 @@
 //! `blf-bridge status`: ask the running bridge (`/api/targets`) and print its
 //! targets, their states and the phones watching them as a table.
 
-use super::http_get::{self, GetError, Target};
-use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_UNREACHABLE, GlobalOpts};
+use super::http_get::{self, Target};
+use super::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, GlobalOpts};
 use clap::Args;
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -57,26 +57,7 @@ impl StatusArgs {
                     }
                 }
             }
-            Ok((401, _)) => {
-                eprintln!(
-                    "{url}/api/targets: 401, the HTTP listener wants basic authentication (--user and --password-env, or [http] user/password in --config)"
-                );
-                EXIT_FAILURE
-            }
-            Ok((code, body)) => {
-                eprintln!("{url}/api/targets: {code} {}", body.trim());
-                EXIT_FAILURE
-            }
-            Err(GetError::Unreachable(e)) => {
-                eprintln!(
-                    "{url}: not reachable: {e} (is blf-bridge running, with [http] listen here?)"
-                );
-                EXIT_UNREACHABLE
-            }
-            Err(GetError::Garbled(e)) => {
-                eprintln!("{url}: {e}");
-                EXIT_FAILURE
-            }
+            other => http_get::report_failure(&url, "/api/targets", other),
         }
     }
 }
