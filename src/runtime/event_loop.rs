@@ -109,9 +109,31 @@ pub(crate) struct Persistence {
     /// The last durable batch: transmits wait until it is committed.
     hold_until: u64,
     held: VecDeque<(u64, Transmit)>,
+    /// Since when something has been held (the store must confirm in time).
+    held_since: Option<Instant>,
+    /// The store did not confirm within [`MAX_HOLD`]: transmits go out without
+    /// waiting until it has caught up with this batch.
+    degraded_until: Option<u64>,
 }
 
+/// The longest a transmit waits for the store. A disk that hangs must not stop
+/// calls: past this the bridge sends without waiting (and says so), and waits
+/// again once the store has caught up.
+const MAX_HOLD: Duration = Duration::from_secs(2);
+
 impl Persistence {
+    /// Release everything held now (the store is late; see [`MAX_HOLD`]).
+    fn committed_degraded(&mut self) {
+        let all: Vec<Transmit> = self.held.drain(..).map(|(_, t)| t).collect();
+        self.held = all.into_iter().map(|t| (0, t)).collect();
+        self.held_since = None;
+    }
+
+    /// When a held transmit must go out at the latest.
+    fn hold_deadline(&self) -> Option<Instant> {
+        self.held_since.map(|t| t + MAX_HOLD)
+    }
+
     pub fn new(store: crate::store::Store) -> Persistence {
         let (tx, committed_rx) = mpsc::unbounded_channel();
         let writer = crate::store::Writer::spawn(store, move |seq, _result| {
@@ -125,6 +147,8 @@ impl Persistence {
             committed: 0,
             hold_until: 0,
             held: VecDeque::new(),
+            held_since: None,
+            degraded_until: None,
         }
     }
 }
@@ -230,6 +254,7 @@ impl<C: SansIoCore> EventLoop<C> {
             let draining = drain_until.is_some();
             let deadline = self.core.poll_timeout().map(Instant::from_std);
             let publish_at = self.status.as_ref().filter(|s| s.dirty).map(|s| s.next);
+            let hold_deadline = self.persist.as_ref().and_then(Persistence::hold_deadline);
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop), if !draining => {
                     tracing::info!("shutdown requested");
@@ -249,6 +274,9 @@ impl<C: SansIoCore> EventLoop<C> {
                 Some(ev) = self.events_rx.recv() => self.on_event(ev),
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                     self.core.handle_timeout(now());
+                }
+                _ = tokio::time::sleep_until(hold_deadline.unwrap_or_else(far_future)), if hold_deadline.is_some() => {
+                    // the next flush sends what waited too long for the store
                 }
                 _ = tokio::time::sleep_until(publish_at.unwrap_or_else(far_future)), if publish_at.is_some() => {
                     self.publish_status();
@@ -419,6 +447,18 @@ impl<C: SansIoCore> EventLoop<C> {
     async fn flush(&mut self) {
         let mut ready = Vec::new();
         if let Some(p) = self.persist.as_mut() {
+            if p.held_since.is_some_and(|t| t.elapsed() >= MAX_HOLD) {
+                tracing::error!(
+                    held = p.held.len(),
+                    "state store has not confirmed for 2 s: sending without waiting for the disk until it catches up"
+                );
+                p.degraded_until = Some(p.hold_until);
+                p.committed_degraded();
+            }
+            if p.degraded_until.is_some_and(|d| p.committed >= d) {
+                tracing::info!("state store caught up: responses wait for the disk again");
+                p.degraded_until = None;
+            }
             while p.held.front().is_some_and(|(s, _)| *s <= p.committed) {
                 if let Some((_, t)) = p.held.pop_front() {
                     ready.push(t);
@@ -436,10 +476,15 @@ impl<C: SansIoCore> EventLoop<C> {
                 }
                 p.writer.submit(p.submitted, batch);
             }
-            if p.hold_until > p.committed || !p.held.is_empty() {
+            if p.held.is_empty() {
+                p.held_since = None;
+            }
+            let hold = p.degraded_until.is_none() && p.hold_until > p.committed;
+            if hold || !p.held.is_empty() {
                 while let Some(t) = self.core.poll_transmit() {
                     p.held.push_back((p.hold_until, t));
                 }
+                p.held_since.get_or_insert_with(Instant::now);
                 return;
             }
         }

@@ -29,8 +29,12 @@
 //! [`ShutdownHandle`]) is graceful: the core hears
 //! [`SansIoCore::begin_shutdown`] and is served until it is drained or
 //! [`RuntimeOptions::shutdown_grace`] has passed; then its last transmits are
-//! sent, the listeners closed and each connection writes out its queue (again
-//! bounded by the grace period).
+//! sent, the state store is flushed, the listeners closed and each connection
+//! writes out its queue (again bounded by the grace period).
+//!
+//! With a state store, what the core sends after a durable batch waits for the
+//! store's writer to confirm it (at most 2 s: a hanging disk must not stop
+//! calls, so past that the bridge sends without waiting until it caught up).
 
 mod conn;
 mod event_loop;
@@ -82,7 +86,8 @@ pub trait SansIoCore {
     /// When `handle_timeout` is due next.
     fn poll_timeout(&self) -> Option<Instant>;
     /// A graceful stop begins (SIGINT/SIGTERM or [`ShutdownHandle::shutdown`]):
-    /// the place to end subscriptions and the like. The runtime keeps serving
+    /// the place to stop taking new requests (the bridge keeps its phone
+    /// subscriptions: they resume at the next start). The runtime keeps serving
     /// until [`SansIoCore::is_drained`] or [`RuntimeOptions::shutdown_grace`]
     /// has passed. Default: nothing to do.
     fn begin_shutdown(&mut self, _now: Instant) {}
