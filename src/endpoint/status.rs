@@ -17,7 +17,7 @@ pub struct Counters {
     /// NOTIFYs the upstream sent into the bridge's subscriptions.
     pub notifies_received: u64,
     /// Requests forwarded by the proxy, by method (known methods; `other`).
-    pub requests_forwarded: BTreeMap<String, u64>,
+    pub requests_forwarded: BTreeMap<&'static str, u64>,
     /// Requests the bridge itself refused, by status code.
     pub requests_rejected: BTreeMap<u16, u64>,
     /// Upstream SUBSCRIBEs whose authentication failed.
@@ -53,7 +53,7 @@ impl Counters {
             .find(|m| m.as_bytes() == method)
             .copied()
             .unwrap_or("other");
-        *self.requests_forwarded.entry(name.to_string()).or_default() += 1;
+        *self.requests_forwarded.entry(name).or_default() += 1;
     }
 
     /// Count a response the bridge generated, if it refuses (>= 300).
