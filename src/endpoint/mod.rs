@@ -185,6 +185,7 @@ impl Endpoint {
     pub fn enable_persistence(&mut self) {
         self.persistence = true;
         self.subs.enable_persistence();
+        self.proxy.enable_persistence();
     }
 
     /// What changed since the last call, as one store batch.

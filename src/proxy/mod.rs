@@ -282,6 +282,11 @@ impl Proxy {
         self.key
     }
 
+    /// Track binding changes for a state store ([`Proxy::persist_into`]).
+    pub fn enable_persistence(&mut self) {
+        self.regs.track_changes();
+    }
+
     /// Use this flow-token key (kept across restarts, so tokens in dialogs set
     /// up before a restart still decode).
     pub fn set_token_key(&mut self, key: [u8; 32]) {
@@ -359,12 +364,15 @@ impl Proxy {
     /// Restore a snapshot taken with [`Proxy::state`]; bindings whose deadline
     /// passed meanwhile expire at the next timeout.
     pub fn restore(&mut self, state: ProxyState, now: Instant) {
-        self.regs = Registrations::default();
         if let Some(k) = unhex32(&state.token_key) {
             self.key = k;
         }
+        let tracking = self.regs.tracking();
         self.regs = state.registrations;
         self.regs.reindex();
+        if tracking {
+            self.regs.track_changes();
+        }
         let due: Vec<(Instant, String)> = self
             .regs
             .bindings

@@ -81,6 +81,9 @@ pub struct Registrations {
     /// state store).
     #[serde(skip)]
     changed: BTreeSet<String>,
+    /// Changes are tracked only for a state store (else the set would only grow).
+    #[serde(skip)]
+    track: bool,
 }
 
 /// How long a binding the registrar has not yet accepted is kept: the
@@ -163,7 +166,9 @@ impl Registrations {
                 token
             }
         };
-        self.changed.insert(token.clone());
+        if self.track {
+            self.changed.insert(token.clone());
+        }
         let b = self
             .bindings
             .get_mut(&token)
@@ -190,7 +195,9 @@ impl Registrations {
             return None;
         }
         let b = self.bindings.get_mut(token)?;
-        self.changed.insert(token.to_owned());
+        if self.track {
+            self.changed.insert(token.to_owned());
+        }
         b.confirmed = true;
         b.flow = flow;
         b.flow_failed = false;
@@ -200,13 +207,17 @@ impl Registrations {
 
     pub fn get_mut(&mut self, token: &str) -> Option<&mut Binding> {
         let b = self.bindings.get_mut(token)?;
-        self.changed.insert(token.to_owned());
+        if self.track {
+            self.changed.insert(token.to_owned());
+        }
         Some(b)
     }
 
     pub fn remove(&mut self, token: &str) -> Option<Binding> {
         let b = self.bindings.remove(token)?;
-        self.changed.insert(token.to_owned());
+        if self.track {
+            self.changed.insert(token.to_owned());
+        }
         let key = (b.aor.clone(), b.contact.clone());
         if self.by_contact.get(&key) == Some(&b.token) {
             self.by_contact.remove(&key);
@@ -250,7 +261,9 @@ impl Registrations {
             }
             b.flow.conn = None;
             b.flow_failed = true;
-            self.changed.insert(b.token.clone());
+            if self.track {
+                self.changed.insert(b.token.clone());
+            }
         }
     }
 
@@ -294,6 +307,15 @@ impl Registrations {
                 (t, b)
             })
             .collect()
+    }
+
+    /// Track changes for [`Registrations::take_changes`] from now on.
+    pub fn track_changes(&mut self) {
+        self.track = true;
+    }
+
+    pub fn tracking(&self) -> bool {
+        self.track
     }
 
     /// Whether [`Registrations::take_changes`] has anything.
