@@ -450,6 +450,7 @@ impl<C: SansIoCore> EventLoop<C> {
             if p.held_since.is_some_and(|t| t.elapsed() >= MAX_HOLD) {
                 tracing::error!(
                     held = p.held.len(),
+                    queued_changes = p.writer.queued(),
                     "state store has not confirmed for 2 s: sending without waiting for the disk until it catches up"
                 );
                 p.degraded_until = Some(p.hold_until);
