@@ -361,6 +361,9 @@ fn parse_key(s: &str) -> Option<[u8; 32]> {
 /// commit, merged key by key (a later put or delete of a key replaces the
 /// earlier one), so a disk that hangs costs memory in proportion to the state
 /// that changed, not to the traffic of those seconds.
+/// A caller of [`Writer::flush`] waiting for the next commit.
+type FlushAck = mpsc::Sender<Result<(), String>>;
+
 #[derive(Default)]
 struct Queue {
     ops: std::collections::HashMap<(Table, Vec<u8>), Option<Vec<u8>>>,
@@ -369,7 +372,7 @@ struct Queue {
     durable: bool,
     /// Batches merged in (for [`WriterStats`]).
     batches: u64,
-    flushes: Vec<mpsc::Sender<Result<(), String>>>,
+    flushes: Vec<FlushAck>,
     closed: bool,
 }
 
@@ -386,7 +389,7 @@ impl Queue {
         self.batches == 0 && self.flushes.is_empty()
     }
     /// Everything queued, as one batch, and the queue emptied.
-    fn take(&mut self) -> (Batch, u64, u64, Vec<mpsc::Sender<Result<(), String>>>) {
+    fn take(&mut self) -> (Batch, u64, u64, Vec<FlushAck>) {
         let flushes = std::mem::take(&mut self.flushes);
         let batch = Batch {
             ops: self
@@ -594,7 +597,7 @@ mod tests {
                 .iter()
                 .find(|(key, _)| key == &k.to_be_bytes())
                 .unwrap();
-            assert_eq!(row.1, (last as u64).to_be_bytes().to_vec());
+            assert_eq!(row.1, last.to_be_bytes().to_vec());
         }
         // the last writes of the three target keys (99,998–100,000) are puts
         assert_eq!(snap.targets.len(), 3);
