@@ -621,7 +621,11 @@ impl Config {
             let name = match &ru.tls_name {
                 Some(n) => {
                     if let Err(m) = crate::tls::server_name(n.get_ref()) {
-                        err_at(&mut errors, n.span().start, format!("upstream.tls_name: {m}"));
+                        err_at(
+                            &mut errors,
+                            n.span().start,
+                            format!("upstream.tls_name: {m}"),
+                        );
                     }
                     n.get_ref().trim().to_string()
                 }
@@ -996,7 +1000,9 @@ impl Config {
 fn has_port(s: &str) -> bool {
     let s = s.trim();
     match s.strip_prefix('[') {
-        Some(rest) => rest.split_once(']').is_some_and(|(_, a)| a.starts_with(':')),
+        Some(rest) => rest
+            .split_once(']')
+            .is_some_and(|(_, a)| a.starts_with(':')),
         None => s.rsplit_once(':').is_some_and(|(h, _)| !h.contains(':')),
     }
 }

@@ -25,7 +25,8 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if meta.len() > MAX_PEM_BYTES {
         return Err(format!(
             "{} is {} bytes, too large for a PEM file",
@@ -68,9 +69,12 @@ pub fn load_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = load_certs(path)?;
     let mut store = RootCertStore::empty();
     for c in &certs {
-        store
-            .add(c.clone())
-            .map_err(|e| format!("{}: a certificate is not usable as a CA: {e}", path.display()))?;
+        store.add(c.clone()).map_err(|e| {
+            format!(
+                "{}: a certificate is not usable as a CA: {e}",
+                path.display()
+            )
+        })?;
     }
     Ok(certs)
 }
@@ -293,9 +297,25 @@ fn explain(
     );
     let expected_name = name_str(expected);
     match ce {
-        CertificateError::NotValidForNameContext { presented: names, .. } => format!(
-            "certificate name mismatch: expected \"{expected_name}\" ([upstream] tls_name, else the host of proxy), the server presented a certificate for {names:?} ({presented})"
-        ),
+        CertificateError::NotValidForNameContext {
+            presented: names, ..
+        } => {
+            // rustls writes them as `DnsName("x")` / `IpAddress(…)`
+            let names: Vec<String> = names
+                .iter()
+                .map(|n| {
+                    let inner = n
+                        .split_once('(')
+                        .and_then(|(_, r)| r.strip_suffix(')'))
+                        .unwrap_or(n);
+                    inner.trim_matches('"').to_string()
+                })
+                .collect();
+            format!(
+                "certificate name mismatch: expected \"{expected_name}\" ([upstream] tls_name, else the host of proxy), the server presented a certificate for \"{}\" ({presented})",
+                names.join("\", \"")
+            )
+        }
         CertificateError::NotValidForName => format!(
             "certificate name mismatch: expected \"{expected_name}\" ([upstream] tls_name, else the host of proxy), the server presented {presented}"
         ),
@@ -385,14 +405,22 @@ mod tests {
 
     #[test]
     fn der_reader_survives_garbage() {
-        for junk in [&b""[..], b"\x30", b"\x30\x84\xff\xff\xff\xff", b"\x30\x03\x30\x01"] {
+        for junk in [
+            &b""[..],
+            b"\x30",
+            b"\x30\x84\xff\xff\xff\xff",
+            b"\x30\x03\x30\x01",
+        ] {
             assert_eq!(der::subject_issuer_cn(junk), (None, None));
         }
     }
 
     #[test]
     fn server_names_are_dns_names_or_addresses() {
-        assert!(matches!(server_name("pbx.test"), Ok(ServerName::DnsName(_))));
+        assert!(matches!(
+            server_name("pbx.test"),
+            Ok(ServerName::DnsName(_))
+        ));
         assert!(matches!(
             server_name("192.0.2.7"),
             Ok(ServerName::IpAddress(_))

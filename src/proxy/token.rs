@@ -92,7 +92,9 @@ fn unhex(s: &[u8]) -> Option<Vec<u8>> {
 pub fn decode(key: &[u8; 32], token: &[u8]) -> Option<Flow> {
     let raw = unhex(token)?;
     let (&flags, _) = raw.split_first()?;
-    if flags & !(FLAG_TCP | FLAG_V6 | FLAG_CONN | FLAG_TLS) != 0 || flags & (FLAG_TCP | FLAG_TLS) == FLAG_TLS {
+    if flags & !(FLAG_TCP | FLAG_V6 | FLAG_CONN | FLAG_TLS) != 0
+        || flags & (FLAG_TCP | FLAG_TLS) == FLAG_TLS
+    {
         return None;
     }
     let ip_len = if flags & FLAG_V6 != 0 { 16 } else { 4 };

@@ -191,7 +191,10 @@ impl ConnTask {
                     "TLS connection to the upstream established"
                 );
                 // the core hears it first: its backoff starts over
-                let _ = self.events.send(CoreEvent::Connected { conn: self.id }).await;
+                let _ = self
+                    .events
+                    .send(CoreEvent::Connected { conn: self.id })
+                    .await;
                 Ok(s)
             }
             Ok(Err(e)) => Err(CloseReason::Tls(describe_tls_error(&e))),
@@ -202,14 +205,18 @@ impl ConnTask {
         }
     }
 
+    fn label(&self) -> &'static str {
+        if self.tls.is_some() { "TLS" } else { "TCP" }
+    }
+
     async fn finish(self, reason: CloseReason) {
         if let CloseReason::Tls(why) = &reason {
             // the one line an operator needs: who, and why refused
             tracing::warn!(peer = %self.remote, conn = self.id.0, "TLS connection to the upstream refused: {why}");
         } else if reason.is_warning() {
-            tracing::warn!(peer = %self.remote, conn = self.id.0, %reason, "TCP connection closed");
+            tracing::warn!(peer = %self.remote, conn = self.id.0, %reason, "{} connection closed", self.label());
         } else {
-            tracing::debug!(peer = %self.remote, conn = self.id.0, %reason, "TCP connection closed");
+            tracing::debug!(peer = %self.remote, conn = self.id.0, %reason, "{} connection closed", self.label());
         }
         // Fails only when the core is gone, which then needs no notice.
         let _ = self.events.send(CoreEvent::Closed { conn: self.id }).await;

@@ -178,7 +178,10 @@ impl Kamailio {
         let tls_port = match &opts.tls {
             Some(t) => {
                 let tls_port = t.port.unwrap_or_else(free_port);
-                let (cert, key) = (dir.path().join("tls-cert.pem"), dir.path().join("tls-key.pem"));
+                let (cert, key) = (
+                    dir.path().join("tls-cert.pem"),
+                    dir.path().join("tls-key.pem"),
+                );
                 let tls_cfg = dir.path().join("tls.cfg");
                 let conf = format!(
                     "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\nprivate_key = {}\ncertificate = {}\n\n[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n",
