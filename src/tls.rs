@@ -107,10 +107,8 @@ pub fn check_files(
     client_key: Option<&Path>,
 ) -> Vec<(&'static str, String)> {
     let mut problems = Vec::new();
-    if let Some(ca) = ca_file {
-        if let Err(e) = load_ca(ca) {
-            problems.push(("ca_file", e));
-        }
+    if let Some(Err(e)) = ca_file.map(load_ca) {
+        problems.push(("ca_file", e));
     }
     match (client_cert, client_key) {
         (Some(c), Some(k)) => {

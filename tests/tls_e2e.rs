@@ -353,3 +353,80 @@ fn check_names_bad_tls_files() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("tls"), "{text}");
 }
+
+/// The provider goes away and comes back on the same address: the bridge
+/// reconnects after a growing backoff, on one new TLS connection, and its
+/// upstream subscriptions are back.
+#[test]
+fn the_connection_comes_back_after_the_provider_restarts() {
+    if !tls_e2e_ready("the_connection_comes_back_after_the_provider_restarts") {
+        return;
+    }
+    let ca = Ca::new("blf test CA");
+    let server = ca.server("pbx.test");
+    let kam = tls_pbx(server.clone());
+    let (port, tls_port) = (kam.port(), kam.tls_addr().map(|a| a.port()));
+    let files = TempDir::new("tls");
+    let ca_file = write(files.path(), "ca.pem", &ca.pem);
+    let cfg = tls_config(&kam, &ca_file, "pbx.test").replace(
+        "transport = \"tls\"\n",
+        "transport = \"tls\"\nkeepalive_interval = 5\n",
+    );
+    let bridge = Bridge::start(&cfg);
+    let mut gxp =
+        SippCmd::blf_watcher(bridge.addr(), BlfModel::Gxp, "1003", "1002", secs(60)).spawn();
+    wait_lamp("grandstream-gxp", &gxp, &["offline"], secs(10));
+    assert_eq!(kam.watchers_of("1002", "dialog").len(), 1);
+
+    // the provider crashes; the bridge retries after 1 s, then 2 s …
+    kam.kill();
+    let backoffs = |b: &Bridge| {
+        b.log()
+            .lines()
+            .filter(|l| l.contains("reconnecting after the backoff"))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_until(secs(8), POLL, || backoffs(&bridge).len() >= 3),
+        "{}",
+        tail(&bridge.log(), 30)
+    );
+    let b = backoffs(&bridge);
+    for (line, s) in b
+        .iter()
+        .zip(["retry_in_s=1", "retry_in_s=2", "retry_in_s=4"])
+    {
+        assert!(line.contains(s), "{s}: {b:#?}");
+    }
+
+    // … and it comes back: a second TLS connection, the subscriptions renewed
+    let kam = Kamailio::start(KamailioOpts {
+        port: Some(port),
+        tls: Some(KamailioTls {
+            cert_pem: server.0,
+            key_pem: server.1,
+            port: tls_port,
+        }),
+        ..KamailioOpts::default()
+    });
+    assert!(
+        wait_until(secs(30), POLL, || {
+            kam.watchers_of("1002", "dialog").len() == 1
+                && kam.watchers_of("1002", "presence").len() == 1
+        }),
+        "subscriptions back on the restarted provider: {:?}\n{}",
+        kam.watchers(),
+        tail(&bridge.log(), 30)
+    );
+    assert_eq!(
+        bridge
+            .log()
+            .matches("TLS connection to the upstream established")
+            .count(),
+        2,
+        "{}",
+        tail(&bridge.log(), 40)
+    );
+    gxp.kill();
+}
