@@ -63,6 +63,7 @@ fn tls_pbx((cert_pem, key_pem): (String, String)) -> Kamailio {
             cert_pem,
             key_pem,
             port: None,
+            client_ca_pem: None,
         }),
         ..KamailioOpts::default()
     })
@@ -407,6 +408,7 @@ fn the_connection_comes_back_after_the_provider_restarts() {
             cert_pem: server.0,
             key_pem: server.1,
             port: tls_port,
+            client_ca_pem: None,
         }),
         ..KamailioOpts::default()
     });
@@ -427,6 +429,68 @@ fn the_connection_comes_back_after_the_provider_restarts() {
         2,
         "{}",
         tail(&bridge.log(), 40)
+    );
+    gxp.kill();
+}
+
+/// A provider that requires a client certificate gets the bridge's
+/// `client_cert`; without one nothing gets through.
+#[test]
+fn a_client_certificate_is_presented_when_the_provider_asks_for_one() {
+    if !tls_e2e_ready("a_client_certificate_is_presented_when_the_provider_asks_for_one") {
+        return;
+    }
+    let ca = Ca::new("blf test CA");
+    let (cert_pem, key_pem) = ca.server("pbx.test");
+    let kam = Kamailio::start(KamailioOpts {
+        tls: Some(KamailioTls {
+            cert_pem,
+            key_pem,
+            port: None,
+            client_ca_pem: Some(ca.pem.clone()),
+        }),
+        ..KamailioOpts::default()
+    });
+    let files = TempDir::new("tls");
+    let ca_file = write(files.path(), "ca.pem", &ca.pem);
+    let (client, client_key) = ca.server("bridge.example.net");
+    let client = write(files.path(), "bridge.pem", &client);
+    let client_key = write(files.path(), "bridge-key.pem", &client_key);
+
+    // without a client certificate: the PBX never accepts a subscription
+    let mut bridge = Bridge::start(&tls_config(&kam, &ca_file, "pbx.test"));
+    let mut gxp =
+        SippCmd::blf_watcher(bridge.addr(), BlfModel::Gxp, "1003", "1002", secs(30)).spawn();
+    assert!(
+        wait_until(secs(8), POLL, || refusals(&bridge).iter().any(|l| l
+            .contains("CertificateRequired")
+            && l.contains("client_cert"))),
+        "the refusal names the missing client certificate: {}",
+        tail(&bridge.log(), 30)
+    );
+    assert!(kam.watchers().is_empty(), "{:?}", kam.watchers());
+    gxp.kill();
+    bridge.stop(secs(5));
+
+    // with it: the subscriptions are made over TLS
+    let cfg = tls_config(&kam, &ca_file, "pbx.test").replace(
+        "transport = \"tls\"\n",
+        &format!(
+            "transport = \"tls\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+            client.display(),
+            client_key.display()
+        ),
+    );
+    let bridge = Bridge::start(&cfg);
+    let mut gxp =
+        SippCmd::blf_watcher(bridge.addr(), BlfModel::Gxp, "1003", "1002", secs(30)).spawn();
+    wait_lamp("grandstream-gxp", &gxp, &["offline"], secs(10));
+    assert!(
+        wait_until(secs(5), POLL, || kam.watchers_of("1002", "dialog").len()
+            == 1),
+        "{:?}\n{}",
+        kam.watchers(),
+        tail(&bridge.log(), 30)
     );
     gxp.kill();
 }

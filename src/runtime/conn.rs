@@ -210,6 +210,16 @@ impl ConnTask {
     }
 
     async fn finish(self, reason: CloseReason) {
+        // TLS 1.3: a server that refuses the client (no or a bad client
+        // certificate) says so with an alert after the handshake, on the first read
+        let reason = match reason {
+            CloseReason::Read(e) | CloseReason::Write(e)
+                if self.tls.is_some() && is_tls_alert(&e) =>
+            {
+                CloseReason::Tls(describe_tls_error(&e))
+            }
+            r => r,
+        };
         if let CloseReason::Tls(why) = &reason {
             // the one line an operator needs: who, and why refused
             tracing::warn!(peer = %self.remote, conn = self.id.0, "TLS connection to the upstream refused: {why}");
@@ -324,6 +334,13 @@ fn set_nodelay(stream: &TcpStream, remote: SocketAddr) {
     }
 }
 
+fn is_tls_alert(e: &io::Error) -> bool {
+    matches!(
+        e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::AlertReceived(_))
+    )
+}
+
 /// A handshake error as one sentence: a refused certificate is already
 /// explained by [`crate::tls`]; other rustls errors are named; I/O errors as is.
 fn describe_tls_error(e: &io::Error) -> String {
@@ -332,7 +349,21 @@ fn describe_tls_error(e: &io::Error) -> String {
             o.0.to_string()
         }
         Some(rustls::Error::AlertReceived(a)) => {
-            format!("the server sent the alert {a:?} (does it want a client certificate?)")
+            use rustls::AlertDescription as A;
+            let hint = match a {
+                A::CertificateRequired | A::HandshakeFailure => {
+                    " (does it require a client certificate? [upstream] client_cert / client_key)"
+                }
+                A::BadCertificate
+                | A::UnknownCA
+                | A::CertificateUnknown
+                | A::UnsupportedCertificate
+                | A::CertificateExpired
+                | A::AccessDenied => " (it refused the bridge's client certificate)",
+                A::ProtocolVersion => " (it speaks neither TLS 1.2 nor 1.3)",
+                _ => "",
+            };
+            format!("the server sent the alert {a:?}{hint}")
         }
         Some(other) => other.to_string(),
         None => e.to_string(),

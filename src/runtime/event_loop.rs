@@ -203,12 +203,17 @@ pub(crate) struct UpstreamLink {
     /// connection is opened again.
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// When the current connection finished its handshake.
+    connected_at: Option<Instant>,
 }
 
 /// First pause after a failed or lost upstream connection; doubled up to
-/// [`BACKOFF_MAX`], reset once a handshake succeeds.
+/// [`BACKOFF_MAX`], reset when a connection had lasted [`BACKOFF_RESET`]
+/// (a server that completes the handshake and hangs up at once is not
+/// hammered every second).
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+const BACKOFF_RESET: Duration = Duration::from_secs(30);
 
 impl UpstreamLink {
     pub fn new(remote: SocketAddr, tls: Arc<TlsTarget>) -> UpstreamLink {
@@ -219,6 +224,7 @@ impl UpstreamLink {
             // open at once
             retry_at: Some(Instant::now()),
             backoff: BACKOFF_MIN,
+            connected_at: None,
         }
     }
 }
@@ -440,7 +446,7 @@ impl<C: SansIoCore> EventLoop<C> {
             }
             CoreEvent::Connected { conn } => {
                 if let Some(l) = self.upstream_link.as_mut().filter(|l| l.conn == Some(conn)) {
-                    l.backoff = BACKOFF_MIN;
+                    l.connected_at = Some(Instant::now());
                 }
             }
             CoreEvent::Closed { conn } => {
@@ -733,6 +739,12 @@ impl<C: SansIoCore> EventLoop<C> {
             return;
         };
         l.conn = None;
+        if l.connected_at
+            .take()
+            .is_some_and(|t| t.elapsed() >= BACKOFF_RESET)
+        {
+            l.backoff = BACKOFF_MIN;
+        }
         l.retry_at = Some(Instant::now() + l.backoff);
         tracing::info!(
             peer = %l.remote,

@@ -68,6 +68,8 @@ pub struct KamailioTls {
     pub key_pem: String,
     /// TLS port on 127.0.0.1; None = a [`free_port`].
     pub port: Option<u16>,
+    /// Require a client certificate issued by these CAs (PEM).
+    pub client_ca_pem: Option<String>,
 }
 
 impl Default for KamailioOpts {
@@ -183,8 +185,20 @@ impl Kamailio {
                     dir.path().join("tls-key.pem"),
                 );
                 let tls_cfg = dir.path().join("tls.cfg");
+                let verify = match &t.client_ca_pem {
+                    Some(ca) => {
+                        let ca_path = dir.path().join("tls-client-ca.pem");
+                        fs::write(&ca_path, ca)
+                            .map_err(|e| (format!("cannot write the client CA: {e}"), false))?;
+                        format!(
+                            "verify_certificate = yes\nrequire_certificate = yes\nca_list = {}\n",
+                            ca_path.display()
+                        )
+                    }
+                    None => "verify_certificate = no\nrequire_certificate = no\n".to_string(),
+                };
                 let conf = format!(
-                    "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\nprivate_key = {}\ncertificate = {}\n\n[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n",
+                    "[server:default]\nmethod = TLSv1.2+\n{verify}private_key = {}\ncertificate = {}\n\n[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n",
                     key.display(),
                     cert.display()
                 );
