@@ -30,7 +30,7 @@ use crate::local::{CALL_ID_HOST, CONTACT_USER};
 use crate::profile::ProfileSet;
 use crate::proxy::{self, Proxy};
 use crate::sip::Via;
-use crate::sip::{Editor, HeaderName, MessageBuilder, Method, SipMessage, Uri};
+use crate::sip::{Editor, HeaderName, MessageBuilder, Method, SipMessage, Transport, Uri};
 use crate::subscription::{Out, ReqTag, Route, SubscriptionManager};
 use crate::transaction::{
     ClientKey, RequestDisposition, ResponseDisposition, Timers, TransactionLayer, TxEvent, TxKey,
@@ -376,6 +376,11 @@ impl Endpoint {
     fn is_upstream(&self, from: &Flow) -> bool {
         let ip = from.remote.ip();
         let upstream = &self.ctx.upstream;
+        // an upstream reached over TLS speaks only TLS: clear text claiming to
+        // be it is anyone else
+        if upstream.transport == Transport::Tls && from.transport != Transport::Tls {
+            return false;
+        }
         ip == upstream.remote.ip()
             && (from.remote.port() == upstream.remote.port() || !self.ctx.cfg.security.allows(ip))
     }
