@@ -11,8 +11,8 @@
 # Floods (each with a fresh Kamailio and a fresh bridge):
 #   sub5k     5,000 phone SUBSCRIBEs to distinct non-existent targets from one
 #             source in 25 s (never answering a NOTIFY); upstream SUBSCRIBEs until
-#             30 s after (captured on lo at Kamailio's port), their rate from 25 s
-#             after, the bridge's RSS (before vs peak)
+#             30 s after (captured on lo at Kamailio's port), their rate in every
+#             second from 25 s to 60 s after, the bridge's RSS (before vs peak)
 #   sub20k    the same with 20,000 in 50 s
 #   contacts  1,500 unauthenticated REGISTERs × 700 Contacts in 15 s, from one
 #             source and from 50 sources: RSS

@@ -676,7 +676,10 @@ fn distinct_target_flood(count: u32, secs: u32) -> Vec<usize> {
     let mut n = 0u32;
     while n < count {
         for _ in 0..per_step {
-            sim.udp_from(attacker, &blf(attacker, "1001", &format!("5{n:05}"), n, 3600));
+            sim.udp_from(
+                attacker,
+                &blf(attacker, "1001", &format!("5{n:05}"), n, 3600),
+            );
             n += 1;
         }
         sim.take_to(attacker);

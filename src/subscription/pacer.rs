@@ -186,9 +186,14 @@ mod tests {
         assert!(at > t0 && at <= t0 + Duration::from_millis(501));
         // 0.5 s later: one token, for the first un-SUBSCRIBE
         let t1 = t0 + Duration::from_millis(500);
-        assert!(matches!(p.pop_unsubscribe(t1), Some(Out::Request { data, .. }) if data == "unsubscribe 1"));
+        assert!(
+            matches!(p.pop_unsubscribe(t1), Some(Out::Request { data, .. }) if data == "unsubscribe 1")
+        );
         assert_eq!(p.pop_ready(t1), None);
-        assert!(!p.try_take_unsubscribe(t1 + Duration::from_secs(5)), "one still waits");
+        assert!(
+            !p.try_take_unsubscribe(t1 + Duration::from_secs(5)),
+            "one still waits"
+        );
         assert!(p.pop_unsubscribe(t1 + Duration::from_secs(5)).is_some());
         assert_eq!(
             p.pop_ready(t1 + Duration::from_secs(5)),
