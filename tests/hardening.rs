@@ -595,3 +595,138 @@ fn fan_out_to_one_host_is_bounded() {
     assert!(watchers <= 200, "{watchers}");
     assert!(datagrams <= 200 * 11, "{datagrams}");
 }
+
+/// A Kamailio-like upstream for floods: an initial SUBSCRIBE without credentials
+/// is challenged (407); the answer is accepted (202) and followed by a NOTIFY
+/// (dialog: an idle document; presence: no body, as for an extension that never
+/// registered); an un-SUBSCRIBE gets 200. Every SUBSCRIBE datagram is counted
+/// (retransmissions included: what the provider receives).
+#[derive(Default)]
+struct KamailioLike {
+    n: u32,
+}
+
+impl KamailioLike {
+    fn serve(&mut self, sim: &mut Sim) -> usize {
+        let mut count = 0;
+        loop {
+            let msgs = sim.take_to(UPSTREAM);
+            if msgs.is_empty() {
+                return count;
+            }
+            for m in msgs.iter().filter(|m| is_method(m, Method::Subscribe)) {
+                count += 1;
+                let authed = hv_named(m, "Proxy-Authorization").is_some();
+                let expires = hv(m, HeaderName::Expires);
+                if !authed && m.to_tag().is_none() {
+                    let challenge = "Proxy-Authenticate: Digest realm=\"pbx.test\", nonce=\"n1\", qop=\"auth\"\r\n";
+                    sim.udp_from(
+                        UPSTREAM,
+                        &reply(m, 407, "Proxy Authentication Required", None, challenge),
+                    );
+                    continue;
+                }
+                if expires == "0" {
+                    sim.udp_from(UPSTREAM, &reply(m, 200, "OK", Some("k"), ""));
+                    continue;
+                }
+                self.n += 1;
+                let tag = match m.to_tag() {
+                    Some(t) => String::from_utf8_lossy(t).into_owned(),
+                    None => format!("k{}", self.n),
+                };
+                let extra = "Contact: <sip:127.0.0.1:5070>\r\nExpires: 600\r\n";
+                sim.udp_from(UPSTREAM, &reply(m, 202, "OK", Some(&tag), extra));
+                let to = hv(m, HeaderName::To);
+                let target = to.split(";tag=").next().unwrap_or_default().to_string();
+                let event = event_of(m);
+                let (ct, body) = if event == "dialog" {
+                    let b = DUMMY_IDLE.replace("VERSION", &self.n.to_string());
+                    ("Content-Type: application/dialog-info+xml\r\n", b)
+                } else {
+                    ("", String::new())
+                };
+                let notify = format!(
+                    "NOTIFY sip:blf-bridge@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKkam{}\r\nMax-Forwards: 70\r\nFrom: {target};tag={tag}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} NOTIFY\r\nContact: <sip:127.0.0.1:5070>\r\nEvent: {event}\r\nSubscription-State: active;expires=600\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+                    self.n,
+                    hv(m, HeaderName::From),
+                    hv(m, HeaderName::CallId),
+                    self.n,
+                    body.len()
+                );
+                sim.raw_from(
+                    blf_bridge::flow::Flow::udp(addr(UPSTREAM)),
+                    notify.as_bytes(),
+                );
+            }
+        }
+    }
+}
+
+/// Item 3, against a Kamailio-like upstream that accepts every target: a flood
+/// of `count` distinct-target SUBSCRIBEs from one source over `secs` seconds,
+/// from a source that never answers a NOTIFY. Returns the upstream SUBSCRIBEs
+/// per second from the start until 60 s after the flood.
+fn distinct_target_flood(count: u32, secs: u32) -> Vec<usize> {
+    let mut sim = Sim::new("");
+    let mut kam = KamailioLike::default();
+    let attacker = "127.0.0.7:5099";
+    let mut per_s = vec![0usize; (secs + 60) as usize + 1];
+    let per_step = (count / (secs * 100)).max(1);
+    let mut n = 0u32;
+    while n < count {
+        for _ in 0..per_step {
+            sim.udp_from(
+                attacker,
+                &blf(attacker, "1001", &format!("5{n:05}"), n, 3600),
+            );
+            n += 1;
+        }
+        sim.take_to(attacker);
+        sim.advance(Duration::from_millis(10));
+        let s = (sim.elapsed().as_secs() as usize).min(per_s.len() - 1);
+        per_s[s] += kam.serve(&mut sim);
+    }
+    for _ in 0..60 * 10 {
+        sim.advance(Duration::from_millis(100));
+        sim.take_to(attacker);
+        let s = sim.elapsed().as_secs() as usize;
+        if s < per_s.len() {
+            per_s[s] += kam.serve(&mut sim);
+        }
+    }
+    per_s
+}
+
+/// Item 3 against an upstream that accepts every target (Kamailio does), from
+/// a source that never answers a NOTIFY: 5,000 SUBSCRIBEs in 25 s and 20,000 in
+/// 50 s. At most 3,000 upstream SUBSCRIBEs until 30 s after, and the bridge is
+/// quiet (≤ 5/s in every second) from 25 s after the flood on, for a minute.
+/// Before the fix, each unanswered subscription gave its source's share back at
+/// Timer F (a second wave of 200 targets in the 20,000 flood), and its target
+/// lingered 30 s and then sent its un-SUBSCRIBEs in one unpaced burst (264 in
+/// one second, 45–53 s after the 20,000 flood; the real binary did the same).
+#[test]
+fn a_distinct_target_flood_against_an_accepting_upstream_goes_quiet() {
+    for (count, secs) in [(5_000u32, 25u32), (20_000, 50)] {
+        let per_s = distinct_target_flood(count, secs);
+        let end = secs as usize;
+        let total: usize = per_s[..=end + 30].iter().sum();
+        let late = &per_s[end + 25..];
+        let busiest = late.iter().copied().max().unwrap_or(0);
+        eprintln!(
+            "{count} in {secs} s: {total} upstream SUBSCRIBEs until 30 s after, busiest second from 25 s after: {busiest}; per second {per_s:?}"
+        );
+        assert!(total <= 3000, "{count}: {total} upstream SUBSCRIBEs");
+        assert!(
+            busiest <= 5,
+            "{count}: {busiest} upstream SUBSCRIBEs in one second from 25 s after the flood: {late:?}"
+        );
+        // the pacer holds for un-SUBSCRIBEs too (default upstream_rate 50/s,
+        // burst of as many)
+        assert!(
+            per_s[1..].iter().all(|&n| n <= 100),
+            "{count}: a second over the pacer's rate: {per_s:?}"
+        );
+    }
+}

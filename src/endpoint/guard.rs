@@ -32,8 +32,8 @@ struct Source {
     /// number that blocks).
     failures: Vec<Instant>,
     blocked_until: Option<Instant>,
-    /// The current limiting episode has been logged.
-    limited_logged: bool,
+    /// When its being over the rate was last logged (once every 10 s).
+    limited_logged: Option<Instant>,
 }
 
 /// Sources the table keeps before it forgets quiet ones.
@@ -78,7 +78,7 @@ impl Guard {
             last: now,
             failures: Vec::new(),
             blocked_until: None,
-            limited_logged: false,
+            limited_logged: None,
         })
     }
 
@@ -117,12 +117,16 @@ impl Guard {
         s.last = now;
         if s.tokens >= 1.0 {
             s.tokens -= 1.0;
-            s.limited_logged = false;
             return Admission::Pass;
         }
-        if !s.limited_logged {
-            s.limited_logged = true;
-            tracing::warn!(source = %ip, rate_per_source = rate, "source exceeds [security] rate_per_source: dropping its requests (logged once per episode)");
+        // not once per episode: under a steady flood an episode ends with every
+        // token (~50 lines/s)
+        let quiet = crate::util::LogGate::INTERVAL;
+        if s.limited_logged
+            .is_none_or(|t| now.saturating_duration_since(t) >= quiet)
+        {
+            s.limited_logged = Some(now);
+            tracing::warn!(source = %ip, rate_per_source = rate, "source exceeds [security] rate_per_source: dropping its requests (logged once per source every 10 s)");
         }
         Admission::Limited
     }

@@ -222,6 +222,9 @@ pub struct Proxy {
     compact_at: usize,
     /// Refusals are logged once per source and interval.
     log_gate: crate::util::LogGate,
+    /// "proxy refused request" at warn: once per source every 10 s (the rest
+    /// at debug), so a flood of refused requests does not fill the log.
+    refusal_gate: crate::util::LogGate,
 }
 
 /// No timer-heap compaction below this many entries.
@@ -250,6 +253,7 @@ impl Proxy {
             auth_failures: Vec::new(),
             compact_at: COMPACT_MIN,
             log_gate: crate::util::LogGate::default(),
+            refusal_gate: crate::util::LogGate::default(),
         }
     }
 
@@ -469,9 +473,14 @@ impl Proxy {
             Ok(p) => p,
             Err(r) => {
                 self.count_reject(&r);
-                tracing::warn!(%from, %method, code = r.code, reason = r.reason,
-                    ruri = %String::from_utf8_lossy(msg.request_uri().unwrap_or_default()),
-                    "proxy refused request");
+                let ruri = String::from_utf8_lossy(msg.request_uri().unwrap_or_default());
+                if self.refusal_gate.allow(from.remote.ip(), now) {
+                    tracing::warn!(%from, %method, code = r.code, reason = r.reason, %ruri,
+                        "proxy refused request (further refusals from this source within 10 s at debug)");
+                } else {
+                    tracing::debug!(%from, %method, code = r.code, reason = r.reason, %ruri,
+                        "proxy refused request");
+                }
                 self.reply(key, msg, &r);
                 return;
             }

@@ -52,6 +52,11 @@ pub struct SubscriptionManager {
     pub(super) realms: HashMap<String, String>,
     /// Phone subscriptions per source IP (`[security] max_subscriptions_per_source`).
     pub(super) per_source: HashMap<IpAddr, usize>,
+    /// Shares of `per_source` still held by phone subscriptions that ended
+    /// without their source ever answering a NOTIFY, with when they are given
+    /// back (`[security] block_s` after): a flood whose NOTIFYs go unanswered
+    /// does not get its share back after each Timer F.
+    pub(super) owed: VecDeque<(Instant, IpAddr)>,
     /// Refusals are logged at most once per source and interval.
     pub(super) log_gate: LogGate,
 }
@@ -68,6 +73,7 @@ impl SubscriptionManager {
             auth_failures: 0,
             realms: HashMap::new(),
             per_source: HashMap::new(),
+            owed: VecDeque::new(),
             log_gate: LogGate::default(),
             env,
             targets: HashMap::new(),
@@ -315,7 +321,15 @@ impl SubscriptionManager {
                 let Some(sub) = self.phones.get_mut(&phone) else {
                     return;
                 };
-                match sub.on_notify_response(cseq, msg.status().unwrap_or(0)) {
+                let code = msg.status().unwrap_or(0);
+                let after = sub.on_notify_response(cseq, code);
+                let target = sub.target;
+                if (200..300).contains(&code)
+                    && let Some(t) = self.targets.get_mut(&target)
+                {
+                    t.verified_watch = true;
+                }
+                match after {
                     AfterNotify::Nothing => {}
                     AfterNotify::Update => {
                         self.update_phone(phone, &mut Renderings::default(), now)
@@ -378,8 +392,12 @@ impl SubscriptionManager {
     pub fn on_request_timeout(&mut self, tag: ReqTag, now: Instant) {
         match tag {
             ReqTag::Notify { phone, .. } => {
-                if self.phones.contains_key(&phone) {
+                if let Some(sub) = self.phones.get(&phone) {
                     tracing::warn!(%phone, "NOTIFY timed out: removing the phone subscription");
+                    if !sub.verified {
+                        // its source never answered: it keeps the share a while
+                        self.owe_share(sub.flow.remote.ip(), now);
+                    }
                     self.remove_phone(phone, now);
                 }
             }

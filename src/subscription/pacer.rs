@@ -1,9 +1,10 @@
 //! Pacing of upstream SUBSCRIBEs: a token bucket of `rate` per second with a
 //! burst of as many, and a queue of (target, package) waiting for a token. A
 //! site coming up with thousands of keys, or a bridge resuming them after a
-//! restart, reaches the provider at `rate`, never in one burst.
+//! restart, reaches the provider at `rate`, never in one burst. Un-SUBSCRIBEs
+//! wait too, built already (their target is gone), and go first.
 
-use super::types::{Package, TargetId};
+use super::types::{Out, Package, TargetId};
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,8 @@ pub(super) struct Pacer {
     last: Option<Instant>,
     queue: VecDeque<(TargetId, Package)>,
     queued: HashSet<(TargetId, Package)>,
+    /// Un-SUBSCRIBEs of dropped targets, built, waiting for a token.
+    unsubscribes: VecDeque<Out>,
     /// A pacing timer is set for this time.
     pub(super) timer: Option<Instant>,
 }
@@ -26,6 +29,7 @@ impl Pacer {
             last: None,
             queue: VecDeque::new(),
             queued: HashSet::new(),
+            unsubscribes: VecDeque::new(),
             timer: None,
         }
     }
@@ -41,7 +45,7 @@ impl Pacer {
     /// Take a token now if one is free and nobody is queued before us.
     pub(super) fn try_take(&mut self, now: Instant) -> bool {
         self.refill(now);
-        if self.queue.is_empty() && self.tokens >= 1.0 {
+        if self.queue.is_empty() && self.unsubscribes.is_empty() && self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
         } else {
@@ -49,11 +53,32 @@ impl Pacer {
         }
     }
 
-    /// Take a token whatever the bucket holds (an un-SUBSCRIBE, which cannot
-    /// wait: its target is gone); later requests wait for it.
-    pub(super) fn force(&mut self, now: Instant) {
+    /// Take a token now for an un-SUBSCRIBE if one is free and no other
+    /// un-SUBSCRIBE waits (they go before queued SUBSCRIBEs).
+    pub(super) fn try_take_unsubscribe(&mut self, now: Instant) -> bool {
         self.refill(now);
+        if self.unsubscribes.is_empty() && self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Queue a built un-SUBSCRIBE.
+    pub(super) fn defer_unsubscribe(&mut self, request: Out) {
+        self.unsubscribes.push_back(request);
+    }
+
+    /// The next queued un-SUBSCRIBE whose token is available now.
+    pub(super) fn pop_unsubscribe(&mut self, now: Instant) -> Option<Out> {
+        self.refill(now);
+        if self.tokens < 1.0 {
+            return None;
+        }
+        let next = self.unsubscribes.pop_front()?;
         self.tokens -= 1.0;
+        Some(next)
     }
 
     /// Queue a SUBSCRIBE; false when that one is queued already.
@@ -79,7 +104,7 @@ impl Pacer {
 
     /// When the next queued SUBSCRIBE may go (None: nothing queued).
     pub(super) fn next_at(&self, now: Instant) -> Option<Instant> {
-        if self.queue.is_empty() {
+        if self.queue.is_empty() && self.unsubscribes.is_empty() {
             return None;
         }
         let missing = (1.0 - self.tokens).max(0.0);
@@ -89,7 +114,7 @@ impl Pacer {
     }
 
     pub(super) fn queued(&self) -> usize {
-        self.queue.len()
+        self.queue.len() + self.unsubscribes.len()
     }
 }
 
@@ -131,13 +156,49 @@ mod tests {
         assert!(!p.try_take(t1 + Duration::from_secs(10)));
     }
 
+    fn unsubscribe(n: u64) -> Out {
+        Out::Request {
+            flow: crate::flow::Flow::udp("127.0.0.1:5070".parse().unwrap()),
+            data: bytes::Bytes::from(format!("unsubscribe {n}")),
+            tag: super::super::types::ReqTag::Upstream {
+                target: TargetId(n),
+                package: Package::Dialog,
+                generation: 0,
+                cseq: 2,
+                unsubscribe: true,
+            },
+        }
+    }
+
     #[test]
-    fn a_forced_token_delays_the_next() {
+    fn unsubscribes_are_paced_too_and_go_first() {
         let t0 = Instant::now();
-        let mut p = Pacer::new(1);
+        let mut p = Pacer::new(2);
+        assert!(p.try_take_unsubscribe(t0));
         assert!(p.try_take(t0));
-        p.force(t0);
-        assert!(!p.try_take(t0 + Duration::from_millis(1500)));
-        assert!(p.try_take(t0 + Duration::from_millis(2001)));
+        assert!(!p.try_take_unsubscribe(t0), "the bucket is empty");
+        p.defer_unsubscribe(unsubscribe(1));
+        p.defer_unsubscribe(unsubscribe(2));
+        assert!(p.enqueue(TargetId(9), Package::Presence));
+        assert_eq!(p.queued(), 3);
+        assert!(p.pop_unsubscribe(t0).is_none());
+        let at = p.next_at(t0).unwrap();
+        assert!(at > t0 && at <= t0 + Duration::from_millis(501));
+        // 0.5 s later: one token, for the first un-SUBSCRIBE
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(
+            matches!(p.pop_unsubscribe(t1), Some(Out::Request { data, .. }) if data == "unsubscribe 1")
+        );
+        assert_eq!(p.pop_ready(t1), None);
+        assert!(
+            !p.try_take_unsubscribe(t1 + Duration::from_secs(5)),
+            "one still waits"
+        );
+        assert!(p.pop_unsubscribe(t1 + Duration::from_secs(5)).is_some());
+        assert_eq!(
+            p.pop_ready(t1 + Duration::from_secs(5)),
+            Some((TargetId(9), Package::Presence))
+        );
+        assert_eq!(p.queued(), 0);
     }
 }

@@ -36,6 +36,29 @@ impl SubscriptionManager {
         }
     }
 
+    /// A phone subscription from `ip` ended without its source ever answering
+    /// a NOTIFY: its share of `max_subscriptions_per_source` stays taken for
+    /// `[security] block_s` more. A source flooding SUBSCRIBEs it never answers
+    /// (spoofed, or not a phone) so gets its 200 subscriptions once per Timer F
+    /// plus `block_s`, not once per Timer F; a phone answers its first NOTIFY.
+    pub(super) fn owe_share(&mut self, ip: IpAddr, now: Instant) {
+        self.give_back_shares(now);
+        self.count_source(ip, true);
+        let until = now + Duration::from_secs(self.env.cfg.security.block_s);
+        self.owed.push_back((until, ip));
+    }
+
+    /// Shares owed since `block_s` ago are given back.
+    pub(super) fn give_back_shares(&mut self, now: Instant) {
+        while let Some(&(until, ip)) = self.owed.front() {
+            if until > now {
+                break;
+            }
+            self.owed.pop_front();
+            self.count_source(ip, false);
+        }
+    }
+
     /// The refusal of a SUBSCRIBE beyond a cap of `[security]`: the source's
     /// share (403: waiting does not help), the target's watchers or the
     /// bridge's targets (503 with Retry-After). Logged once per source and
@@ -48,6 +71,7 @@ impl SubscriptionManager {
         aor: &str,
         now: Instant,
     ) -> Option<Refusal> {
+        self.give_back_shares(now);
         let sec = &self.env.cfg.security;
         let retry = vec![("Retry-After", CAP_RETRY_AFTER_S.to_string())];
         let from_source = self.per_source.get(&src).copied().unwrap_or(0);
@@ -244,6 +268,10 @@ impl SubscriptionManager {
         };
         let old_ip = sub.flow.remote.ip();
         sub.refresh(msg, cseq, flow, expires, now);
+        let target = sub.target;
+        if let Some(t) = self.targets.get_mut(&target) {
+            t.verified_watch = true;
+        }
         if old_ip != flow.remote.ip() {
             // the subscription now counts in its new source's share
             self.count_source(old_ip, false);
@@ -371,9 +399,16 @@ impl SubscriptionManager {
             .targets
             .get_mut(&sub.target)
             .and_then(|t| t.unwatch(id, until));
-        if let Some(generation) = linger {
-            let target = sub.target;
+        let Some(generation) = linger else {
+            return;
+        };
+        let target = sub.target;
+        if self.targets.get(&target).is_some_and(|t| t.verified_watch) {
             self.schedule(until, Timer::Linger { target, generation });
+        } else {
+            // no watcher ever showed its source is real: nobody to keep the
+            // upstream subscriptions for
+            self.drop_target(target, now);
         }
     }
 

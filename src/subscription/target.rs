@@ -47,6 +47,15 @@ pub struct Target {
     #[serde(with = "instant_serde::option")]
     pub linger_until: Option<Instant>,
     pub linger_gen: u32,
+    /// A phone that showed its source is real (answered a NOTIFY, refreshed)
+    /// has watched it. Without one, the target lingers not at all when its
+    /// last watcher goes (records from before this field: assumed so).
+    #[serde(default = "yes")]
+    pub verified_watch: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Target {
@@ -81,6 +90,7 @@ impl Target {
             watchers: Vec::new(),
             linger_until: None,
             linger_gen: 0,
+            verified_watch: false,
         }
     }
 

@@ -18,7 +18,8 @@ impl SubscriptionManager {
     // ------------------------------------------------------------ upstream side
 
     /// Send an upstream SUBSCRIBE when the pacer allows it, else queue it (an
-    /// un-SUBSCRIBE goes at once: its target is about to be forgotten).
+    /// un-SUBSCRIBE is built at once, its target is about to be forgotten, and
+    /// waits built).
     pub(super) fn send_subscribe(
         &mut self,
         target: TargetId,
@@ -27,7 +28,17 @@ impl SubscriptionManager {
         now: Instant,
     ) {
         if unsubscribe {
-            self.pacer.force(now);
+            if !self.pacer.try_take_unsubscribe(now) {
+                let before = self.out.len();
+                self.send_subscribe_now(target, package, true, now);
+                if self.out.len() > before
+                    && let Some(request) = self.out.pop_back()
+                {
+                    self.pacer.defer_unsubscribe(request);
+                    self.schedule_pace(now);
+                }
+                return;
+            }
         } else if !self.pacer.try_take(now) {
             if self.pacer.enqueue(target, package) {
                 self.schedule_pace(now);
@@ -50,6 +61,9 @@ impl SubscriptionManager {
 
     pub(super) fn on_pace(&mut self, now: Instant) {
         self.pacer.timer = None;
+        while let Some(request) = self.pacer.pop_unsubscribe(now) {
+            self.out.push_back(request);
+        }
         while let Some((target, package)) = self.pacer.pop_ready(now) {
             if self.targets.contains_key(&target) {
                 self.send_subscribe_now(target, package, false, now);
