@@ -5,10 +5,12 @@
 use super::build;
 use super::notifier::{AfterNotify, PhoneState, PhoneSub, Renderings};
 use super::pacer::Pacer;
-use super::subscriber::{Action, Upstream};
+use super::subscriber::{Action, UpTimer, Upstream};
 use super::target::Target;
 use super::timers::{Timer, Timers};
 use super::types::*;
+use crate::auth::{Credentials, DigestClient};
+use crate::config::Config;
 use crate::flow::Flow;
 use crate::profile::{Mode, Profile, SubState};
 use crate::sip::{Method, SipMessage};
@@ -47,6 +49,11 @@ pub struct SubscriptionManager {
     pub(super) resuming: HashSet<TargetId>,
     /// Upstream SUBSCRIBEs whose authentication failed (for the metrics).
     pub(super) auth_failures: u64,
+    /// Account user → its digest client, shared by all its upstream
+    /// subscriptions: the last challenge per realm is answered with the next
+    /// `nc` by every SUBSCRIBE of the account, new targets included, instead
+    /// of a 401/407 round trip each.
+    pub(super) digest: HashMap<String, DigestClient>,
     /// Account user → the digest realm the upstream first challenged it with
     /// (when `[[account]] realm` does not pin one): no other realm is answered.
     pub(super) realms: HashMap<String, String>,
@@ -67,6 +74,7 @@ impl SubscriptionManager {
             resuming: HashSet::new(),
             auth_failures: 0,
             realms: HashMap::new(),
+            digest: HashMap::new(),
             per_source: HashMap::new(),
             log_gate: LogGate::default(),
             env,
@@ -351,12 +359,14 @@ impl SubscriptionManager {
                     .and_then(|a| a.realm.as_deref());
                 let realm = pinned.or_else(|| self.realms.get(&t.account).map(String::as_str));
                 let mut answered = None;
+                let auth = account_digest(&mut self.digest, &self.env.cfg, &t.account);
                 let action = up.on_response(
                     msg,
                     default_expires,
                     &t.aor,
                     realm,
                     &mut answered,
+                    auth,
                     now,
                     &mut self.rng,
                 );
@@ -427,6 +437,14 @@ impl SubscriptionManager {
             }
             Timer::Pace => self.on_pace(now),
             Timer::Up(target, package, timer) => {
+                let unwatched = self
+                    .targets
+                    .get(&target)
+                    .is_some_and(|t| t.watchers.is_empty());
+                if unwatched && matches!(timer, UpTimer::Retry { .. }) {
+                    // nobody watches a refused target: its linger ends it
+                    return;
+                }
                 if let Some(up) = self.upstream(target, package) {
                     let action = up.on_timer(timer);
                     self.act(target, package, action, now);
@@ -443,6 +461,26 @@ impl SubscriptionManager {
             }
         }
     }
+}
+
+/// The credentials of `account` (an `[[account]]` user, else the first account).
+pub(super) fn credentials(cfg: &Config, account: &str) -> Credentials {
+    let a = cfg.account_for(Some(account));
+    Credentials {
+        username: a.map(|a| a.auth_user.clone()).unwrap_or_default(),
+        password: a.map(|a| a.password.clone()).unwrap_or_default(),
+    }
+}
+
+/// The digest client of `account`, made on first use.
+pub(super) fn account_digest<'a>(
+    digest: &'a mut HashMap<String, DigestClient>,
+    cfg: &Config,
+    account: &str,
+) -> &'a mut DigestClient {
+    digest
+        .entry(account.to_string())
+        .or_insert_with(|| DigestClient::new(credentials(cfg, account)))
 }
 
 #[allow(dead_code)]

@@ -1,7 +1,10 @@
 //! Pacing of upstream SUBSCRIBEs: a token bucket of `rate` per second with a
-//! burst of as many, and a queue of (target, package) waiting for a token. A
-//! site coming up with thousands of keys, or a bridge resuming them after a
-//! restart, reaches the provider at `rate`, never in one burst.
+//! burst of as many, and two queues of (target, package) waiting for a token:
+//! the urgent one (a target phones are waiting for, with no state yet) is
+//! always served first, then the rest (refreshes, resumes, retries). A site
+//! coming up with thousands of keys, or a bridge resuming them after a
+//! restart, reaches the provider at `rate`, never in one burst, and a key
+//! just pressed does not wait behind thousands of refreshes.
 
 use super::types::{Package, TargetId};
 use std::collections::{HashSet, VecDeque};
@@ -11,6 +14,8 @@ pub(super) struct Pacer {
     rate: f64,
     tokens: f64,
     last: Option<Instant>,
+    /// Targets phones are waiting for.
+    urgent: VecDeque<(TargetId, Package)>,
     queue: VecDeque<(TargetId, Package)>,
     queued: HashSet<(TargetId, Package)>,
     /// A pacing timer is set for this time.
@@ -24,6 +29,7 @@ impl Pacer {
             rate,
             tokens: rate,
             last: None,
+            urgent: VecDeque::new(),
             queue: VecDeque::new(),
             queued: HashSet::new(),
             timer: None,
@@ -38,10 +44,12 @@ impl Pacer {
         self.last = Some(now);
     }
 
-    /// Take a token now if one is free and nobody is queued before us.
-    pub(super) fn try_take(&mut self, now: Instant) -> bool {
+    /// Take a token now if one is free and nobody is queued before us (an
+    /// urgent request goes before the normal queue).
+    pub(super) fn try_take(&mut self, now: Instant, urgent: bool) -> bool {
         self.refill(now);
-        if self.queue.is_empty() && self.tokens >= 1.0 {
+        let ahead = self.urgent.is_empty() && (urgent || self.queue.is_empty());
+        if ahead && self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
         } else {
@@ -57,11 +65,15 @@ impl Pacer {
     }
 
     /// Queue a SUBSCRIBE; false when that one is queued already.
-    pub(super) fn enqueue(&mut self, target: TargetId, package: Package) -> bool {
+    pub(super) fn enqueue(&mut self, target: TargetId, package: Package, urgent: bool) -> bool {
         if !self.queued.insert((target, package)) {
             return false;
         }
-        self.queue.push_back((target, package));
+        if urgent {
+            self.urgent.push_back((target, package));
+        } else {
+            self.queue.push_back((target, package));
+        }
         true
     }
 
@@ -71,7 +83,10 @@ impl Pacer {
         if self.tokens < 1.0 {
             return None;
         }
-        let next = self.queue.pop_front()?;
+        let next = match self.urgent.pop_front() {
+            Some(n) => n,
+            None => self.queue.pop_front()?,
+        };
         self.queued.remove(&next);
         self.tokens -= 1.0;
         Some(next)
@@ -79,7 +94,7 @@ impl Pacer {
 
     /// When the next queued SUBSCRIBE may go (None: nothing queued).
     pub(super) fn next_at(&self, now: Instant) -> Option<Instant> {
-        if self.queue.is_empty() {
+        if self.queued() == 0 {
             return None;
         }
         let missing = (1.0 - self.tokens).max(0.0);
@@ -89,7 +104,7 @@ impl Pacer {
     }
 
     pub(super) fn queued(&self) -> usize {
-        self.queue.len()
+        self.urgent.len() + self.queue.len()
     }
 }
 
@@ -101,12 +116,15 @@ mod tests {
     fn bursts_up_to_the_rate_then_one_token_per_interval() {
         let t0 = Instant::now();
         let mut p = Pacer::new(10);
-        let sent = (0..25).filter(|_| p.try_take(t0)).count();
+        let sent = (0..25).filter(|_| p.try_take(t0, false)).count();
         assert_eq!(sent, 10, "a burst of `rate`");
         for i in 0..15u64 {
-            assert!(p.enqueue(TargetId(i), Package::Dialog));
+            assert!(p.enqueue(TargetId(i), Package::Dialog, false));
         }
-        assert!(!p.enqueue(TargetId(0), Package::Dialog), "no duplicates");
+        assert!(
+            !p.enqueue(TargetId(0), Package::Dialog, false),
+            "no duplicates"
+        );
         assert_eq!(p.pop_ready(t0), None);
         // 1 s later: 10 more
         let t1 = t0 + Duration::from_secs(1);
@@ -128,16 +146,41 @@ mod tests {
             Some((TargetId(10), Package::Dialog))
         );
         // a queued request blocks newcomers from jumping ahead
-        assert!(!p.try_take(t1 + Duration::from_secs(10)));
+        assert!(!p.try_take(t1 + Duration::from_secs(10), false));
+    }
+
+    #[test]
+    fn urgent_requests_go_before_the_queue() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(2);
+        assert!(p.try_take(t0, false) && p.try_take(t0, false));
+        for i in 0..10u64 {
+            assert!(p.enqueue(TargetId(i), Package::Presence, false));
+        }
+        let t1 = t0 + Duration::from_millis(500);
+        // a token is free and only normal requests wait: an urgent one takes it
+        assert!(p.try_take(t1, true));
+        // no token: queued, but ahead of the ten
+        assert!(!p.try_take(t1, true));
+        assert!(p.enqueue(TargetId(99), Package::Dialog, true));
+        assert!(!p.try_take(t1 + Duration::from_secs(5), false));
+        assert!(
+            !p.try_take(t1 + Duration::from_secs(5), true),
+            "an urgent one queued first"
+        );
+        let t2 = t1 + Duration::from_secs(5);
+        assert_eq!(p.pop_ready(t2), Some((TargetId(99), Package::Dialog)));
+        assert_eq!(p.pop_ready(t2), Some((TargetId(0), Package::Presence)));
+        assert_eq!(p.queued(), 9);
     }
 
     #[test]
     fn a_forced_token_delays_the_next() {
         let t0 = Instant::now();
         let mut p = Pacer::new(1);
-        assert!(p.try_take(t0));
+        assert!(p.try_take(t0, false));
         p.force(t0);
-        assert!(!p.try_take(t0 + Duration::from_millis(1500)));
-        assert!(p.try_take(t0 + Duration::from_millis(2001)));
+        assert!(!p.try_take(t0 + Duration::from_millis(1500), false));
+        assert!(p.try_take(t0 + Duration::from_millis(2001), false));
     }
 }

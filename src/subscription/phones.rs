@@ -366,7 +366,13 @@ impl SubscriptionManager {
         self.count_source(sub.flow.remote.ip(), false);
         self.mark_phone(id);
         self.phone_index.remove(&sub.key());
-        let until = now + Duration::from_secs(self.env.cfg.subscriptions.linger_s);
+        let mut until = now + Duration::from_secs(self.env.cfg.subscriptions.linger_s);
+        if let Some(t) = self.targets.get(&sub.target) {
+            // a refused target is remembered until its next attempt: a phone
+            // coming back meanwhile (a fail-subscription profile does) gets
+            // what is known instead of a new upstream SUBSCRIBE
+            until = until.max(t.refused_until().unwrap_or(until));
+        }
         let linger = self
             .targets
             .get_mut(&sub.target)

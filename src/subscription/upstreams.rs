@@ -4,7 +4,7 @@
 //! [`Upstream`]; this is the bookkeeping around them.
 
 use super::build;
-use super::manager::SubscriptionManager;
+use super::manager::{SubscriptionManager, account_digest};
 use super::subscriber::*;
 use super::target::*;
 use super::timers::Timer;
@@ -26,10 +26,17 @@ impl SubscriptionManager {
         unsubscribe: bool,
         now: Instant,
     ) {
+        // phones are waiting for this target's first state (not a refresh,
+        // a resume or a retry): it goes before the rest
+        let urgent = !unsubscribe
+            && !self.resuming.contains(&target)
+            && self
+                .upstream(target, package)
+                .is_some_and(|u| !u.ever_notified && u.failures == 0 && u.remote_tag.is_none());
         if unsubscribe {
             self.pacer.force(now);
-        } else if !self.pacer.try_take(now) {
-            if self.pacer.enqueue(target, package) {
+        } else if !self.pacer.try_take(now, urgent) {
+            if self.pacer.enqueue(target, package, urgent) {
                 self.schedule_pace(now);
             }
             return;
@@ -81,7 +88,8 @@ impl SubscriptionManager {
             Package::Dialog => &mut t.dialog,
             Package::Presence => &mut t.presence,
         };
-        let request = up.subscribe(&self.env, owner, &branch, unsubscribe, &mut self.rng);
+        let auth = account_digest(&mut self.digest, &self.env.cfg, &t.account);
+        let request = up.subscribe(&self.env, owner, &branch, unsubscribe, auth, &mut self.rng);
         let generation = up.generation;
         // the CSeq must never go backwards, even after a crash: reserve ahead
         let durable = up.cseq >= up.reserved_cseq;
@@ -133,13 +141,16 @@ impl SubscriptionManager {
         f: Failure,
         now: Instant,
     ) {
-        let jitter = Duration::from_millis(self.rng.below(1000));
         let Some(t) = self.targets.get_mut(&target) else {
             return;
         };
         let wait = t.fail(package, f, &self.env.cfg.subscriptions);
+        // jitter: < 1 s, or up to 5 % of a wait of a minute or more (targets
+        // refused together do not come back in one burst)
+        let jitter = self.rng.below(1000.max(wait.delay_s.saturating_mul(50)));
+        let at = now + Duration::from_secs(wait.delay_s) + Duration::from_millis(jitter);
+        t.upstream_mut(package).retry_at = Some(at);
         self.mark_target(target, false);
-        let at = now + Duration::from_secs(wait.delay_s) + jitter;
         let retry = UpTimer::Retry {
             generation: wait.generation,
         };
@@ -157,7 +168,7 @@ impl SubscriptionManager {
             Action::Resubscribe => self.send_subscribe(target, package, false, now),
             Action::Restart => self.resubscribe_fresh(target, package, now),
             Action::Failed(f) => {
-                if f.why.starts_with("authentication failed") {
+                if f.class == Refusal::Auth {
                     self.auth_failures += 1;
                 }
                 self.upstream_failed(target, package, f, now)
