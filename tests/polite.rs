@@ -766,3 +766,50 @@ fn a_key_just_pressed_goes_before_queued_refreshes() {
         "the refreshes still wait"
     );
 }
+
+// ------------------------------------------------------------- logging
+
+/// Log lines written while `f` runs (level WARN and above).
+fn warnings_during(f: impl FnOnce()) -> String {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf(Arc::new(Mutex::new(Vec::new())));
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let out = buf.0.lock().unwrap().clone();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn a_refusal_is_logged_once_per_target_and_cause_not_per_retry() {
+    let mut total = 0;
+    let log = warnings_during(|| {
+        let (_, run) = refused(500, "Server Internal Error", "");
+        total = run.total();
+    });
+    let failed = log
+        .lines()
+        .filter(|l| l.contains("upstream subscription failed"))
+        .count();
+    assert!(total >= 10, "{total}");
+    assert_eq!(
+        failed, 2,
+        "one line per package for {total} refusals:\n{log}"
+    );
+    assert!(log.contains("500 Server Internal Error"), "{log}");
+}
