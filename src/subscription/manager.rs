@@ -54,6 +54,9 @@ pub struct SubscriptionManager {
     /// `nc` by every SUBSCRIBE of the account, new targets included, instead
     /// of a 401/407 round trip each.
     pub(super) digest: HashMap<String, DigestClient>,
+    /// Account user → its hold after authentication failures: new upstream
+    /// subscriptions of the account wait for it, then one probes for all.
+    pub(super) auth_gate: HashMap<String, AuthGate>,
     /// Account user → the digest realm the upstream first challenged it with
     /// (when `[[account]] realm` does not pin one): no other realm is answered.
     pub(super) realms: HashMap<String, String>,
@@ -61,6 +64,21 @@ pub struct SubscriptionManager {
     pub(super) per_source: HashMap<IpAddr, usize>,
     /// Refusals are logged at most once per source and interval.
     pub(super) log_gate: LogGate,
+}
+
+/// An account whose upstream authentication failed: until `until`, its new
+/// upstream subscriptions are not sent (a wrong password with 1,000 keys would
+/// otherwise be 2,000 refused SUBSCRIBEs per round, and providers ban for
+/// less); then one goes as a probe and the others wait for its answer.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct AuthGate {
+    pub until: Instant,
+    /// Consecutive failed probes of the account (the hold doubles).
+    pub failures: u32,
+    /// A probe went out since the hold last grew: its failure doubles the
+    /// hold; failures of SUBSCRIBEs sent before the hold (the same wave) do
+    /// not.
+    pub probing: bool,
 }
 
 /// Retry-After (seconds) of a SUBSCRIBE refused because a cap is reached.
@@ -75,6 +93,7 @@ impl SubscriptionManager {
             auth_failures: 0,
             realms: HashMap::new(),
             digest: HashMap::new(),
+            auth_gate: HashMap::new(),
             per_source: HashMap::new(),
             log_gate: LogGate::default(),
             env,
@@ -375,6 +394,11 @@ impl SubscriptionManager {
                 {
                     tracing::info!(account = %t.account, realm = %r, "upstream realm kept for the account");
                     self.realms.insert(t.account.clone(), r);
+                }
+                if msg.status().is_some_and(|c| (200..300).contains(&c))
+                    && self.auth_gate.remove(&t.account).is_some()
+                {
+                    tracing::info!(account = %t.account, "upstream authentication works again: the account's subscriptions resume");
                 }
                 // a new dialog is worth a disk sync; a refresh is not
                 let durable = !had_dialog && up.remote_tag.is_some();

@@ -274,6 +274,8 @@ impl SubscriptionManager {
         for (account, client) in &mut self.digest {
             client.set_credentials(credentials(&self.env.cfg, account));
         }
+        // new credentials are worth trying at once
+        self.auth_gate.clear();
         let ids: Vec<TargetId> = self.targets.keys().copied().collect();
         for id in ids {
             self.recompute(id, now);

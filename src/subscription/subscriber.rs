@@ -9,7 +9,7 @@
 
 use super::build;
 use super::types::{Env, Out, Package, ReqTag, TargetId};
-use crate::auth::DigestClient;
+use crate::auth::{AuthError, DigestClient};
 use crate::config::Subscriptions;
 use crate::sip::SubStateKind;
 use crate::sip::{HeaderName, MessageBuilder, Method, SipMessage};
@@ -449,8 +449,19 @@ impl Upstream {
                 let result = match &challenged {
                     Some(req) => auth
                         .handle_rechallenge(msg, req, realm, reused, rng)
-                        .map_err(|e| e.to_string()),
-                    None => Err("challenge without a request to answer".to_string()),
+                        .map_err(|e| {
+                            // another realm asks for this target: the
+                            // target's refusal, not the account's failure
+                            let class = match e {
+                                AuthError::ForeignRealm { .. } => Refusal::Rare,
+                                _ => Refusal::Auth,
+                            };
+                            (e.to_string(), class)
+                        }),
+                    None => Err((
+                        "challenge without a request to answer".to_string(),
+                        Refusal::Auth,
+                    )),
                 };
                 match result {
                     Ok(r) => {
@@ -458,8 +469,8 @@ impl Upstream {
                         *answered_realm = Some(r);
                         Action::Resubscribe
                     }
-                    Err(e) => {
-                        Action::failed(format!("authentication failed: {e}"), None, Refusal::Auth)
+                    Err((e, class)) => {
+                        Action::failed(format!("authentication failed: {e}"), None, class)
                     }
                 }
             }

@@ -4,7 +4,7 @@
 //! [`Upstream`]; this is the bookkeeping around them.
 
 use super::build;
-use super::manager::{SubscriptionManager, account_digest};
+use super::manager::{AuthGate, SubscriptionManager, account_digest};
 use super::subscriber::*;
 use super::target::*;
 use super::timers::Timer;
@@ -33,6 +33,9 @@ impl SubscriptionManager {
             && self
                 .upstream(target, package)
                 .is_some_and(|u| !u.ever_notified && u.failures == 0 && u.remote_tag.is_none());
+        if !unsubscribe && self.held_by_account(target, package, now) {
+            return;
+        }
         if unsubscribe {
             self.pacer.force(now);
         } else if !self.pacer.try_take(now, urgent) {
@@ -42,6 +45,45 @@ impl SubscriptionManager {
             return;
         }
         self.send_subscribe_now(target, package, unsubscribe, now);
+    }
+
+    /// Whether a new upstream subscription must wait for its account's hold
+    /// after authentication failures (then it is parked until the hold ends).
+    /// When the hold is over, this one goes as the probe and the hold covers
+    /// its round trip (64·T1), so the others wait for its answer.
+    fn held_by_account(&mut self, target: TargetId, package: Package, now: Instant) -> bool {
+        let Some(t) = self.targets.get(&target) else {
+            return false;
+        };
+        if t.upstream(package).state != UpState::Idle {
+            // only a fresh attempt waits: not a refresh, nor the answer to a
+            // challenge or a 423 within an attempt
+            return false;
+        }
+        let Some(gate) = self.auth_gate.get_mut(&t.account) else {
+            return false;
+        };
+        if now >= gate.until {
+            gate.until = now + self.env.t1 * 64;
+            gate.probing = true;
+            return false;
+        }
+        let at = gate.until + Duration::from_millis(self.rng.below(1000));
+        let Some(t) = self.targets.get_mut(&target) else {
+            return false;
+        };
+        let up = t.upstream_mut(package);
+        up.state = UpState::Stopped;
+        up.in_flight = false;
+        up.retry_at = Some(at);
+        up.last_error = Some("held: the account's upstream authentication failed".into());
+        let retry = UpTimer::Retry {
+            generation: up.generation,
+        };
+        self.schedule(at, Timer::Up(target, package, retry));
+        self.mark_target(target, false);
+        self.recompute(target, now);
+        true
     }
 
     pub(super) fn schedule_pace(&mut self, now: Instant) {
@@ -141,6 +183,7 @@ impl SubscriptionManager {
         f: Failure,
         now: Instant,
     ) {
+        let auth = f.class == Refusal::Auth;
         let Some(t) = self.targets.get_mut(&target) else {
             return;
         };
@@ -150,6 +193,25 @@ impl SubscriptionManager {
         let jitter = self.rng.below(1000.max(wait.delay_s.saturating_mul(50)));
         let at = now + Duration::from_secs(wait.delay_s) + Duration::from_millis(jitter);
         t.upstream_mut(package).retry_at = Some(at);
+        if auth {
+            // the account is held: its other new subscriptions wait too
+            let gate = self.auth_gate.entry(t.account.clone()).or_insert(AuthGate {
+                until: now,
+                failures: 0,
+                probing: true,
+            });
+            if gate.probing {
+                gate.probing = false;
+                gate.failures = gate.failures.saturating_add(1);
+            }
+            let hold = AUTH_FIRST_S
+                .saturating_mul(1u64 << (gate.failures.max(1) - 1).min(16))
+                .min(RARE_MAX_S);
+            gate.until = gate.until.max(now + Duration::from_secs(hold));
+            if gate.failures == 1 && !gate.probing {
+                tracing::warn!(account = %t.account, hold_s = hold, "upstream authentication failed: the account's new subscriptions wait, then one tries for all");
+            }
+        }
         self.mark_target(target, false);
         let retry = UpTimer::Retry {
             generation: wait.generation,
