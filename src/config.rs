@@ -323,7 +323,7 @@ impl Default for Subscriptions {
             linger_s: 30,
             retry_min_s: 5,
             retry_max_s: 300,
-            upstream_rate: 50,
+            upstream_rate: 20,
         }
     }
 }

@@ -316,10 +316,19 @@ fn challenges_are_answered_for_the_account_realm_only() {
     sim.udp_from(UPSTREAM, &challenge(&up[1], "attacker.example"));
     sim.advance(Duration::from_millis(10));
     assert_eq!(authorized(&pbx.take(&mut sim)), 0, "another realm answered");
-    // a new target of the same account: the kept realm still rules
+    // a new target of the same account: its SUBSCRIBEs carry the account's
+    // credentials for the kept realm at once (nonce reuse), and the kept
+    // realm still rules
     let up = fresh_subscribes(&mut sim, &mut pbx, "1003", 2);
+    assert_eq!(authorized(&up), 2, "pre-emptive credentials");
+    assert!(
+        up.iter()
+            .all(|m| hv(m, HeaderName::Authorization).contains("realm=\"asterisk\""))
+    );
     sim.udp_from(UPSTREAM, &challenge(&up[0], "pbx.test"));
-    sim.udp_from(UPSTREAM, &challenge(&up[1], "asterisk"));
+    // the reused nonce expired: a new one in the kept realm is answered
+    let renewed = challenge(&up[1], "asterisk").replace("nasterisk", "nasterisk2");
+    sim.udp_from(UPSTREAM, &renewed);
     sim.advance(Duration::from_millis(10));
     assert_eq!(authorized(&pbx.take(&mut sim)), 1);
 

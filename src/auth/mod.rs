@@ -16,8 +16,11 @@
 //!
 //! Loop protection (the FreeSWITCH 401-without-challenge bug, wrong passwords):
 //! a challenge is only answered when the challenged request carried no
-//! credentials for that realm or the server says `stale=true`; otherwise the
-//! credentials were rejected and [`AuthError::Rejected`] is returned.
+//! credentials for that realm, or the server says `stale=true` with a new
+//! nonce, or (with [`DigestClient::handle_rechallenge`]) the request reused a
+//! stored nonce and the challenge brings another; otherwise the credentials
+//! were rejected and [`AuthError::Rejected`] is returned. The caller bounds the
+//! answers per request (the subscription manager: two per SUBSCRIBE attempt).
 
 mod digest;
 
@@ -263,6 +266,24 @@ impl DigestClient {
         realm: Option<&str>,
         rng: &mut Rng,
     ) -> Result<String, AuthError> {
+        self.handle_rechallenge(response, challenged, realm, false, rng)
+    }
+
+    /// [`DigestClient::handle_challenge_in_realm`] for a request whose
+    /// credentials may have `reused` a stored nonce (pre-emptive credentials,
+    /// not the answer to a challenge of this very request): then a challenge
+    /// with another nonce is taken even without `stale=true` (servers that
+    /// expire nonces do not all say so). The same nonce again is always a
+    /// rejection, so a server repeating one nonce forever is never answered
+    /// twice.
+    pub fn handle_rechallenge(
+        &mut self,
+        response: &SipMessage,
+        challenged: &SipMessage,
+        realm: Option<&str>,
+        reused: bool,
+        rng: &mut Rng,
+    ) -> Result<String, AuthError> {
         let status = match response.status() {
             Some(s @ (401 | 407)) => s,
             other => return Err(AuthError::NotAChallenge { status: other }),
@@ -329,7 +350,7 @@ impl DigestClient {
             let answered = sent_nonce(challenged, cand.kind, &cand.realm);
             let is_rejection = match &answered {
                 None => false,
-                Some(sent) => *sent == cand.nonce || !cand.stale,
+                Some(sent) => *sent == cand.nonce || !(cand.stale || reused),
             };
             if is_rejection && rejected.is_none() {
                 rejected = Some(AuthError::Rejected {

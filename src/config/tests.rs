@@ -55,9 +55,9 @@ fn state_dir_defaults_beside_the_file_resolves_relative_and_can_be_off() {
 }
 
 #[test]
-fn upstream_rate_defaults_to_50_and_zero_is_refused() {
+fn upstream_rate_defaults_to_20_and_zero_is_refused() {
     let c = Config::parse(GOOD, "t.toml", &env).unwrap();
-    assert_eq!(c.subscriptions.upstream_rate, 50);
+    assert_eq!(c.subscriptions.upstream_rate, 20);
     let e = Config::parse(
         &format!("{GOOD}\n[subscriptions]\nupstream_rate = 0\n"),
         "t.toml",

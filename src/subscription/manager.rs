@@ -5,10 +5,12 @@
 use super::build;
 use super::notifier::{AfterNotify, PhoneState, PhoneSub, Renderings};
 use super::pacer::Pacer;
-use super::subscriber::{Action, Upstream};
+use super::subscriber::{Action, UpTimer, Upstream};
 use super::target::Target;
 use super::timers::{Timer, Timers};
 use super::types::*;
+use crate::auth::{Credentials, DigestClient};
+use crate::config::Config;
 use crate::flow::Flow;
 use crate::profile::{Mode, Profile, SubState};
 use crate::sip::{Method, SipMessage};
@@ -47,6 +49,14 @@ pub struct SubscriptionManager {
     pub(super) resuming: HashSet<TargetId>,
     /// Upstream SUBSCRIBEs whose authentication failed (for the metrics).
     pub(super) auth_failures: u64,
+    /// Account user → its digest client, shared by all its upstream
+    /// subscriptions: the last challenge per realm is answered with the next
+    /// `nc` by every SUBSCRIBE of the account, new targets included, instead
+    /// of a 401/407 round trip each.
+    pub(super) digest: HashMap<String, DigestClient>,
+    /// Account user → its hold after authentication failures: new upstream
+    /// subscriptions of the account wait for it, then one probes for all.
+    pub(super) auth_gate: HashMap<String, AuthGate>,
     /// Account user → the digest realm the upstream first challenged it with
     /// (when `[[account]] realm` does not pin one): no other realm is answered.
     pub(super) realms: HashMap<String, String>,
@@ -61,6 +71,21 @@ pub struct SubscriptionManager {
     pub(super) log_gate: LogGate,
 }
 
+/// An account whose upstream authentication failed: until `until`, its new
+/// upstream subscriptions are not sent (a wrong password with 1,000 keys would
+/// otherwise be 2,000 refused SUBSCRIBEs per round, and providers ban for
+/// less); then one goes as a probe and the others wait for its answer.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct AuthGate {
+    pub until: Instant,
+    /// Consecutive failed probes of the account (the hold doubles).
+    pub failures: u32,
+    /// A probe went out since the hold last grew: its failure doubles the
+    /// hold; failures of SUBSCRIBEs sent before the hold (the same wave) do
+    /// not.
+    pub probing: bool,
+}
+
 /// Retry-After (seconds) of a SUBSCRIBE refused because a cap is reached.
 pub const CAP_RETRY_AFTER_S: u32 = 60;
 
@@ -72,6 +97,8 @@ impl SubscriptionManager {
             resuming: HashSet::new(),
             auth_failures: 0,
             realms: HashMap::new(),
+            digest: HashMap::new(),
+            auth_gate: HashMap::new(),
             per_source: HashMap::new(),
             owed: VecDeque::new(),
             log_gate: LogGate::default(),
@@ -298,10 +325,19 @@ impl SubscriptionManager {
         let Some(t) = self.targets.get(&target) else {
             return;
         };
-        tracing::info!(target = %t.aor, "no phone watches the target any more: unsubscribing upstream");
-        let established = Package::BOTH.map(|p| t.upstream(p).established().then_some(p));
-        for p in established.into_iter().flatten() {
-            self.send_subscribe(target, p, true, now);
+        if t.verified_watch {
+            tracing::info!(target = %t.aor, "no phone watches the target any more: unsubscribing upstream");
+            let established = Package::BOTH.map(|p| t.upstream(p).established().then_some(p));
+            for p in established.into_iter().flatten() {
+                self.send_subscribe(target, p, true, now);
+            }
+        } else {
+            // No watcher ever showed its source is real (a flood from forged or
+            // silent sources looks like this): the upstream subscriptions are
+            // abandoned, not un-SUBSCRIBEd, so the attack costs the provider no
+            // second wave. They end at their expiry, or at the provider's next
+            // NOTIFY, which gets a 481 once the retired Call-ID is forgotten.
+            tracing::info!(target = %t.aor, "no phone watches the target any more and none ever answered: leaving its upstream subscriptions to expire");
         }
         self.mark_target(target, true);
         if let Some(t) = self.targets.remove(&target) {
@@ -365,12 +401,14 @@ impl SubscriptionManager {
                     .and_then(|a| a.realm.as_deref());
                 let realm = pinned.or_else(|| self.realms.get(&t.account).map(String::as_str));
                 let mut answered = None;
+                let auth = account_digest(&mut self.digest, &self.env.cfg, &t.account);
                 let action = up.on_response(
                     msg,
                     default_expires,
                     &t.aor,
                     realm,
                     &mut answered,
+                    auth,
                     now,
                     &mut self.rng,
                 );
@@ -379,6 +417,11 @@ impl SubscriptionManager {
                 {
                     tracing::info!(account = %t.account, realm = %r, "upstream realm kept for the account");
                     self.realms.insert(t.account.clone(), r);
+                }
+                if msg.status().is_some_and(|c| (200..300).contains(&c))
+                    && self.auth_gate.remove(&t.account).is_some()
+                {
+                    tracing::info!(account = %t.account, "upstream authentication works again: the account's subscriptions resume");
                 }
                 // a new dialog is worth a disk sync; a refresh is not
                 let durable = !had_dialog && up.remote_tag.is_some();
@@ -445,6 +488,14 @@ impl SubscriptionManager {
             }
             Timer::Pace => self.on_pace(now),
             Timer::Up(target, package, timer) => {
+                let unwatched = self
+                    .targets
+                    .get(&target)
+                    .is_some_and(|t| t.watchers.is_empty());
+                if unwatched && matches!(timer, UpTimer::Retry { .. }) {
+                    // nobody watches a refused target: its linger ends it
+                    return;
+                }
                 if let Some(up) = self.upstream(target, package) {
                     let action = up.on_timer(timer);
                     self.act(target, package, action, now);
@@ -461,6 +512,26 @@ impl SubscriptionManager {
             }
         }
     }
+}
+
+/// The credentials of `account` (an `[[account]]` user, else the first account).
+pub(super) fn credentials(cfg: &Config, account: &str) -> Credentials {
+    let a = cfg.account_for(Some(account));
+    Credentials {
+        username: a.map(|a| a.auth_user.clone()).unwrap_or_default(),
+        password: a.map(|a| a.password.clone()).unwrap_or_default(),
+    }
+}
+
+/// The digest client of `account`, made on first use.
+pub(super) fn account_digest<'a>(
+    digest: &'a mut HashMap<String, DigestClient>,
+    cfg: &Config,
+    account: &str,
+) -> &'a mut DigestClient {
+    digest
+        .entry(account.to_string())
+        .or_insert_with(|| DigestClient::new(credentials(cfg, account)))
 }
 
 #[allow(dead_code)]

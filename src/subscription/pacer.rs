@@ -1,8 +1,11 @@
 //! Pacing of upstream SUBSCRIBEs: a token bucket of `rate` per second with a
-//! burst of as many, and a queue of (target, package) waiting for a token. A
-//! site coming up with thousands of keys, or a bridge resuming them after a
-//! restart, reaches the provider at `rate`, never in one burst. Un-SUBSCRIBEs
-//! wait too, built already (their target is gone), and go first.
+//! burst of as many, and two queues of (target, package) waiting for a token:
+//! the urgent one (a target phones are waiting for, with no state yet) is
+//! always served first, then the rest (refreshes, resumes, retries). A site
+//! coming up with thousands of keys, or a bridge resuming them after a
+//! restart, reaches the provider at `rate`, never in one burst, and a key
+//! just pressed does not wait behind thousands of refreshes. Un-SUBSCRIBEs
+//! wait too, built already (their target is gone), and go before both.
 
 use super::types::{Out, Package, TargetId};
 use std::collections::{HashSet, VecDeque};
@@ -12,6 +15,8 @@ pub(super) struct Pacer {
     rate: f64,
     tokens: f64,
     last: Option<Instant>,
+    /// Targets phones are waiting for.
+    urgent: VecDeque<(TargetId, Package)>,
     queue: VecDeque<(TargetId, Package)>,
     queued: HashSet<(TargetId, Package)>,
     /// Un-SUBSCRIBEs of dropped targets, built, waiting for a token.
@@ -27,6 +32,7 @@ impl Pacer {
             rate,
             tokens: rate,
             last: None,
+            urgent: VecDeque::new(),
             queue: VecDeque::new(),
             queued: HashSet::new(),
             unsubscribes: VecDeque::new(),
@@ -42,10 +48,14 @@ impl Pacer {
         self.last = Some(now);
     }
 
-    /// Take a token now if one is free and nobody is queued before us.
-    pub(super) fn try_take(&mut self, now: Instant) -> bool {
+    /// Take a token now if one is free and nobody is queued before us
+    /// (un-SUBSCRIBEs first, then urgent requests, then the normal queue).
+    pub(super) fn try_take(&mut self, now: Instant, urgent: bool) -> bool {
         self.refill(now);
-        if self.queue.is_empty() && self.unsubscribes.is_empty() && self.tokens >= 1.0 {
+        let ahead = self.unsubscribes.is_empty()
+            && self.urgent.is_empty()
+            && (urgent || self.queue.is_empty());
+        if ahead && self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
         } else {
@@ -82,11 +92,15 @@ impl Pacer {
     }
 
     /// Queue a SUBSCRIBE; false when that one is queued already.
-    pub(super) fn enqueue(&mut self, target: TargetId, package: Package) -> bool {
+    pub(super) fn enqueue(&mut self, target: TargetId, package: Package, urgent: bool) -> bool {
         if !self.queued.insert((target, package)) {
             return false;
         }
-        self.queue.push_back((target, package));
+        if urgent {
+            self.urgent.push_back((target, package));
+        } else {
+            self.queue.push_back((target, package));
+        }
         true
     }
 
@@ -96,7 +110,10 @@ impl Pacer {
         if self.tokens < 1.0 {
             return None;
         }
-        let next = self.queue.pop_front()?;
+        let next = match self.urgent.pop_front() {
+            Some(n) => n,
+            None => self.queue.pop_front()?,
+        };
         self.queued.remove(&next);
         self.tokens -= 1.0;
         Some(next)
@@ -104,7 +121,7 @@ impl Pacer {
 
     /// When the next queued SUBSCRIBE may go (None: nothing queued).
     pub(super) fn next_at(&self, now: Instant) -> Option<Instant> {
-        if self.queue.is_empty() && self.unsubscribes.is_empty() {
+        if self.queued() == 0 {
             return None;
         }
         let missing = (1.0 - self.tokens).max(0.0);
@@ -114,7 +131,7 @@ impl Pacer {
     }
 
     pub(super) fn queued(&self) -> usize {
-        self.queue.len() + self.unsubscribes.len()
+        self.unsubscribes.len() + self.urgent.len() + self.queue.len()
     }
 }
 
@@ -126,12 +143,15 @@ mod tests {
     fn bursts_up_to_the_rate_then_one_token_per_interval() {
         let t0 = Instant::now();
         let mut p = Pacer::new(10);
-        let sent = (0..25).filter(|_| p.try_take(t0)).count();
+        let sent = (0..25).filter(|_| p.try_take(t0, false)).count();
         assert_eq!(sent, 10, "a burst of `rate`");
         for i in 0..15u64 {
-            assert!(p.enqueue(TargetId(i), Package::Dialog));
+            assert!(p.enqueue(TargetId(i), Package::Dialog, false));
         }
-        assert!(!p.enqueue(TargetId(0), Package::Dialog), "no duplicates");
+        assert!(
+            !p.enqueue(TargetId(0), Package::Dialog, false),
+            "no duplicates"
+        );
         assert_eq!(p.pop_ready(t0), None);
         // 1 s later: 10 more
         let t1 = t0 + Duration::from_secs(1);
@@ -153,7 +173,32 @@ mod tests {
             Some((TargetId(10), Package::Dialog))
         );
         // a queued request blocks newcomers from jumping ahead
-        assert!(!p.try_take(t1 + Duration::from_secs(10)));
+        assert!(!p.try_take(t1 + Duration::from_secs(10), false));
+    }
+
+    #[test]
+    fn urgent_requests_go_before_the_queue() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(2);
+        assert!(p.try_take(t0, false) && p.try_take(t0, false));
+        for i in 0..10u64 {
+            assert!(p.enqueue(TargetId(i), Package::Presence, false));
+        }
+        let t1 = t0 + Duration::from_millis(500);
+        // a token is free and only normal requests wait: an urgent one takes it
+        assert!(p.try_take(t1, true));
+        // no token: queued, but ahead of the ten
+        assert!(!p.try_take(t1, true));
+        assert!(p.enqueue(TargetId(99), Package::Dialog, true));
+        assert!(!p.try_take(t1 + Duration::from_secs(5), false));
+        assert!(
+            !p.try_take(t1 + Duration::from_secs(5), true),
+            "an urgent one queued first"
+        );
+        let t2 = t1 + Duration::from_secs(5);
+        assert_eq!(p.pop_ready(t2), Some((TargetId(99), Package::Dialog)));
+        assert_eq!(p.pop_ready(t2), Some((TargetId(0), Package::Presence)));
+        assert_eq!(p.queued(), 9);
     }
 
     fn unsubscribe(n: u64) -> Out {
@@ -175,11 +220,11 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pacer::new(2);
         assert!(p.try_take_unsubscribe(t0));
-        assert!(p.try_take(t0));
+        assert!(p.try_take(t0, false));
         assert!(!p.try_take_unsubscribe(t0), "the bucket is empty");
         p.defer_unsubscribe(unsubscribe(1));
         p.defer_unsubscribe(unsubscribe(2));
-        assert!(p.enqueue(TargetId(9), Package::Presence));
+        assert!(p.enqueue(TargetId(9), Package::Presence, false));
         assert_eq!(p.queued(), 3);
         assert!(p.pop_unsubscribe(t0).is_none());
         let at = p.next_at(t0).unwrap();

@@ -5,13 +5,12 @@
 //! Records are the plain serde types themselves ([`PhoneSub`], [`Target`] with
 //! its two [`Upstream`](super::Upstream)s), as JSON, keyed by their ids.
 
-use super::manager::SubscriptionManager;
+use super::manager::{SubscriptionManager, credentials};
 use super::notifier::{PhoneState, PhoneSub};
 use super::subscriber::UpState;
 use super::target::Target;
 use super::timers::Timer;
 use super::types::{Changes, Package, PhoneId, RESERVE, TargetId};
-use crate::auth::Credentials;
 use crate::store::{Batch, Table};
 use bytes::Bytes;
 use std::time::{Duration, Instant};
@@ -221,17 +220,11 @@ impl SubscriptionManager {
         r
     }
 
-    /// A restored target: credentials from the configuration (never stored),
-    /// nothing in flight, and both streams unknown until the upstream speaks
+    /// A restored target (credentials come from the configuration through the
+    /// account's digest client, never from the store): nothing in flight, and both streams unknown until the upstream speaks
     /// again (a phone must never get a stale state as if it were current).
     fn resume_target(&mut self, t: &mut Target) {
-        let account = self.env.cfg.account_for(Some(&t.account));
-        let credentials = Credentials {
-            username: account.map(|a| a.auth_user.clone()).unwrap_or_default(),
-            password: account.map(|a| a.password.clone()).unwrap_or_default(),
-        };
         for up in [&mut t.dialog, &mut t.presence] {
-            up.auth.set_credentials(credentials.clone());
             up.in_flight = false;
             up.last_request = None;
             up.notified = false;
@@ -278,19 +271,12 @@ impl SubscriptionManager {
         for p in self.phones.values_mut() {
             p.profile.reresolve(&self.env.profiles);
         }
-        let ids: Vec<TargetId> = self.targets.keys().copied().collect();
-        for id in &ids {
-            let account = self.targets.get(id).map(|t| t.account.clone());
-            let account = self.env.cfg.account_for(account.as_deref());
-            let credentials = Credentials {
-                username: account.map(|a| a.auth_user.clone()).unwrap_or_default(),
-                password: account.map(|a| a.password.clone()).unwrap_or_default(),
-            };
-            if let Some(t) = self.targets.get_mut(id) {
-                t.dialog.auth.set_credentials(credentials.clone());
-                t.presence.auth.set_credentials(credentials);
-            }
+        for (account, client) in &mut self.digest {
+            client.set_credentials(credentials(&self.env.cfg, account));
         }
+        // new credentials are worth trying at once
+        self.auth_gate.clear();
+        let ids: Vec<TargetId> = self.targets.keys().copied().collect();
         for id in ids {
             self.recompute(id, now);
         }

@@ -394,7 +394,13 @@ impl SubscriptionManager {
         self.count_source(sub.flow.remote.ip(), false);
         self.mark_phone(id);
         self.phone_index.remove(&sub.key());
-        let until = now + Duration::from_secs(self.env.cfg.subscriptions.linger_s);
+        let mut until = now + Duration::from_secs(self.env.cfg.subscriptions.linger_s);
+        if let Some(t) = self.targets.get(&sub.target) {
+            // a refused target is remembered until its next attempt: a phone
+            // coming back meanwhile (a fail-subscription profile does) gets
+            // what is known instead of a new upstream SUBSCRIBE
+            until = until.max(t.refused_until().unwrap_or(until));
+        }
         let linger = self
             .targets
             .get_mut(&sub.target)
@@ -403,7 +409,14 @@ impl SubscriptionManager {
             return;
         };
         let target = sub.target;
-        if self.targets.get(&target).is_some_and(|t| t.verified_watch) {
+        // kept: a target a real phone watched (it may come back), and a refused
+        // one until its retry (a phone coming back meanwhile gets what is known,
+        // not a new upstream SUBSCRIBE)
+        if self
+            .targets
+            .get(&target)
+            .is_some_and(|t| t.verified_watch || t.refused_until().is_some_and(|r| r > now))
+        {
             self.schedule(until, Timer::Linger { target, generation });
         } else {
             // no watcher ever showed its source is real: nobody to keep the

@@ -9,7 +9,7 @@
 
 use super::build;
 use super::types::{Env, Out, Package, ReqTag, TargetId};
-use crate::auth::{Credentials, DigestClient};
+use crate::auth::{AuthError, DigestClient};
 use crate::config::Subscriptions;
 use crate::sip::SubStateKind;
 use crate::sip::{HeaderName, MessageBuilder, Method, SipMessage};
@@ -21,6 +21,20 @@ use std::time::{Duration, Instant};
 /// Consecutive transient failures during which an upstream stream keeps its last
 /// known state.
 const TRANSIENT_FAILURES_KEPT: u32 = 3;
+
+/// First wait after an authentication failure (a 401/407 that cannot or must
+/// not be answered): doubled per consecutive failure up to [`RARE_MAX_S`].
+pub const AUTH_FIRST_S: u64 = 120;
+/// First wait after a refusal that waiting hardly cures (403, 404, 489…).
+pub const RARE_FIRST_S: u64 = 600;
+/// The longest wait between two attempts of a refused subscription, and the
+/// cap on a `Retry-After`.
+pub const RARE_MAX_S: u64 = 3600;
+/// The longest subscription the bridge asks for, whatever `Min-Expires` says.
+pub const MAX_UPSTREAM_EXPIRES_S: u32 = 7200;
+/// Challenges answered for one SUBSCRIBE attempt: the first one, and one more
+/// for a nonce that went stale (or a reused nonce the server no longer takes).
+const CHALLENGES_PER_ATTEMPT: u8 = 2;
 
 /// State of one upstream subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,7 +82,17 @@ pub struct Upstream {
     pub failures: u32,
     /// `Min-Expires` learned from a 423: never ask for less.
     pub expires_floor: Option<u32>,
-    pub auth: DigestClient,
+    /// When the next attempt after a failure is due.
+    #[serde(default, with = "instant_serde::option")]
+    pub retry_at: Option<Instant>,
+    /// Challenges answered since the last SUBSCRIBE attempt began (at most
+    /// [`CHALLENGES_PER_ATTEMPT`]).
+    #[serde(skip)]
+    pub challenges: u8,
+    /// `Expires` of the last SUBSCRIBE sent (a 423 is worth a retry only when
+    /// its `Min-Expires` is above it).
+    #[serde(default)]
+    pub asked_expires: u32,
     /// Bytes of the last SUBSCRIBE sent (the digest client needs the challenged
     /// request).
     #[serde(skip)]
@@ -102,17 +126,35 @@ pub(super) enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Failure {
     pub why: String,
+    /// The upstream's `Retry-After`: the next attempt not before it (capped).
     pub retry_after: Option<u64>,
-    /// Rejected for good: wait the longest (`retry_max`).
-    pub stop: bool,
+    pub class: Refusal,
+}
+
+/// How a failure is retried (the table in `docs/decisions.md`, "Polite
+/// upstream").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// Timeouts, 5xx, 429, other 4xx: `retry_min` doubled up to `retry_max`;
+    /// the last state is kept for two failures.
+    Transient,
+    /// A 401/407 that cannot or must not be answered: [`AUTH_FIRST_S`] doubled
+    /// up to [`RARE_MAX_S`]; the stream becomes unknown.
+    Auth,
+    /// Refused for good (403, 489, 405, 501, 603, `rejected`…):
+    /// [`RARE_FIRST_S`] doubled up to [`RARE_MAX_S`]; the stream becomes unknown.
+    Rare,
+    /// 404/604, the target does not exist: as [`Refusal::Rare`], and the
+    /// target renders offline.
+    NotFound,
 }
 
 impl Action {
-    fn failed(why: impl Into<String>, retry_after: Option<u64>, stop: bool) -> Action {
+    fn failed(why: impl Into<String>, retry_after: Option<u64>, class: Refusal) -> Action {
         Action::Failed(Failure {
             why: why.into(),
             retry_after,
-            stop,
+            class,
         })
     }
 }
@@ -154,15 +196,14 @@ pub(super) struct Backoff {
     /// failures; a single transient one keeps the last known state, so lamps do
     /// not flap on an upstream hiccup).
     pub forget_state: bool,
+    /// The target does not exist at the upstream: render it offline.
+    pub not_found: bool,
+    /// Another cause than the previous failure's (logged; a repeat is not).
+    pub new_cause: bool,
 }
 
 impl Upstream {
-    pub(super) fn new(
-        package: Package,
-        call_id: String,
-        local_tag: String,
-        credentials: Credentials,
-    ) -> Upstream {
+    pub(super) fn new(package: Package, call_id: String, local_tag: String) -> Upstream {
         Upstream {
             package,
             state: UpState::Idle,
@@ -179,7 +220,9 @@ impl Upstream {
             notified: false,
             failures: 0,
             expires_floor: None,
-            auth: DigestClient::new(credentials),
+            retry_at: None,
+            challenges: 0,
+            asked_expires: 0,
             last_request: None,
             last_error: None,
             reserved_cseq: 0,
@@ -197,13 +240,15 @@ impl Upstream {
 
     /// The next SUBSCRIBE (initial, refresh, answer to a challenge, or
     /// un-SUBSCRIBE), with pre-emptive credentials once a challenge is known
-    /// (nonce reuse with nc+1).
+    /// (nonce reuse with nc+1, from the account's `auth`, shared by all its
+    /// upstream subscriptions).
     pub(super) fn subscribe(
         &mut self,
         env: &Env,
         owner: Owner<'_>,
         branch: &str,
         unsubscribe: bool,
+        auth: &mut DigestClient,
         rng: &mut Rng,
     ) -> Out {
         let Owner { id, aor, account } = owner;
@@ -214,8 +259,9 @@ impl Upstream {
             let floor = self.expires_floor.unwrap_or(0);
             env.cfg.subscriptions.upstream_expires.max(floor)
         };
+        self.asked_expires = expires;
         let (ruri, _) = self.request_target(aor);
-        let auth = self.auth.authorize(&Method::Subscribe, &ruri, b"", rng);
+        let auth = auth.authorize(&Method::Subscribe, &ruri, b"", rng);
         let data = subscribe_request(env, aor, account, self, branch, expires, &auth);
         self.in_flight = true;
         self.last_request = Some(data.clone());
@@ -252,6 +298,7 @@ impl Upstream {
         self.route_set.clear();
         self.generation += 1;
         self.in_flight = false;
+        self.challenges = 0;
         self.notified = false;
         self.expires_at = None;
         self.state = UpState::Idle;
@@ -264,22 +311,27 @@ impl Upstream {
         let Failure {
             why,
             retry_after,
-            stop,
+            class,
         } = failure;
         self.failures = self.failures.saturating_add(1);
         self.in_flight = false;
+        self.challenges = 0;
+        let new_cause = self.last_error.as_deref() != Some(why.as_str());
         self.last_error = Some(why);
-        let base = s
-            .retry_min_s
-            .saturating_mul(1u64 << (self.failures - 1).min(16))
-            .min(s.retry_max_s);
-        let delay_s = if stop {
-            s.retry_max_s
-        } else {
-            retry_after
-                .unwrap_or(base)
-                .min(s.retry_max_s.max(retry_after.unwrap_or(0)))
+        let doubled = |first: u64, max: u64| {
+            first
+                .saturating_mul(1u64 << (self.failures - 1).min(16))
+                .min(max)
         };
+        let delay_s = match class {
+            Refusal::Transient => doubled(s.retry_min_s, s.retry_max_s),
+            Refusal::Auth => doubled(AUTH_FIRST_S, RARE_MAX_S),
+            Refusal::Rare | Refusal::NotFound => doubled(RARE_FIRST_S, RARE_MAX_S),
+        };
+        // Retry-After is a floor (never sooner than asked), capped; a
+        // `Retry-After: 0` does not turn the backoff into a loop
+        let delay_s = delay_s.max(retry_after.unwrap_or(0).min(RARE_MAX_S));
+        let stop = class != Refusal::Transient;
         self.state = if stop {
             UpState::Stopped
         } else {
@@ -289,6 +341,8 @@ impl Upstream {
             delay_s,
             generation: self.generation,
             forget_state: stop || self.failures >= TRANSIENT_FAILURES_KEPT,
+            not_found: class == Refusal::NotFound,
+            new_cause,
         }
     }
 
@@ -297,7 +351,7 @@ impl Upstream {
         if self.generation != generation {
             return Action::Nothing;
         }
-        Action::failed("SUBSCRIBE timed out", None, false)
+        Action::failed("SUBSCRIBE timed out", None, Refusal::Transient)
     }
 
     /// Whether a response belongs to the outstanding SUBSCRIBE of this dialog.
@@ -307,8 +361,10 @@ impl Upstream {
 
     /// The final response to our current SUBSCRIBE (see [`is_current`](Self::is_current)).
     ///
-    /// A 401/407 is answered only for `realm` when given (the account's pinned
-    /// or learned realm); the realm answered is put in `answered_realm`.
+    /// A 401/407 is answered with the account's `auth` only for `realm` when
+    /// given (the account's pinned or learned realm), at most
+    /// [`CHALLENGES_PER_ATTEMPT`] times per attempt; the realm answered is put
+    /// in `answered_realm`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_response(
         &mut self,
@@ -317,12 +373,16 @@ impl Upstream {
         aor: &str,
         realm: Option<&str>,
         answered_realm: &mut Option<String>,
+        auth: &mut DigestClient,
         now: Instant,
         rng: &mut Rng,
     ) -> Action {
         let code = msg.status().unwrap_or(0);
         let package = self.package.event();
         self.in_flight = false;
+        if !matches!(code, 401 | 407) {
+            self.challenges = 0;
+        }
         let reason = || {
             format!(
                 "{code} {}",
@@ -370,25 +430,47 @@ impl Upstream {
                 Action::Schedule { after, timer }
             }
             401 | 407 => {
+                if self.challenges >= CHALLENGES_PER_ATTEMPT {
+                    // a new (stale) nonce for every answer: not answered again
+                    // until the backoff is over
+                    let why = format!(
+                        "authentication failed: challenged again after {} answers",
+                        self.challenges
+                    );
+                    return Action::failed(why, None, Refusal::Auth);
+                }
                 let challenged = self
                     .last_request
                     .clone()
                     .and_then(|b| SipMessage::parse(b).ok());
+                // the first challenge of an attempt may replace a nonce the
+                // request reused (pre-emptive credentials), stale or not
+                let reused = self.challenges == 0;
                 let result = match &challenged {
-                    Some(req) => self
-                        .auth
-                        .handle_challenge_in_realm(msg, req, realm, rng)
-                        .map_err(|e| e.to_string()),
-                    None => Err("challenge without a request to answer".to_string()),
+                    Some(req) => auth
+                        .handle_rechallenge(msg, req, realm, reused, rng)
+                        .map_err(|e| {
+                            // another realm asks for this target: the
+                            // target's refusal, not the account's failure
+                            let class = match e {
+                                AuthError::ForeignRealm { .. } => Refusal::Rare,
+                                _ => Refusal::Auth,
+                            };
+                            (e.to_string(), class)
+                        }),
+                    None => Err((
+                        "challenge without a request to answer".to_string(),
+                        Refusal::Auth,
+                    )),
                 };
                 match result {
                     Ok(r) => {
+                        self.challenges += 1;
                         *answered_realm = Some(r);
                         Action::Resubscribe
                     }
-                    Err(e) => {
-                        tracing::error!(target = %aor, package, "upstream authentication failed: {e}");
-                        Action::failed(format!("authentication failed: {e}"), None, false)
+                    Err((e, class)) => {
+                        Action::failed(format!("authentication failed: {e}"), None, class)
                     }
                 }
             }
@@ -397,14 +479,31 @@ impl Upstream {
                     .header_value(HeaderName::MinExpires)
                     .and_then(|v| crate::sip::parse_delta(v).ok());
                 match min {
-                    Some(m) if m > 0 && self.failures < 3 => {
-                        self.failures += 1;
-                        tracing::info!(target = %aor, min, "upstream wants a longer subscription");
-                        // never ask for less again
+                    // once with the longer time (never ask for less again);
+                    // a 423 to that is a refusal
+                    Some(m) if m > self.asked_expires && m <= MAX_UPSTREAM_EXPIRES_S => {
+                        tracing::info!(target = %aor, package, min = m, "upstream wants a longer subscription");
                         self.expires_floor = Some(m);
                         Action::Resubscribe
                     }
-                    _ => Action::failed("423 without usable Min-Expires", None, false),
+                    Some(m) if m > MAX_UPSTREAM_EXPIRES_S => Action::failed(
+                        format!(
+                            "423: Min-Expires {m} above the {MAX_UPSTREAM_EXPIRES_S} s the bridge asks for at most"
+                        ),
+                        None,
+                        Refusal::Rare,
+                    ),
+                    // refused again with what we already asked for, or
+                    // without the Min-Expires it must carry: a broken server
+                    _ => Action::failed(
+                        format!(
+                            "{}: Min-Expires {min:?} for Expires {}",
+                            reason(),
+                            self.asked_expires
+                        ),
+                        None,
+                        Refusal::Rare,
+                    ),
                 }
             }
             481 => {
@@ -412,7 +511,8 @@ impl Upstream {
                 tracing::info!(target = %aor, package, "upstream answered 481: re-subscribing");
                 Action::Restart
             }
-            403 | 404 | 405 | 489 | 501 | 603 => Action::failed(reason(), None, true),
+            404 | 604 => Action::failed(reason(), None, Refusal::NotFound),
+            403 | 405 | 489 | 501 | 603 => Action::failed(reason(), None, Refusal::Rare),
             300..=699 => {
                 let retry_after = msg
                     .header_value(HeaderName::RetryAfter)
@@ -421,7 +521,7 @@ impl Upstream {
                         crate::sip::parse_delta(&v[..e]).ok()
                     })
                     .map(u64::from);
-                Action::failed(reason(), retry_after, false)
+                Action::failed(reason(), retry_after, Refusal::Transient)
             }
             _ => Action::Nothing,
         }
@@ -486,16 +586,18 @@ impl Upstream {
         }
         match reason {
             None | Some("deactivated") | Some("timeout") => match retry_after {
-                Some(r) => Action::failed("terminated by upstream", Some(r as u64), false),
+                Some(r) => {
+                    Action::failed("terminated by upstream", Some(r as u64), Refusal::Transient)
+                }
                 None => Action::Restart,
             },
             Some(r @ ("probation" | "giveup")) => Action::failed(
                 format!("terminated ({r})"),
                 retry_after.map(u64::from),
-                false,
+                Refusal::Transient,
             ),
             // rejected / noresource / invariant / unknown: do not retry soon
-            Some(r) => Action::failed(format!("terminated ({r})"), None, true),
+            Some(r) => Action::failed(format!("terminated ({r})"), None, Refusal::Rare),
         }
     }
 
@@ -517,12 +619,14 @@ impl Upstream {
             {
                 Action::Restart
             }
+            // a final non-2xx stopped it (RFC 6665 §4.1.2.4): the failure is
+            // counted once, not again 64·T1 later
             UpTimer::TimerN { generation }
                 if current(generation)
                     && !self.notified
-                    && self.state != UpState::Unsubscribing =>
+                    && matches!(self.state, UpState::Subscribing | UpState::Active) =>
             {
-                Action::failed("no NOTIFY within Timer N", None, false)
+                Action::failed("no NOTIFY within Timer N", None, Refusal::Transient)
             }
             _ => Action::Nothing,
         }

@@ -9,9 +9,10 @@
 use super::build;
 use super::subscriber::{Action, Backoff, Failure, UpState, Upstream};
 use super::types::{Package, PhoneId, TargetId};
-use crate::auth::Credentials;
 use crate::config::{Account, EmptyPresence, Subscriptions};
-use crate::presence::{self, ApplyOutcome, DialogStream, MergedState, PresenceStream, TargetView};
+use crate::presence::{
+    self, ApplyOutcome, DialogStream, MergedState, PresenceStatus, PresenceStream, TargetView,
+};
 use crate::sip::SipMessage;
 use crate::util::{Rng, instant_serde};
 use serde::{Deserialize, Serialize};
@@ -68,13 +69,9 @@ impl Target {
         account: Option<&Account>,
         rng: &mut Rng,
     ) -> Target {
-        let credentials = Credentials {
-            username: account.map(|a| a.auth_user.clone()).unwrap_or_default(),
-            password: account.map(|a| a.password.clone()).unwrap_or_default(),
-        };
         let mut upstream = |package| {
             let call_id = build::call_id(rng);
-            Upstream::new(package, call_id, rng.tag(), credentials.clone())
+            Upstream::new(package, call_id, rng.tag())
         };
         let (dialog, presence) = (upstream(Package::Dialog), upstream(Package::Presence));
         Target {
@@ -112,6 +109,16 @@ impl Target {
         self.linger_gen += 1;
         self.linger_until = Some(until);
         Some(self.linger_gen)
+    }
+
+    /// When the last refused upstream subscription (stopped: 403, 404, 489,
+    /// authentication…) is tried again, if one is.
+    pub(super) fn refused_until(&self) -> Option<Instant> {
+        [&self.dialog, &self.presence]
+            .iter()
+            .filter(|u| u.state == UpState::Stopped)
+            .filter_map(|u| u.retry_at)
+            .max()
     }
 
     /// The linger of this generation ran out with no phone watching.
@@ -217,7 +224,9 @@ impl Target {
     }
 
     /// An upstream subscription failed: the wait before the next attempt. A
-    /// rejection, or repeated failures, make the package's stream unknown.
+    /// rejection, or repeated failures, make the package's stream unknown; a
+    /// target the upstream does not know (404) renders offline. Logged once per
+    /// cause, not per retry.
     pub(super) fn fail(
         &mut self,
         package: Package,
@@ -230,12 +239,21 @@ impl Target {
         };
         let wait = up.fail(failure, s);
         let why = up.last_error.as_deref().unwrap_or_default();
-        tracing::warn!(target = %self.aor, package = package.event(), error = %why, retry_in_s = wait.delay_s, "upstream subscription failed");
+        if wait.new_cause {
+            tracing::warn!(target = %self.aor, package = package.event(), error = %why, retry_in_s = wait.delay_s, "upstream subscription failed (logged once until it changes or recovers)");
+        } else {
+            tracing::debug!(target = %self.aor, package = package.event(), error = %why, retry_in_s = wait.delay_s, "upstream subscription failed again");
+        }
         if wait.forget_state {
             match package {
                 Package::Dialog => self.dialog_stream.set_unknown(),
                 Package::Presence => self.presence_stream.set_unknown(),
             }
+        }
+        if wait.not_found {
+            // no such user at the upstream: offline (each profile renders or
+            // fails it), not a lamp stuck on unknown
+            self.presence_stream = PresenceStream::from_status(PresenceStatus::Offline);
         }
         wait
     }

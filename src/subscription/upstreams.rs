@@ -4,7 +4,7 @@
 //! [`Upstream`]; this is the bookkeeping around them.
 
 use super::build;
-use super::manager::SubscriptionManager;
+use super::manager::{AuthGate, SubscriptionManager, account_digest};
 use super::subscriber::*;
 use super::target::*;
 use super::timers::Timer;
@@ -27,6 +27,16 @@ impl SubscriptionManager {
         unsubscribe: bool,
         now: Instant,
     ) {
+        // phones are waiting for this target's first state (not a refresh,
+        // a resume or a retry): it goes before the rest
+        let urgent = !unsubscribe
+            && !self.resuming.contains(&target)
+            && self
+                .upstream(target, package)
+                .is_some_and(|u| !u.ever_notified && u.failures == 0 && u.remote_tag.is_none());
+        if !unsubscribe && self.held_by_account(target, package, now) {
+            return;
+        }
         if unsubscribe {
             if !self.pacer.try_take_unsubscribe(now) {
                 let before = self.out.len();
@@ -39,13 +49,52 @@ impl SubscriptionManager {
                 }
                 return;
             }
-        } else if !self.pacer.try_take(now) {
-            if self.pacer.enqueue(target, package) {
+        } else if !self.pacer.try_take(now, urgent) {
+            if self.pacer.enqueue(target, package, urgent) {
                 self.schedule_pace(now);
             }
             return;
         }
         self.send_subscribe_now(target, package, unsubscribe, now);
+    }
+
+    /// Whether a new upstream subscription must wait for its account's hold
+    /// after authentication failures (then it is parked until the hold ends).
+    /// When the hold is over, this one goes as the probe and the hold covers
+    /// its round trip (64·T1), so the others wait for its answer.
+    fn held_by_account(&mut self, target: TargetId, package: Package, now: Instant) -> bool {
+        let Some(t) = self.targets.get(&target) else {
+            return false;
+        };
+        if t.upstream(package).state != UpState::Idle {
+            // only a fresh attempt waits: not a refresh, nor the answer to a
+            // challenge or a 423 within an attempt
+            return false;
+        }
+        let Some(gate) = self.auth_gate.get_mut(&t.account) else {
+            return false;
+        };
+        if now >= gate.until {
+            gate.until = now + self.env.t1 * 64;
+            gate.probing = true;
+            return false;
+        }
+        let at = gate.until + Duration::from_millis(self.rng.below(1000));
+        let Some(t) = self.targets.get_mut(&target) else {
+            return false;
+        };
+        let up = t.upstream_mut(package);
+        up.state = UpState::Stopped;
+        up.in_flight = false;
+        up.retry_at = Some(at);
+        up.last_error = Some("held: the account's upstream authentication failed".into());
+        let retry = UpTimer::Retry {
+            generation: up.generation,
+        };
+        self.schedule(at, Timer::Up(target, package, retry));
+        self.mark_target(target, false);
+        self.recompute(target, now);
+        true
     }
 
     pub(super) fn schedule_pace(&mut self, now: Instant) {
@@ -95,7 +144,8 @@ impl SubscriptionManager {
             Package::Dialog => &mut t.dialog,
             Package::Presence => &mut t.presence,
         };
-        let request = up.subscribe(&self.env, owner, &branch, unsubscribe, &mut self.rng);
+        let auth = account_digest(&mut self.digest, &self.env.cfg, &t.account);
+        let request = up.subscribe(&self.env, owner, &branch, unsubscribe, auth, &mut self.rng);
         let generation = up.generation;
         // the CSeq must never go backwards, even after a crash: reserve ahead
         let durable = up.cseq >= up.reserved_cseq;
@@ -147,13 +197,36 @@ impl SubscriptionManager {
         f: Failure,
         now: Instant,
     ) {
-        let jitter = Duration::from_millis(self.rng.below(1000));
+        let auth = f.class == Refusal::Auth;
         let Some(t) = self.targets.get_mut(&target) else {
             return;
         };
         let wait = t.fail(package, f, &self.env.cfg.subscriptions);
+        // jitter: < 1 s, or up to 5 % of a wait of a minute or more (targets
+        // refused together do not come back in one burst)
+        let jitter = self.rng.below(1000.max(wait.delay_s.saturating_mul(50)));
+        let at = now + Duration::from_secs(wait.delay_s) + Duration::from_millis(jitter);
+        t.upstream_mut(package).retry_at = Some(at);
+        if auth {
+            // the account is held: its other new subscriptions wait too
+            let gate = self.auth_gate.entry(t.account.clone()).or_insert(AuthGate {
+                until: now,
+                failures: 0,
+                probing: true,
+            });
+            if gate.probing {
+                gate.probing = false;
+                gate.failures = gate.failures.saturating_add(1);
+            }
+            let hold = AUTH_FIRST_S
+                .saturating_mul(1u64 << (gate.failures.max(1) - 1).min(16))
+                .min(RARE_MAX_S);
+            gate.until = gate.until.max(now + Duration::from_secs(hold));
+            if gate.failures == 1 && !gate.probing {
+                tracing::warn!(account = %t.account, hold_s = hold, "upstream authentication failed: the account's new subscriptions wait, then one tries for all");
+            }
+        }
         self.mark_target(target, false);
-        let at = now + Duration::from_secs(wait.delay_s) + jitter;
         let retry = UpTimer::Retry {
             generation: wait.generation,
         };
@@ -171,7 +244,7 @@ impl SubscriptionManager {
             Action::Resubscribe => self.send_subscribe(target, package, false, now),
             Action::Restart => self.resubscribe_fresh(target, package, now),
             Action::Failed(f) => {
-                if f.why.starts_with("authentication failed") {
+                if f.class == Refusal::Auth {
                     self.auth_failures += 1;
                 }
                 self.upstream_failed(target, package, f, now)
