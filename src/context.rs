@@ -17,8 +17,12 @@ pub struct Context {
     pub cfg: Arc<Config>,
     pub profiles: Arc<ProfileSet>,
     pub local: LocalAddrs,
-    /// Flow towards `[upstream] proxy`.
+    /// Flow towards `[upstream] proxy`: the server in use now (with several
+    /// resolved servers, the one failover chose; see `endpoint::failover`).
     pub upstream: Flow,
+    /// Every server `[upstream] proxy` resolved to, most preferred first
+    /// (RFC 3263); messages from any of them come from "the upstream".
+    pub upstreams: Arc<[Flow]>,
     /// RFC 3261 T1 (Timer N, Timer C give-up and CANCEL give-up derive from it).
     pub t1: Duration,
     /// User-Agent (and Server) header of messages the bridge originates.
@@ -45,6 +49,7 @@ impl Context {
             profiles,
             local,
             upstream,
+            upstreams: Arc::from(vec![upstream]),
             t1,
             user_agent: USER_AGENT,
         }
@@ -65,6 +70,16 @@ impl Context {
             return true;
         }
         host.parse::<IpAddr>()
-            .is_ok_and(|ip| ip == self.upstream.remote.ip())
+            .is_ok_and(|ip| self.upstreams.iter().any(|u| u.remote.ip() == ip))
+    }
+
+    /// The same surroundings with another upstream server in use (`current`)
+    /// among the resolved ones (`all`).
+    pub fn with_upstream(&self, current: Flow, all: Arc<[Flow]>) -> Context {
+        Context {
+            upstream: current,
+            upstreams: all,
+            ..self.clone()
+        }
     }
 }

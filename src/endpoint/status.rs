@@ -24,6 +24,9 @@ pub struct Counters {
     pub upstream_auth_failures: u64,
     /// Client transactions that timed out (Timer B/F).
     pub transaction_timeouts: u64,
+    /// Moves from one resolved upstream server to another (failover and
+    /// failback).
+    pub upstream_failovers: u64,
 }
 
 /// Methods counted by name; anything else is `other` (bounded label values).

@@ -43,8 +43,9 @@ pub(crate) enum CoreEvent {
     },
     /// A CRLFCRLF keep-alive ping arrived.
     Ping { conn: ConnId, remote: SocketAddr },
-    /// The connection task ended.
-    Closed { conn: ConnId },
+    /// The connection task ended. `failed`: the peer refused or reset it, or
+    /// could not be reached (for the upstream: time to try another server).
+    Closed { conn: ConnId, failed: bool },
 }
 
 /// Why a connection ended.
@@ -99,6 +100,26 @@ impl CloseReason {
     }
 }
 
+impl CloseReason {
+    /// The peer could not be reached, refused the connection or reset it.
+    pub(crate) fn is_unreachable(&self) -> bool {
+        let reset = |e: &io::Error| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+            )
+        };
+        match self {
+            CloseReason::ConnectFailed(_) => true,
+            CloseReason::Read(e) | CloseReason::Write(e) => reset(e),
+            _ => false,
+        }
+    }
+}
+
 /// Settings shared by all connection tasks.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnParams {
@@ -150,7 +171,14 @@ impl ConnTask {
             tracing::debug!(peer = %self.remote, conn = self.id.0, %reason, "TCP connection closed");
         }
         // Fails only when the core is gone, which then needs no notice.
-        let _ = self.events.send(CoreEvent::Closed { conn: self.id }).await;
+        let failed = reason.is_unreachable();
+        let _ = self
+            .events
+            .send(CoreEvent::Closed {
+                conn: self.id,
+                failed,
+            })
+            .await;
     }
 
     /// `accepted`: the peer connected to us, so it must send a complete message

@@ -188,6 +188,8 @@ pub(crate) struct EventLoop<C> {
     pub status: Option<StatusLink>,
     pub persist: Option<Persistence>,
     pub reloader: Option<Reloader>,
+    /// Renewed resolutions of `[upstream] proxy` (the resolver task).
+    pub upstreams_rx: Option<mpsc::Receiver<Vec<Flow>>>,
     pub udp: Option<UdpSocket>,
     pub udp_local: Option<SocketAddr>,
     pub limits: Limits,
@@ -219,6 +221,7 @@ impl<C: SansIoCore> EventLoop<C> {
             status: None,
             persist: None,
             reloader: None,
+            upstreams_rx: None,
             udp,
             udp_local,
             limits,
@@ -272,6 +275,10 @@ impl<C: SansIoCore> EventLoop<C> {
                 _ = recv_hangup(hup.as_mut()), if !draining => self.on_hangup(),
                 r = recv_udp(self.udp.as_ref(), &mut buf), if !draining || self.core_takes_requests_while_draining() => self.on_datagram(r, &buf),
                 Some(ev) = self.events_rx.recv() => self.on_event(ev),
+                Some(servers) = recv_upstreams(self.upstreams_rx.as_mut()) => {
+                    self.limits.upstream_ips = servers.iter().map(|f| f.remote.ip()).collect();
+                    self.core.set_upstreams(servers, now());
+                }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                     self.core.handle_timeout(now());
                 }
@@ -387,9 +394,12 @@ impl<C: SansIoCore> EventLoop<C> {
                         .handle_keepalive_ping(Flow::tcp(remote, Some(conn)));
                 }
             }
-            CoreEvent::Closed { conn } => {
-                if self.conns.remove(conn).is_some() {
+            CoreEvent::Closed { conn, failed } => {
+                if let Some(c) = self.conns.remove(conn) {
                     self.core.connection_closed(conn);
+                    if failed {
+                        self.core.transport_failed(Flow::tcp(c.remote, None), now());
+                    }
                 }
             }
         }
@@ -397,7 +407,7 @@ impl<C: SansIoCore> EventLoop<C> {
 
     fn on_accepted(&mut self, stream: tokio::net::TcpStream, remote: SocketAddr) {
         let ip = remote.ip();
-        let upstream = self.limits.upstream_ip == Some(ip);
+        let upstream = self.limits.upstream_ips.contains(&ip);
         let refusal = if upstream {
             None
         } else if !self.limits.allow.iter().any(|c| c.contains(ip)) {
@@ -541,11 +551,17 @@ impl<C: SansIoCore> EventLoop<C> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 match tokio::time::timeout(UDP_SEND_WAIT, sock.send_to(&t.data, dest)).await {
                     Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::warn!(%peer, error = %e, "UDP send failed"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(%peer, error = %e, "UDP send failed");
+                        self.core.transport_failed(t.flow, now());
+                    }
                     Err(_) => tracing::warn!(%peer, "UDP socket busy, datagram dropped"),
                 }
             }
-            Err(e) => tracing::warn!(%peer, error = %e, "UDP send failed"),
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "UDP send failed");
+                self.core.transport_failed(t.flow, now());
+            }
         }
     }
 
@@ -697,6 +713,13 @@ async fn recv_hangup(h: Option<&mut Hangup>) {
 #[cfg(not(unix))]
 async fn recv_hangup(_h: Option<&mut Hangup>) {
     std::future::pending().await
+}
+
+async fn recv_upstreams(rx: Option<&mut mpsc::Receiver<Vec<Flow>>>) -> Option<Vec<Flow>> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn recv_udp(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {

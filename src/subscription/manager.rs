@@ -54,6 +54,9 @@ pub struct SubscriptionManager {
     pub(super) per_source: HashMap<IpAddr, usize>,
     /// Refusals are logged at most once per source and interval.
     pub(super) log_gate: LogGate,
+    /// The upstream moved to another server while it was not answering: when
+    /// it answers, every subscription is made afresh (the old dialogs are dead).
+    pub(super) moved: bool,
 }
 
 /// Retry-After (seconds) of a SUBSCRIBE refused because a cap is reached.
@@ -69,6 +72,7 @@ impl SubscriptionManager {
             realms: HashMap::new(),
             per_source: HashMap::new(),
             log_gate: LogGate::default(),
+            moved: false,
             env,
             targets: HashMap::new(),
             by_aor: HashMap::new(),
