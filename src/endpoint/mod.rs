@@ -135,10 +135,10 @@ pub struct Liveness {
 pub const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// With several upstream servers, how long a keep-alive OPTIONS to the one in
-/// use may stay unanswered before the next one is tried (UDP retransmits at
-/// 0.5, 1, 2 and 4 s have gone out by then). So a dead server is left within
-/// `keepalive_interval` + 5 s.
-pub const PING_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// use may stay unanswered before the next one is tried (over UDP the request
+/// went out at 0, 0.5, 1.5 and 3.5 s by then). So a dead server is left within
+/// `keepalive_interval` + 4 s (34 s with the default interval).
+pub const PING_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(4);
 
 impl Endpoint {
     /// A deterministic endpoint (random values from `seed`): for tests and
@@ -666,7 +666,7 @@ impl Endpoint {
         if self.ping_deadline.is_some_and(|t| t <= now) {
             self.ping_deadline = None;
             if self.liveness.awaiting && !self.liveness.lost {
-                self.fail_over("no answer to the keep-alive OPTIONS within 5 s", now);
+                self.fail_over("no answer to the keep-alive OPTIONS within 4 s", now);
             }
         }
         for server in self.failover.probes_due(now) {
