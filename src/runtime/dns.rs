@@ -90,24 +90,28 @@ impl fmt::Display for Resolution {
             Some(ttl) => writeln!(f, "{} (resolved again in {} s)", self.how, ttl.as_secs())?,
             None => writeln!(f, "{}", self.how)?,
         }
+        let srv = self.how.contains("SRV ") && !self.how.ends_with("A/AAAA");
         for (i, t) in self.targets.iter().enumerate() {
             let addrs: Vec<String> = t.addrs.iter().map(|a| a.to_string()).collect();
-            writeln!(
-                f,
-                "  {}. {} priority {} weight {} port {} {} (TTL {} s) -> {}",
-                i + 1,
-                t.srv.target,
-                t.srv.priority,
-                t.srv.weight,
-                t.srv.port,
-                t.transport.via_name(),
-                t.srv.ttl.min(t.addr_ttl),
-                if addrs.is_empty() {
-                    "no reachable address".to_string()
-                } else {
-                    addrs.join(", ")
-                }
-            )?;
+            let addrs = if addrs.is_empty() {
+                "no reachable address".to_string()
+            } else {
+                addrs.join(", ")
+            };
+            let ttl = match self.ttl {
+                None => String::new(),
+                Some(_) => format!(" (TTL {} s)", t.srv.ttl.min(t.addr_ttl)),
+            };
+            let (n, name, port, tr) = (i + 1, &t.srv.target, t.srv.port, t.transport.via_name());
+            if srv {
+                let (prio, weight) = (t.srv.priority, t.srv.weight);
+                writeln!(
+                    f,
+                    "  {n}. {name} priority {prio} weight {weight} port {port} {tr}{ttl} -> {addrs}"
+                )?;
+            } else {
+                writeln!(f, "  {n}. {name} port {port} {tr}{ttl} -> {addrs}")?;
+            }
         }
         Ok(())
     }
