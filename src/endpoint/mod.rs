@@ -264,7 +264,11 @@ impl Endpoint {
             self.ctx.upstream.remote,
             self.ctx.t1,
         )
-        .with_upstream(self.failover.current(), self.failover.all());
+        .with_upstream(
+            self.failover.current(),
+            self.failover.all(),
+            self.ctx.upstream_names.clone(),
+        );
         self.ctx = ctx.clone();
         self.guard.reconfigure(&ctx.cfg.security);
         self.proxy.reload(ctx.clone());
@@ -714,6 +718,13 @@ impl Endpoint {
         self.pump(now);
     }
 
+    /// The host names the resolution went through (SRV targets): requests
+    /// naming them (Route, Request-URI) name the upstream.
+    pub fn set_upstream_names(&mut self, names: Vec<String>) {
+        self.ctx.upstream_names = Arc::from(names);
+        self.apply_upstream();
+    }
+
     /// The runtime could not reach `server` (an ICMP error on a UDP send, a
     /// refused or reset TCP connection): if it is the server in use, the next
     /// one is tried.
@@ -734,9 +745,11 @@ impl Endpoint {
 
     /// The server in use becomes the components' upstream.
     fn apply_upstream(&mut self) {
-        let ctx = self
-            .ctx
-            .with_upstream(self.failover.current(), self.failover.all());
+        let ctx = self.ctx.with_upstream(
+            self.failover.current(),
+            self.failover.all(),
+            self.ctx.upstream_names.clone(),
+        );
         self.ctx = ctx.clone();
         self.proxy.reload(ctx.clone());
         self.subs.set_upstream(ctx);
@@ -953,6 +966,7 @@ impl Endpoint {
                     proxy::Out::TerminateClient { key } => {
                         self.txl.terminate_client(&key);
                         self.owners.remove(&key);
+                        self.sent_upstream.remove(&key);
                     }
                 }
             }

@@ -84,6 +84,21 @@ impl Resolution {
     }
 }
 
+impl Resolution {
+    /// The host names of the targets (not IP literals): they name the
+    /// upstream too.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for t in &self.targets {
+            let n = &t.srv.target;
+            if n.parse::<IpAddr>().is_err() && !n.is_empty() && !v.contains(n) {
+                v.push(n.clone());
+            }
+        }
+        v
+    }
+}
+
 impl fmt::Display for Resolution {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.ttl {
@@ -472,6 +487,30 @@ mod tests {
         assert!(reachable(&v4, Some("[::]:5060".parse().unwrap())));
         assert!(!reachable(&v4, Some("[::1]:5060".parse().unwrap())));
         assert!(reachable(&v6, None));
+    }
+
+    #[tokio::test]
+    async fn literals_are_used_as_they_are_and_never_resolved_again() {
+        for (proxy, want) in [
+            ("127.0.0.1:5070", "127.0.0.1:5070"),
+            ("[::1]:5070", "[::1]:5070"),
+            ("192.0.2.7", "192.0.2.7:5060"),
+        ] {
+            // a DNS server that is never asked (discard port)
+            let text = format!(
+                "[listen]\nudp = \"[::]:5060\"\n[upstream]\nproxy = \"{proxy}\"\ndomain = \"pbx.test\"\n\
+                 dns = \"127.0.0.1:9\"\n[[account]]\nuser = \"1\"\npassword = \"x\"\n"
+            );
+            let cfg = crate::config::Config::parse(&text, "t.toml", &|_| None).unwrap();
+            let mut r =
+                UpstreamResolver::new(&cfg.upstream, cfg.listen.udp, None, Duration::from_secs(2))
+                    .unwrap();
+            let res = r.resolve().await.unwrap();
+            assert_eq!(res.how, "IP literal");
+            assert_eq!(res.ttl, None, "never resolved again");
+            let want: SocketAddr = want.parse().unwrap();
+            assert_eq!(res.servers(), vec![Flow::udp(want)]);
+        }
     }
 
     #[test]

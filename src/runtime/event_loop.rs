@@ -189,7 +189,7 @@ pub(crate) struct EventLoop<C> {
     pub persist: Option<Persistence>,
     pub reloader: Option<Reloader>,
     /// Renewed resolutions of `[upstream] proxy` (the resolver task).
-    pub upstreams_rx: Option<mpsc::Receiver<Vec<Flow>>>,
+    pub upstreams_rx: Option<mpsc::Receiver<(Vec<Flow>, Vec<String>)>>,
     pub udp: Option<UdpSocket>,
     pub udp_local: Option<SocketAddr>,
     pub limits: Limits,
@@ -275,8 +275,9 @@ impl<C: SansIoCore> EventLoop<C> {
                 _ = recv_hangup(hup.as_mut()), if !draining => self.on_hangup(),
                 r = recv_udp(self.udp.as_ref(), &mut buf), if !draining || self.core_takes_requests_while_draining() => self.on_datagram(r, &buf),
                 Some(ev) = self.events_rx.recv() => self.on_event(ev),
-                Some(servers) = recv_upstreams(self.upstreams_rx.as_mut()) => {
+                Some((servers, names)) = recv_upstreams(self.upstreams_rx.as_mut()) => {
                     self.limits.upstream_ips = servers.iter().map(|f| f.remote.ip()).collect();
+                    self.core.set_upstream_names(names);
                     self.core.set_upstreams(servers, now());
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
@@ -715,7 +716,9 @@ async fn recv_hangup(_h: Option<&mut Hangup>) {
     std::future::pending().await
 }
 
-async fn recv_upstreams(rx: Option<&mut mpsc::Receiver<Vec<Flow>>>) -> Option<Vec<Flow>> {
+async fn recv_upstreams(
+    rx: Option<&mut mpsc::Receiver<(Vec<Flow>, Vec<String>)>>,
+) -> Option<(Vec<Flow>, Vec<String>)> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

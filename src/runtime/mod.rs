@@ -88,6 +88,8 @@ pub trait SansIoCore {
     /// `[upstream] proxy` was resolved again: the servers, most preferred
     /// first. Default: ignored.
     fn set_upstreams(&mut self, _servers: Vec<Flow>, _now: Instant) {}
+    /// The host names of that resolution (SRV targets). Default: ignored.
+    fn set_upstream_names(&mut self, _names: Vec<String>) {}
     /// The next message to send.
     fn poll_transmit(&mut self) -> Option<Transmit>;
     /// When `handle_timeout` is due next.
@@ -143,6 +145,9 @@ impl SansIoCore for Endpoint {
     }
     fn set_upstreams(&mut self, servers: Vec<Flow>, now: Instant) {
         Endpoint::set_upstreams(self, servers, now)
+    }
+    fn set_upstream_names(&mut self, names: Vec<String>) {
+        Endpoint::set_upstream_names(self, names)
     }
     fn poll_transmit(&mut self) -> Option<Transmit> {
         Endpoint::poll_transmit(self)
@@ -419,7 +424,6 @@ impl Runtime {
             Transport::Udp => udp_local.or(tcp_local),
             Transport::Tcp => tcp_local.or(udp_local),
         };
-        let _ = primary;
         let mut resolver =
             dns::UpstreamResolver::new(&cfg.upstream, udp_local, tcp_local, opts.resolve_timeout)
                 .map_err(|detail| RuntimeError::Resolve {
@@ -475,6 +479,7 @@ impl Runtime {
             upstream,
             tokio::time::Instant::now().into_std(),
         );
+        core.set_upstream_names(resolution.names());
         if servers.len() > 1 {
             core.set_upstreams(servers.clone(), tokio::time::Instant::now().into_std());
         }
@@ -715,7 +720,7 @@ async fn re_resolve(
     mut resolver: dns::UpstreamResolver,
     mut last: dns::Resolution,
     mut wait: Duration,
-    tx: tokio::sync::mpsc::Sender<Vec<Flow>>,
+    tx: tokio::sync::mpsc::Sender<(Vec<Flow>, Vec<String>)>,
 ) {
     let mut failures = 0;
     loop {
@@ -734,7 +739,7 @@ async fn re_resolve(
                 }
                 // sent every time: a renewed resolution is also when the more
                 // preferred servers are probed (failback)
-                if tx.send(r.servers()).await.is_err() {
+                if tx.send((r.servers(), r.names())).await.is_err() {
                     return;
                 }
                 last = r;
