@@ -169,7 +169,9 @@ fn a_dead_server_is_left_for_the_next_and_the_lamps_come_back_from_it() {
     b.notify(&mut sim, "presence", "active;expires=600", Some(PIDF_OPEN));
     assert_eq!(view(&sim), "busy");
     assert_eq!(lamps(&mut sim), vec!["confirmed"]);
-    assert_eq!(sim.ep.status(sim.now).counters.upstream_failovers, 1);
+    let st = sim.ep.status(sim.now);
+    assert_eq!(st.counters.upstream_failovers, 1);
+    assert_eq!((st.upstream_server.as_str(), st.upstream_servers), (B, 2));
 
     // trust by flow: B's dialogs take NOTIFYs from the resolved servers only
     let forged = format!(

@@ -360,6 +360,8 @@ impl Endpoint {
                 .liveness
                 .last_heard
                 .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+            upstream_server: self.failover.current().remote.to_string(),
+            upstream_servers: self.failover.len(),
             counters,
         }
     }

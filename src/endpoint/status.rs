@@ -119,6 +119,10 @@ pub struct Status {
     /// (seconds ago; `None`: not yet).
     pub upstream_reachable: bool,
     pub upstream_heard_ms_ago: Option<u64>,
+    /// The upstream server in use (`ip:port`), and how many `[upstream] proxy`
+    /// resolved to (failover, RFC 3263).
+    pub upstream_server: String,
+    pub upstream_servers: usize,
     pub counters: Counters,
 }
 
@@ -132,6 +136,8 @@ impl Status {
             upstream_paced: 0,
             upstream_reachable: true,
             upstream_heard_ms_ago: None,
+            upstream_server: String::new(),
+            upstream_servers: 0,
             counters: Counters::default(),
         }
     }

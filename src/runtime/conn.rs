@@ -308,3 +308,30 @@ pub(crate) fn far_future() -> Instant {
 fn millis_since(origin: Instant) -> u64 {
     u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_reset_and_unreachable_peers_are_failures_other_ends_are_not() {
+        let e = |k| io::Error::from(k);
+        for r in [
+            CloseReason::ConnectFailed("connection refused".into()),
+            CloseReason::ConnectFailed("no answer within 5 s".into()),
+            CloseReason::Read(e(io::ErrorKind::ConnectionReset)),
+            CloseReason::Write(e(io::ErrorKind::BrokenPipe)),
+        ] {
+            assert!(r.is_unreachable(), "{r}");
+        }
+        for r in [
+            CloseReason::PeerClosed,
+            CloseReason::Idle,
+            CloseReason::Dropped,
+            CloseReason::CoreGone,
+            CloseReason::Read(e(io::ErrorKind::InvalidData)),
+        ] {
+            assert!(!r.is_unreachable(), "{r}");
+        }
+    }
+}
