@@ -136,3 +136,48 @@ fn srv_failover_to_the_second_pbx_and_back_after_the_ttl() {
     assert!(queries >= 3, "SRV asked again at each TTL: {queries}");
     gxp.kill();
 }
+
+/// A name that does not resolve at start-up (the DNS server is not up yet)
+/// is retried with backoff, and the bridge starts once it resolves.
+#[test]
+fn a_name_unresolvable_at_start_is_retried_until_it_resolves() {
+    let name = "a_name_unresolvable_at_start_is_retried_until_it_resolves";
+    if !dnsmasq_ready(name) {
+        return;
+    }
+    use blf_bridge::config::Config;
+    use blf_bridge::runtime::{Runtime, RuntimeOptions};
+    let dns_port = free_port();
+    let pbx = free_port();
+    let text = format!(
+        "[listen]\nudp = \"127.0.0.1:{}\"\n[upstream]\nproxy = \"pbx.test\"\ndomain = \"pbx.test\"\n\
+         transport = \"udp\"\ndns = \"127.0.0.1:{dns_port}\"\n[state]\ndir = \"\"\n\
+         [[account]]\nuser = \"1001\"\npassword = \"x\"\n",
+        free_port()
+    );
+    let cfg = std::sync::Arc::new(Config::parse(&text, "t.toml", &|_| None).unwrap());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let opts = RuntimeOptions {
+        seed: Some(1),
+        resolve_timeout: secs(2),
+        ..RuntimeOptions::default()
+    };
+    let start = rt.spawn(Runtime::start(cfg, opts));
+    std::thread::sleep(secs(3));
+    assert!(!start.is_finished(), "still resolving without a DNS server");
+    let _dns = Dnsmasq::start_on(
+        dns_port,
+        &[
+            format!("--srv-host=_sip._udp.pbx.test,pbx1.test,{pbx},10,10"),
+            "--host-record=pbx1.test,127.0.0.1".to_string(),
+        ],
+        10,
+    );
+    let bridge = rt
+        .block_on(async { tokio::time::timeout(secs(20), start).await })
+        .expect("started within the backoff once DNS answers")
+        .expect("task")
+        .expect("runtime");
+    assert_eq!(bridge.upstream_addr(), loopback(pbx));
+    rt.block_on(bridge.shutdown()).unwrap();
+}

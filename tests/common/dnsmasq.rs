@@ -42,8 +42,12 @@ impl Dnsmasq {
     /// `--host-record=…`, `--naptr-record=…`) with this TTL (seconds) on every
     /// answer.
     pub fn start(records: &[String], ttl: u32) -> Dnsmasq {
+        Dnsmasq::start_on(free_port(), records, ttl)
+    }
+
+    /// [`Dnsmasq::start`] on a given port of 127.0.0.1.
+    pub fn start_on(port: u16, records: &[String], ttl: u32) -> Dnsmasq {
         let dir = TempDir::new("dns");
-        let port = free_port();
         let log = dir.path().join("dnsmasq.log");
         let out = File::create(&log).expect("dnsmasq log");
         let err = out.try_clone().expect("dnsmasq log");
