@@ -329,3 +329,45 @@ fn a_transaction_timeout_to_the_server_in_use_moves_to_the_next() {
     );
     assert_eq!(sim.ep.stats().responses_dropped, dropped + 1);
 }
+
+#[test]
+fn with_every_server_silent_only_probes_go_out_until_one_answers() {
+    let mut sim = options_sim(30);
+    let mut a = FakePbx::default();
+    let mut b = FakePbx::at(B);
+    on_a_busy(&mut sim, &mut a);
+    // both dead for two minutes: pings take turns, no SUBSCRIBE goes out
+    let (mut pings_a, mut pings_b, mut subs) = (0, 0, 0);
+    for _ in 0..240 {
+        sim.advance(Duration::from_millis(500));
+        let (n, rest) = pings(&mut sim, &mut a, false);
+        pings_a += n;
+        subs += subscribes(&rest).len();
+        let (n, rest) = pings(&mut sim, &mut b, false);
+        pings_b += n;
+        subs += subscribes(&rest).len();
+        lamps(&mut sim);
+    }
+    assert_eq!(subs, 0, "no SUBSCRIBE to servers that do not answer");
+    assert!(pings_a >= 20 && pings_b >= 20, "{pings_a} {pings_b}");
+    assert_eq!(view(&sim), "unknown");
+    assert_eq!(
+        sim.ep.status(sim.now).counters.upstream_failovers,
+        1,
+        "one move counted (and logged at warn), not every turn"
+    );
+    // B answers again: everything is subscribed afresh there
+    let mut fresh = Vec::new();
+    for _ in 0..10 {
+        sim.advance(Duration::from_millis(500));
+        a.take(&mut sim);
+        let (_, rest) = pings(&mut sim, &mut b, true);
+        fresh.extend(subscribes(&rest));
+        fresh.extend(subscribes(&b.take(&mut sim)));
+        if !fresh.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(b.accept(&mut sim, &fresh, 600), 2, "{fresh:?}");
+    assert_eq!(sim.ep.upstreams().1, 1);
+}

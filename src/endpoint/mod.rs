@@ -767,8 +767,13 @@ impl Endpoint {
         }
         let old = self.failover.current();
         let new = self.failover.advance(now);
-        tracing::warn!(from = %old, to = %new, reason = why, "upstream failover");
-        self.counters.upstream_failovers += 1;
+        if self.liveness.lost {
+            // every server silent: trying them in turn (every 2 s) is not news
+            tracing::debug!(from = %old, to = %new, reason = why, "upstream failover: trying the next server");
+        } else {
+            tracing::warn!(from = %old, to = %new, reason = why, "upstream failover");
+            self.counters.upstream_failovers += 1;
+        }
         self.apply_upstream();
         self.subs.upstream_moved(false, now);
         if matches!(
