@@ -28,6 +28,9 @@ RUN touch src/lib.rs src/main.rs && cargo build --release --locked \
 
 FROM debian:bookworm-slim
 # uid and gid 10001: a configuration with group 10001 and mode 0640 is readable
+# ca-certificates: the system roots that [upstream] transport = "tls" trusts
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 blf \
     && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin blf \
     && mkdir -p /etc/blf-bridge/profiles /var/lib/blf-bridge \

@@ -158,6 +158,14 @@ struct RawUpstream {
     keepalive_interval: Option<Spanned<u64>>,
     #[serde(default)]
     dns: Option<Spanned<String>>,
+    #[serde(default)]
+    tls_name: Option<Spanned<String>>,
+    #[serde(default)]
+    ca_file: Option<Spanned<String>>,
+    #[serde(default)]
+    client_cert: Option<Spanned<String>>,
+    #[serde(default)]
+    client_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -261,6 +269,21 @@ pub struct Upstream {
     pub empty_presence: EmptyPresence,
     pub keepalive: Keepalive,
     pub keepalive_interval_s: u64,
+    /// `transport = "tls"` only: how the provider's certificate is checked.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// `[upstream]` TLS settings (`transport = "tls"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// The name the certificate must carry, also sent as SNI: `tls_name`, else
+    /// the host of `proxy`.
+    pub name: String,
+    /// Extra trusted CAs (PEM), besides the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain and key (PEM), when the provider asks for one.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -584,12 +607,13 @@ impl Config {
             None => Transport::Udp,
             Some(t) if t == "udp" => Transport::Udp,
             Some(t) if t == "tcp" => Transport::Tcp,
+            Some(t) if t == "tls" => Transport::Tls,
             Some(t) => {
                 let span = ru.transport.as_ref().map(|s| s.span().start).unwrap_or(0);
                 err_at(
                     &mut errors,
                     span,
-                    format!("upstream.transport: '{t}' is not udp or tcp"),
+                    format!("upstream.transport: '{t}' is not udp, tcp or tls"),
                 );
                 Transport::Udp
             }
@@ -609,6 +633,78 @@ impl Config {
                 "upstream.transport = \"udp\" needs listen.udp".into(),
             );
         }
+        // RFC 3261 §19.1.2: SIP over TLS defaults to port 5061
+        let proxy_port = if transport == Transport::Tls && !has_port(ru.proxy.get_ref()) {
+            5061
+        } else {
+            proxy_port
+        };
+        let tls_path = |v: &Option<Spanned<String>>| {
+            v.as_ref()
+                .map(|s| (s.span().start, relative_to_file(file, s.get_ref())))
+        };
+        let (ca_file, client_cert, client_key) = (
+            tls_path(&ru.ca_file),
+            tls_path(&ru.client_cert),
+            tls_path(&ru.client_key),
+        );
+        let tls = if transport == Transport::Tls {
+            let name = match &ru.tls_name {
+                Some(n) => {
+                    if let Err(m) = crate::tls::server_name(n.get_ref()) {
+                        err_at(
+                            &mut errors,
+                            n.span().start,
+                            format!("upstream.tls_name: {m}"),
+                        );
+                    }
+                    n.get_ref().trim().to_string()
+                }
+                None => proxy_host.clone(),
+            };
+            let problems = crate::tls::check_files(
+                ca_file.as_ref().map(|(_, p)| p.as_path()),
+                client_cert.as_ref().map(|(_, p)| p.as_path()),
+                client_key.as_ref().map(|(_, p)| p.as_path()),
+            );
+            for (key, m) in problems {
+                let at = match key {
+                    "ca_file" => &ca_file,
+                    "client_cert" => &client_cert,
+                    _ => &client_key,
+                };
+                let off = at
+                    .as_ref()
+                    .or(client_cert.as_ref())
+                    .or(client_key.as_ref())
+                    .map(|(o, _)| *o)
+                    .unwrap_or(0);
+                err_at(&mut errors, off, format!("upstream.{key}: {m}"));
+            }
+            Some(UpstreamTls {
+                name,
+                ca_file: ca_file.map(|(_, p)| p),
+                client_cert: client_cert.map(|(_, p)| p),
+                client_key: client_key.map(|(_, p)| p),
+            })
+        } else {
+            let given = [
+                ("tls_name", ru.tls_name.as_ref().map(|s| s.span().start)),
+                ("ca_file", ca_file.as_ref().map(|(o, _)| *o)),
+                ("client_cert", client_cert.as_ref().map(|(o, _)| *o)),
+                ("client_key", client_key.as_ref().map(|(o, _)| *o)),
+            ];
+            for (key, off) in given {
+                if let Some(off) = off {
+                    err_at(
+                        &mut errors,
+                        off,
+                        format!("upstream.{key} is only used with transport = \"tls\""),
+                    );
+                }
+            }
+            None
+        };
         let empty_presence = match ru.empty_presence.as_ref().map(|s| s.get_ref().as_str()) {
             None | Some("offline") => EmptyPresence::Offline,
             Some("unknown") => EmptyPresence::Unknown,
@@ -889,6 +985,7 @@ impl Config {
                 empty_presence,
                 keepalive,
                 keepalive_interval_s,
+                tls,
             },
             accounts,
             profiles_dir: raw.profiles.dir.map(|d| relative_to_file(file, &d)),
@@ -933,6 +1030,17 @@ impl Config {
 }
 
 /// Split `host[:port]` (IPv6 in brackets).
+/// Does a `host[:port]` / `[v6][:port]` string name a port?
+fn has_port(s: &str) -> bool {
+    let s = s.trim();
+    match s.strip_prefix('[') {
+        Some(rest) => rest
+            .split_once(']')
+            .is_some_and(|(_, a)| a.starts_with(':')),
+        None => s.rsplit_once(':').is_some_and(|(h, _)| !h.contains(':')),
+    }
+}
+
 pub fn split_host_port(s: &str) -> Result<(String, u16), String> {
     let s = s.trim();
     if s.is_empty() {

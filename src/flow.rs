@@ -37,6 +37,23 @@ impl Flow {
         }
     }
 
+    /// A TLS stream (only the upstream's).
+    pub fn tls(remote: SocketAddr, conn: Option<ConnId>) -> Flow {
+        Flow {
+            transport: Transport::Tls,
+            remote,
+            conn,
+        }
+    }
+    /// A stream flow of `transport` (TCP or TLS) on connection `conn`.
+    pub fn stream(transport: Transport, remote: SocketAddr, conn: Option<ConnId>) -> Flow {
+        Flow {
+            transport,
+            remote,
+            conn,
+        }
+    }
+
     /// Where responses to a request that came on this flow go: back where it came
     /// from — the same TCP connection, or over UDP the source address and port
     /// (symmetric response routing, RFC 3581 behaviour applied to every request).

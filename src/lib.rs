@@ -30,5 +30,6 @@ pub mod runtime;
 pub mod sip;
 pub mod store;
 pub mod subscription;
+pub mod tls;
 pub mod transaction;
 pub mod util;

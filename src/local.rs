@@ -70,7 +70,10 @@ impl LocalAddrs {
     pub fn port(&self, transport: Transport) -> u16 {
         match transport {
             Transport::Udp => self.udp.or(self.tcp),
-            Transport::Tcp => self.tcp.or(self.udp),
+            // no TLS listener: the upstream reaches the bridge on the TLS
+            // connection the bridge opened (RFC 5923 alias), so the port only
+            // names the bridge; the TCP listener's, else the UDP one's
+            Transport::Tcp | Transport::Tls => self.tcp.or(self.udp),
         }
         .map(|a| a.port())
         .unwrap_or(5060)
@@ -88,20 +91,30 @@ impl LocalAddrs {
     }
 
     /// The Via value of a request the bridge sends (originated or forwarded).
+    /// Over TLS it carries `;alias` (RFC 5923): the upstream may send its
+    /// requests for the bridge's `host:port` on this connection — the bridge
+    /// has no TLS listener to connect to.
     pub fn via(&self, transport: Transport, branch: &str) -> String {
+        let alias = if transport == Transport::Tls {
+            ";alias"
+        } else {
+            ""
+        };
         format!(
-            "SIP/2.0/{} {};branch={branch};rport",
+            "SIP/2.0/{} {};branch={branch};rport{alias}",
             transport.via_name(),
             self.hostport(transport)
         )
     }
 
-    /// `sip:<user>@<bridge>` for a transport, with `;transport=tcp` on TCP.
+    /// `sip:<user>@<bridge>` for a transport, with `;transport=tcp` on TCP and
+    /// `;transport=tls` on TLS (not `sips:`: the phones' side of the bridge is
+    /// not TLS, so the path is not secure end to end, RFC 3261 §19.1).
     pub fn uri(&self, user: &str, transport: Transport) -> String {
-        let t = if transport == Transport::Tcp {
-            ";transport=tcp"
-        } else {
-            ""
+        let t = match transport {
+            Transport::Udp => "",
+            Transport::Tcp => ";transport=tcp",
+            Transport::Tls => ";transport=tls",
         };
         format!("sip:{user}@{}{t}", self.hostport(transport))
     }
@@ -196,6 +209,14 @@ mod tests {
             l.contact(Transport::Tcp),
             "<sip:blf-bridge@[::1]:5070;transport=tcp>"
         );
+        assert_eq!(
+            l.via(Transport::Tls, "z9hG4bKx"),
+            "SIP/2.0/TLS [::1]:5070;branch=z9hG4bKx;rport;alias"
+        );
+        assert_eq!(
+            l.uri("f-1", Transport::Tls),
+            "sip:f-1@[::1]:5070;transport=tls"
+        );
         let none = LocalAddrs {
             udp: None,
             tcp: None,
@@ -225,6 +246,11 @@ mod tests {
         assert!(l.is_own_via(&via("SIP/2.0/UDP 192.168.1.2;branch=z9hG4bKa")));
         assert!(!l.is_own_via(&via("SIP/2.0/TLS 192.168.1.2;branch=z9hG4bKa")));
         assert!(!l.is_own_via(&via("SIP/2.0/UDP 192.168.1.2:5070;branch=z9hG4bKa")));
+        // what the bridge writes over TLS names it (the port is a listener's)
+        let tls_via = l.via(Transport::Tls, "z9hG4bKa");
+        assert!(l.is_own_via(&Via::parse(tls_via.as_bytes()).unwrap()));
+        let tls_uri = l.uri("f-1", Transport::Tls);
+        assert!(l.is_own_uri(&uri(&tls_uri)));
     }
 
     #[test]

@@ -141,6 +141,19 @@ pub fn summary(cfg: &Config) -> String {
             }
         );
     }
+    if let Some(t) = &u.tls {
+        let path = |p: &Option<std::path::PathBuf>| {
+            p.as_ref()
+                .map_or_else(|| "-".to_string(), |p| p.display().to_string())
+        };
+        let _ = writeln!(
+            s,
+            "  tls:           certificate name {}, CAs: system roots + ca_file {}, client_cert {}",
+            t.name,
+            path(&t.ca_file),
+            path(&t.client_cert)
+        );
+    }
     if !u.aliases.is_empty() {
         let _ = writeln!(s, "  aliases:       {}", u.aliases.join(", "));
     }

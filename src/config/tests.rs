@@ -255,3 +255,76 @@ fn a_bare_domain_proxy_uses_srv_and_dns_names_its_server() {
         "{e:?}"
     );
 }
+
+#[test]
+fn tls_upstream_defaults_to_5061_and_the_proxy_host_as_name() {
+    let tls = GOOD
+        .replace("transport = \"udp\"", "transport = \"tls\"")
+        .replace("pbx.example.com:5070", "sip.example.net");
+    let c = Config::parse(&tls, "t.toml", &env).unwrap();
+    assert_eq!(c.upstream.transport, Transport::Tls);
+    assert_eq!(c.upstream.proxy_port, 5061, "RFC 3261 §19.1.2");
+    let t = c.upstream.tls.expect("tls settings");
+    assert_eq!(t.name, "sip.example.net");
+    assert_eq!((t.ca_file, t.client_cert, t.client_key), (None, None, None));
+    // an explicit port and name are kept
+    let named = tls.replace(
+        "sip.example.net\"",
+        "sip.example.net:5071\"\ntls_name = \"pbx.example.com\"",
+    );
+    let c = Config::parse(&named, "t.toml", &env).unwrap();
+    assert_eq!(c.upstream.proxy_port, 5071);
+    assert_eq!(c.upstream.tls.unwrap().name, "pbx.example.com");
+    // over udp there are no tls settings
+    assert_eq!(
+        Config::parse(GOOD, "t.toml", &env).unwrap().upstream.tls,
+        None
+    );
+}
+
+#[test]
+fn tls_keys_are_checked_and_only_taken_with_tls() {
+    let text = GOOD.replace(
+        "transport = \"udp\"",
+        "transport = \"udp\"\nca_file = \"/nonexistent/ca.pem\"",
+    );
+    let errs = Config::parse(&text, "t.toml", &env).unwrap_err();
+    assert!(
+        errs.iter().any(|e| e.line == 10
+            && e.message == "upstream.ca_file is only used with transport = \"tls\""),
+        "{errs:?}"
+    );
+    let text = text.replace("transport = \"udp\"", "transport = \"tls\"");
+    let errs = Config::parse(&text, "t.toml", &env).unwrap_err();
+    assert!(
+        errs.iter().any(|e| e.line == 10
+            && e.message
+                .starts_with("upstream.ca_file: cannot read /nonexistent/ca.pem")),
+        "{errs:?}"
+    );
+    let text = GOOD.replace(
+        "transport = \"udp\"",
+        "transport = \"tls\"\nclient_key = \"/nonexistent/k.pem\"\ntls_name = \"a b\"",
+    );
+    let errs = Config::parse(&text, "t.toml", &env).unwrap_err();
+    let msgs: Vec<&str> = errs.iter().map(|e| e.message.as_str()).collect();
+    assert!(
+        msgs.contains(&"upstream.client_key: needs client_cert (the client certificate, PEM)"),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter().any(|m| m.starts_with("upstream.tls_name: ")),
+        "{msgs:?}"
+    );
+    let errs = Config::parse(
+        &GOOD.replace("transport = \"udp\"", "transport = \"sctp\""),
+        "t.toml",
+        &env,
+    )
+    .unwrap_err();
+    assert!(
+        errs.iter()
+            .any(|e| e.message == "upstream.transport: 'sctp' is not udp, tcp or tls"),
+        "{errs:?}"
+    );
+}

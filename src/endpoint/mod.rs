@@ -31,7 +31,7 @@ use crate::local::{CALL_ID_HOST, CONTACT_USER};
 use crate::profile::ProfileSet;
 use crate::proxy::{self, Proxy};
 use crate::sip::Via;
-use crate::sip::{Editor, HeaderName, MessageBuilder, Method, SipMessage, Uri};
+use crate::sip::{Editor, HeaderName, MessageBuilder, Method, SipMessage, Transport, Uri};
 use crate::subscription::{Out, ReqTag, Route, SubscriptionManager};
 use crate::transaction::{
     ClientKey, RequestDisposition, ResponseDisposition, Timers, TransactionLayer, TxEvent, TxKey,
@@ -411,6 +411,11 @@ impl Endpoint {
     /// [`Endpoint::is_upstream`]; the exact address first, then the IP).
     fn upstream_index(&self, from: &Flow) -> Option<usize> {
         let ip = from.remote.ip();
+        // an upstream reached over TLS speaks only TLS: clear text claiming to
+        // be it is anyone else
+        if self.ctx.upstream.transport == Transport::Tls && from.transport != Transport::Tls {
+            return None;
+        }
         let all = &self.ctx.upstreams;
         all.iter()
             .position(|u| u.remote == from.remote)

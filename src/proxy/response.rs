@@ -158,7 +158,7 @@ impl Proxy {
             return Err("stray response: cannot route to the next Via");
         };
         if flow.transport != Transport::Udp {
-            return Err("stray response towards a TCP hop (no connection is opened for it)");
+            return Err("stray response towards a TCP or TLS hop (no connection is opened for it)");
         }
         if !is_unicast(flow.remote.ip()) || flow.remote.port() == 0 {
             return Err("stray response towards a broadcast, multicast or unspecified address");
@@ -228,6 +228,8 @@ pub(super) fn via_flow(v: &Via<'_>) -> Option<Flow> {
         Transport::Udp
     } else if v.transport.eq_ignore_ascii_case("TCP") {
         Transport::Tcp
+    } else if v.transport.eq_ignore_ascii_case("TLS") {
+        Transport::Tls
     } else {
         return None;
     };

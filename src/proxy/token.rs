@@ -19,6 +19,8 @@ const MAC_LEN: usize = 8;
 const FLAG_TCP: u8 = 1;
 const FLAG_V6: u8 = 2;
 const FLAG_CONN: u8 = 4;
+/// With `FLAG_TCP`: the stream is TLS (only the upstream speaks it).
+const FLAG_TLS: u8 = 8;
 
 /// HMAC-SHA256 (RFC 2104) with a 32-byte key.
 fn hmac(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
@@ -45,8 +47,10 @@ fn hmac(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
 pub fn encode(key: &[u8; 32], flow: &Flow) -> String {
     let mut data = Vec::with_capacity(40);
     let mut flags = 0u8;
-    if flow.transport == Transport::Tcp {
-        flags |= FLAG_TCP;
+    match flow.transport {
+        Transport::Udp => {}
+        Transport::Tcp => flags |= FLAG_TCP,
+        Transport::Tls => flags |= FLAG_TCP | FLAG_TLS,
     }
     if flow.remote.is_ipv6() {
         flags |= FLAG_V6;
@@ -88,7 +92,9 @@ fn unhex(s: &[u8]) -> Option<Vec<u8>> {
 pub fn decode(key: &[u8; 32], token: &[u8]) -> Option<Flow> {
     let raw = unhex(token)?;
     let (&flags, _) = raw.split_first()?;
-    if flags & !(FLAG_TCP | FLAG_V6 | FLAG_CONN) != 0 {
+    if flags & !(FLAG_TCP | FLAG_V6 | FLAG_CONN | FLAG_TLS) != 0
+        || flags & (FLAG_TCP | FLAG_TLS) == FLAG_TLS
+    {
         return None;
     }
     let ip_len = if flags & FLAG_V6 != 0 { 16 } else { 4 };
@@ -127,7 +133,9 @@ pub fn decode(key: &[u8; 32], token: &[u8]) -> Option<Flow> {
     } else {
         None
     };
-    let transport = if flags & FLAG_TCP != 0 {
+    let transport = if flags & FLAG_TLS != 0 {
+        Transport::Tls
+    } else if flags & FLAG_TCP != 0 {
         Transport::Tcp
     } else {
         Transport::Udp
@@ -152,6 +160,7 @@ mod tests {
             Flow::tcp("10.0.0.7:40112".parse().unwrap(), Some(ConnId(991))),
             Flow::tcp("[fe80::1]:5060".parse().unwrap(), None),
             Flow::udp("[2001:db8::5]:5090".parse().unwrap()),
+            Flow::tls("203.0.113.20:5061".parse().unwrap(), Some(ConnId(3))),
         ];
         for f in flows {
             let t = encode(&KEY, &f);

@@ -18,7 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -43,6 +43,8 @@ pub(crate) enum CoreEvent {
     },
     /// A CRLFCRLF keep-alive ping arrived.
     Ping { conn: ConnId, remote: SocketAddr },
+    /// An outbound TLS connection finished its handshake.
+    Connected { conn: ConnId },
     /// The connection task ended. `failed`: the peer refused or reset it, or
     /// could not be reached (for the upstream: time to try another server).
     Closed { conn: ConnId, failed: bool },
@@ -65,6 +67,9 @@ pub(crate) enum CloseReason {
     /// The core task is gone.
     CoreGone,
     ConnectFailed(String),
+    /// The TLS handshake failed (a refused certificate: what was expected and
+    /// what the server presented).
+    Tls(String),
 }
 
 impl fmt::Display for CloseReason {
@@ -82,6 +87,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Dropped => f.write_str("closed by the bridge"),
             CloseReason::CoreGone => f.write_str("bridge stopping"),
             CloseReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
+            CloseReason::Tls(e) => write!(f, "TLS handshake failed: {e}"),
         }
     }
 }
@@ -96,6 +102,7 @@ impl CloseReason {
                 | CloseReason::WriteTimeout
                 | CloseReason::ConnectFailed(_)
                 | CloseReason::Incomplete
+                | CloseReason::Tls(_)
         )
     }
 }
@@ -133,6 +140,14 @@ pub(crate) struct ConnParams {
     pub local_ip: Option<IpAddr>,
 }
 
+/// What an outbound TLS connection needs: the client configuration and the
+/// name the server's certificate must carry (also the SNI).
+#[derive(Debug)]
+pub(crate) struct TlsTarget {
+    pub config: Arc<rustls::ClientConfig>,
+    pub name: rustls::pki_types::ServerName<'static>,
+}
+
 /// Everything a connection task owns besides its socket and queue. `_guard` is
 /// dropped when the task ends, which is how shutdown learns that all
 /// connections are done.
@@ -141,12 +156,15 @@ pub(crate) struct ConnTask {
     pub remote: SocketAddr,
     pub events: mpsc::Sender<CoreEvent>,
     pub params: Arc<ConnParams>,
+    /// Outbound connections only: speak TLS over the TCP connection.
+    pub tls: Option<Arc<TlsTarget>>,
     pub _guard: mpsc::Sender<()>,
 }
 
 impl ConnTask {
     /// Serve a connection the listener accepted.
     pub async fn run_accepted(self, stream: TcpStream, rx: mpsc::Receiver<Bytes>) {
+        set_nodelay(&stream, self.remote);
         let reason = self.serve(stream, rx, true).await;
         self.finish(reason).await;
     }
@@ -156,19 +174,80 @@ impl ConnTask {
     pub async fn run_outbound(self, rx: mpsc::Receiver<Bytes>) {
         let reason = match connect(self.remote, &self.params).await {
             Ok(stream) => {
-                tracing::debug!(peer = %self.remote, conn = self.id.0, "TCP connection opened");
-                self.serve(stream, rx, false).await
+                set_nodelay(&stream, self.remote);
+                match self.tls.clone() {
+                    None => {
+                        tracing::debug!(peer = %self.remote, conn = self.id.0, "TCP connection opened");
+                        self.serve(stream, rx, false).await
+                    }
+                    Some(tls) => match self.handshake(stream, &tls).await {
+                        Ok(stream) => self.serve(stream, rx, false).await,
+                        Err(reason) => reason,
+                    },
+                }
             }
             Err(e) => CloseReason::ConnectFailed(e),
         };
         self.finish(reason).await;
     }
 
+    /// The TLS handshake over a connected stream, bounded by the connect
+    /// timeout. A refused certificate comes back as one sentence.
+    async fn handshake(
+        &self,
+        stream: TcpStream,
+        tls: &TlsTarget,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, CloseReason> {
+        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        let attempt = connector.connect(tls.name.clone(), stream);
+        match tokio::time::timeout(self.params.connect_timeout, attempt).await {
+            Ok(Ok(s)) => {
+                let (_, conn) = s.get_ref();
+                tracing::info!(
+                    peer = %self.remote,
+                    conn = self.id.0,
+                    name = ?tls.name,
+                    version = ?conn.protocol_version(),
+                    cipher = ?conn.negotiated_cipher_suite().map(|c| c.suite()),
+                    "TLS connection to the upstream established"
+                );
+                // the core hears it first: its backoff starts over
+                let _ = self
+                    .events
+                    .send(CoreEvent::Connected { conn: self.id })
+                    .await;
+                Ok(s)
+            }
+            Ok(Err(e)) => Err(CloseReason::Tls(describe_tls_error(&e))),
+            Err(_) => Err(CloseReason::Tls(format!(
+                "no handshake within {} ms",
+                self.params.connect_timeout.as_millis()
+            ))),
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        if self.tls.is_some() { "TLS" } else { "TCP" }
+    }
+
     async fn finish(self, reason: CloseReason) {
-        if reason.is_warning() {
-            tracing::warn!(peer = %self.remote, conn = self.id.0, %reason, "TCP connection closed");
+        // TLS 1.3: a server that refuses the client (no or a bad client
+        // certificate) says so with an alert after the handshake, on the first read
+        let reason = match reason {
+            CloseReason::Read(e) | CloseReason::Write(e)
+                if self.tls.is_some() && is_tls_alert(&e) =>
+            {
+                CloseReason::Tls(describe_tls_error(&e))
+            }
+            r => r,
+        };
+        if let CloseReason::Tls(why) = &reason {
+            // the one line an operator needs: who, and why refused
+            tracing::warn!(peer = %self.remote, conn = self.id.0, "TLS connection to the upstream refused: {why}");
+        } else if reason.is_warning() {
+            tracing::warn!(peer = %self.remote, conn = self.id.0, %reason, "{} connection closed", self.label());
         } else {
-            tracing::debug!(peer = %self.remote, conn = self.id.0, %reason, "TCP connection closed");
+            tracing::debug!(peer = %self.remote, conn = self.id.0, %reason, "{} connection closed", self.label());
         }
         // Fails only when the core is gone, which then needs no notice.
         let failed = reason.is_unreachable();
@@ -183,18 +262,17 @@ impl ConnTask {
 
     /// `accepted`: the peer connected to us, so it must send a complete message
     /// (or a keep-alive) within the message timeout, like every message it starts.
-    async fn serve(
+    async fn serve<S>(
         &self,
-        stream: TcpStream,
+        stream: S,
         mut rx: mpsc::Receiver<Bytes>,
         accepted: bool,
-    ) -> CloseReason {
-        // SIP messages are small and latency matters more than segment count.
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(peer = %self.remote, error = %e, "cannot set TCP_NODELAY");
-        }
+    ) -> CloseReason
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let (id, remote, params) = (self.id, self.remote, &*self.params);
-        let (mut rd, mut wr) = stream.into_split();
+        let (mut rd, mut wr) = tokio::io::split(stream);
         // Last traffic in either direction, in ms since `origin`: the idle timer
         // counts from the later of the last read and the last completed write, so
         // a connection the endpoint keeps using (e.g. for NOTIFYs) stays open.
@@ -202,7 +280,12 @@ impl ConnTask {
         let last = AtomicU64::new(0);
         let writer = async {
             while let Some(data) = rx.recv().await {
-                match tokio::time::timeout(params.write_timeout, wr.write_all(&data)).await {
+                // TLS buffers records: flush pushes them out now
+                let write = async {
+                    wr.write_all(&data).await?;
+                    wr.flush().await
+                };
+                match tokio::time::timeout(params.write_timeout, write).await {
                     Ok(Ok(())) => last.store(millis_since(origin), Ordering::Relaxed),
                     Ok(Err(e)) => return CloseReason::Write(e),
                     Err(_) => return CloseReason::WriteTimeout,
@@ -269,6 +352,49 @@ impl ConnTask {
                 }
             }
         }
+    }
+}
+
+/// SIP messages are small and latency matters more than segment count.
+fn set_nodelay(stream: &TcpStream, remote: SocketAddr) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(peer = %remote, error = %e, "cannot set TCP_NODELAY");
+    }
+}
+
+fn is_tls_alert(e: &io::Error) -> bool {
+    matches!(
+        e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::AlertReceived(_))
+    )
+}
+
+/// A handshake error as one sentence: a refused certificate is already
+/// explained by [`crate::tls`]; other rustls errors are named; I/O errors as is.
+fn describe_tls_error(e: &io::Error) -> String {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o))) => {
+            o.0.to_string()
+        }
+        Some(rustls::Error::AlertReceived(a)) => {
+            use rustls::AlertDescription as A;
+            let hint = match a {
+                A::CertificateRequired | A::HandshakeFailure => {
+                    " (does it require a client certificate? [upstream] client_cert / client_key)"
+                }
+                A::BadCertificate
+                | A::UnknownCA
+                | A::CertificateUnknown
+                | A::UnsupportedCertificate
+                | A::CertificateExpired
+                | A::AccessDenied => " (it refused the bridge's client certificate)",
+                A::ProtocolVersion => " (it speaks neither TLS 1.2 nor 1.3)",
+                _ => "",
+            };
+            format!("the server sent the alert {a:?}{hint}")
+        }
+        Some(other) => other.to_string(),
+        None => e.to_string(),
     }
 }
 

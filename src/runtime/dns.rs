@@ -4,9 +4,9 @@
 //! - `host:port`: A/AAAA of `host`, on that port;
 //! - a bare domain (`proxy = "pbx.example.com"`): NAPTR (only when `transport`
 //!   is not written in the file: the records choose UDP or TCP among the
-//!   transports the bridge listens on) → SRV (`_sip._udp` / `_sip._tcp`) →
-//!   A/AAAA of each target; no SRV record at all: A/AAAA of the domain on 5060
-//!   (RFC 3263 §4.2).
+//!   transports the bridge listens on) → SRV (`_sip._udp` / `_sip._tcp`;
+//!   `_sips._tcp` with `transport = "tls"`) → A/AAAA of each target; no SRV
+//!   record at all: A/AAAA of the domain on 5060 (5061 for TLS; RFC 3263 §4.2).
 //!
 //! SRV targets are ordered by priority, and within one priority by the
 //! weighted random choice of RFC 2782; each target's addresses follow in turn
@@ -227,7 +227,8 @@ impl UpstreamResolver {
     fn listener(&self, t: Transport) -> Option<SocketAddr> {
         match t {
             Transport::Udp => self.udp,
-            Transport::Tcp => self.tcp,
+            // TLS connections are opened from the TCP listener's address
+            Transport::Tcp | Transport::Tls => self.tcp.or(self.udp),
         }
     }
 
@@ -317,6 +318,7 @@ impl UpstreamResolver {
             let prefix = match transport {
                 Transport::Udp => "_sip._udp",
                 Transport::Tcp => "_sip._tcp",
+                Transport::Tls => "_sips._tcp",
             };
             srv_names.push((format!("{prefix}.{host}"), transport));
         }
@@ -359,8 +361,14 @@ impl UpstreamResolver {
             }
         }
         if targets.is_empty() {
-            // RFC 3263 §4.2: no SRV records: the domain's own addresses, 5060
-            let t = self.host_target(&host, 5060, transport).await?;
+            // RFC 3263 §4.2: no SRV records: the domain's own addresses, on
+            // the transport's default port (5060, 5061 for TLS)
+            let port = if transport == Transport::Tls {
+                5061
+            } else {
+                5060
+            };
+            let t = self.host_target(&host, port, transport).await?;
             return Ok(self.finish(
                 format!("{how}SRV {} (no records) -> A/AAAA", looked.join(", ")),
                 vec![t],

@@ -3,7 +3,7 @@
 //! to the core and then performs every [`Transmit`] the core produced. Nothing
 //! here awaits a TCP peer, so a slow peer cannot stall the bridge.
 
-use super::conn::{ConnParams, ConnTask, CoreEvent, far_future};
+use super::conn::{ConnParams, ConnTask, CoreEvent, TlsTarget, far_future};
 use super::net;
 use super::{Limits, SansIoCore};
 use crate::flow::{ConnId, Flow, Transmit};
@@ -42,6 +42,8 @@ pub(crate) type SignalFuture = Pin<Box<dyn Future<Output = &'static str> + Send>
 /// A TCP connection as the core sees it.
 struct Conn {
     remote: SocketAddr,
+    /// TCP or TLS.
+    transport: Transport,
     tx: mpsc::Sender<Bytes>,
     abort: AbortHandle,
 }
@@ -87,14 +89,22 @@ impl ConnTable {
 
     /// The connection to use for `flow`: `flow.conn` if it is still open and
     /// goes to `flow.remote`, else the newest open connection to `flow.remote`.
+    /// Only a connection of the flow's transport (TCP or TLS) is used.
     fn route(&self, flow: &Flow) -> Option<ConnId> {
-        flow.conn
-            .filter(|id| self.by_id.get(id).is_some_and(|c| c.remote == flow.remote))
-            .or_else(|| {
-                self.by_remote
-                    .get(&flow.remote)
-                    .and_then(|ids| ids.last().copied())
-            })
+        let fits = |id: &ConnId| {
+            self.by_id
+                .get(id)
+                .is_some_and(|c| c.remote == flow.remote && c.transport == flow.transport)
+        };
+        flow.conn.filter(fits).or_else(|| {
+            self.by_remote
+                .get(&flow.remote)
+                .and_then(|ids| ids.iter().rev().find(|id| fits(id)).copied())
+        })
+    }
+
+    fn transport(&self, id: ConnId) -> Option<Transport> {
+        self.by_id.get(&id).map(|c| c.transport)
     }
 }
 
@@ -183,7 +193,45 @@ impl StatusLink {
     }
 }
 
+/// The one TLS connection to the upstream (RFC 5923: the upstream's requests
+/// come on it too). Opened at start, reopened with backoff whenever it ends.
+pub(crate) struct UpstreamLink {
+    pub remote: SocketAddr,
+    pub tls: Arc<TlsTarget>,
+    conn: Option<ConnId>,
+    /// While set, nothing is sent towards the upstream; at this time the
+    /// connection is opened again.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    /// When the current connection finished its handshake.
+    connected_at: Option<Instant>,
+}
+
+/// First pause after a failed or lost upstream connection; doubled up to
+/// [`BACKOFF_MAX`], reset when a connection had lasted [`BACKOFF_RESET`]
+/// (a server that completes the handshake and hangs up at once is not
+/// hammered every second).
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+const BACKOFF_RESET: Duration = Duration::from_secs(30);
+
+impl UpstreamLink {
+    pub fn new(remote: SocketAddr, tls: Arc<TlsTarget>) -> UpstreamLink {
+        UpstreamLink {
+            remote,
+            tls,
+            conn: None,
+            // open at once
+            retry_at: Some(Instant::now()),
+            backoff: BACKOFF_MIN,
+            connected_at: None,
+        }
+    }
+}
+
 pub(crate) struct EventLoop<C> {
+    /// `[upstream] transport = "tls"`: the upstream connection.
+    pub upstream_link: Option<UpstreamLink>,
     pub core: C,
     pub status: Option<StatusLink>,
     pub persist: Option<Persistence>,
@@ -217,6 +265,7 @@ impl<C: SansIoCore> EventLoop<C> {
         let (guard_tx, guard_rx) = mpsc::channel(1);
         let acceptor = tcp.map(|l| tokio::spawn(accept_loop(l, events_tx.clone())).abort_handle());
         EventLoop {
+            upstream_link: None,
             core,
             status: None,
             persist: None,
@@ -258,6 +307,11 @@ impl<C: SansIoCore> EventLoop<C> {
             let deadline = self.core.poll_timeout().map(Instant::from_std);
             let publish_at = self.status.as_ref().filter(|s| s.dirty).map(|s| s.next);
             let hold_deadline = self.persist.as_ref().and_then(Persistence::hold_deadline);
+            let reconnect_at = self
+                .upstream_link
+                .as_ref()
+                .filter(|l| l.conn.is_none() && !draining)
+                .and_then(|l| l.retry_at);
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop), if !draining => {
                     tracing::info!("shutdown requested");
@@ -282,6 +336,9 @@ impl<C: SansIoCore> EventLoop<C> {
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                     self.core.handle_timeout(now());
+                }
+                _ = tokio::time::sleep_until(reconnect_at.unwrap_or_else(far_future)), if reconnect_at.is_some() => {
+                    self.reconnect_upstream();
                 }
                 _ = tokio::time::sleep_until(hold_deadline.unwrap_or_else(far_future)), if hold_deadline.is_some() => {
                     // the next flush sends what waited too long for the store
@@ -382,24 +439,35 @@ impl<C: SansIoCore> EventLoop<C> {
             CoreEvent::Message { conn, remote, msg } => {
                 // Messages still queued from a connection the core already gave
                 // up on are dropped: their connection is gone.
-                if self.conns.by_id.contains_key(&conn) {
+                if let Some(t) = self.conns.transport(conn) {
                     self.core
-                        .handle_message(Flow::tcp(remote, Some(conn)), msg, now());
+                        .handle_message(Flow::stream(t, remote, Some(conn)), msg, now());
                 } else {
                     tracing::debug!(peer = %remote, conn = conn.0, "dropping message from a closed connection");
                 }
             }
             CoreEvent::Ping { conn, remote } => {
-                if self.conns.by_id.contains_key(&conn) {
+                if let Some(t) = self.conns.transport(conn) {
                     self.core
-                        .handle_keepalive_ping(Flow::tcp(remote, Some(conn)));
+                        .handle_keepalive_ping(Flow::stream(t, remote, Some(conn)));
+                }
+            }
+            CoreEvent::Connected { conn } => {
+                if let Some(l) = self.upstream_link.as_mut().filter(|l| l.conn == Some(conn)) {
+                    l.connected_at = Some(Instant::now());
                 }
             }
             CoreEvent::Closed { conn, failed } => {
+                self.upstream_closed(conn);
                 if let Some(c) = self.conns.remove(conn) {
                     self.core.connection_closed(conn);
                     if failed {
-                        self.core.transport_failed(Flow::tcp(c.remote, None), now());
+                        let server = Flow {
+                            transport: c.transport,
+                            remote: c.remote,
+                            conn: None,
+                        };
+                        self.core.transport_failed(server, now());
                     }
                 }
             }
@@ -436,18 +504,27 @@ impl<C: SansIoCore> EventLoop<C> {
         }
         let id = self.conns.alloc();
         let (tx, rx) = mpsc::channel(self.limits.tcp_write_queue.max(1));
-        let task = self.conn_task(id, remote);
+        let task = self.conn_task(id, remote, None);
         let abort = tokio::spawn(task.run_accepted(stream, rx)).abort_handle();
         tracing::debug!(peer = %remote, conn = id.0, "TCP connection accepted");
-        self.conns.insert(id, Conn { remote, tx, abort });
+        self.conns.insert(
+            id,
+            Conn {
+                remote,
+                transport: Transport::Tcp,
+                tx,
+                abort,
+            },
+        );
     }
 
-    fn conn_task(&self, id: ConnId, remote: SocketAddr) -> ConnTask {
+    fn conn_task(&self, id: ConnId, remote: SocketAddr, tls: Option<Arc<TlsTarget>>) -> ConnTask {
         ConnTask {
             id,
             remote,
             events: self.events_tx.clone(),
             params: self.params.clone(),
+            tls,
             _guard: self.guard_tx.clone(),
         }
     }
@@ -461,6 +538,7 @@ impl<C: SansIoCore> EventLoop<C> {
             if p.held_since.is_some_and(|t| t.elapsed() >= MAX_HOLD) {
                 tracing::error!(
                     held = p.held.len(),
+                    queued_changes = p.writer.queued(),
                     "state store has not confirmed for 2 s: sending without waiting for the disk until it catches up"
                 );
                 p.degraded_until = Some(p.hold_until);
@@ -507,7 +585,7 @@ impl<C: SansIoCore> EventLoop<C> {
     async fn send(&mut self, t: Transmit) {
         match t.flow.transport {
             Transport::Udp => self.send_udp(t).await,
-            Transport::Tcp => self.send_tcp(t),
+            Transport::Tcp | Transport::Tls => self.send_stream(t),
         }
     }
 
@@ -566,14 +644,14 @@ impl<C: SansIoCore> EventLoop<C> {
         }
     }
 
-    fn send_tcp(&mut self, t: Transmit) {
+    fn send_stream(&mut self, t: Transmit) {
         let mut flow = t.flow;
         let mut data = t.data;
         // At most two rounds: if the chosen connection has just ended, forget it
         // and route again (another connection to the peer, or a new one).
         for _ in 0..2 {
             let Some(id) = self.conns.route(&flow) else {
-                self.connect(flow.remote, data);
+                self.connect(flow, data);
                 return;
             };
             let Some(conn) = self.conns.by_id.get(&id) else {
@@ -599,21 +677,117 @@ impl<C: SansIoCore> EventLoop<C> {
         }
     }
 
-    /// Open a new connection to `remote` with `data` queued on it.
-    fn connect(&mut self, remote: SocketAddr, data: Bytes) {
+    /// Open a new connection for `flow` with `data` queued on it. TLS goes
+    /// only to the upstream, over its [`UpstreamLink`]: while that waits out
+    /// its backoff, what is sent towards the upstream is dropped (the
+    /// transactions time out and are retried by their owners).
+    fn connect(&mut self, flow: Flow, data: Bytes) {
+        if flow.transport == Transport::Tls {
+            let Some(link) = self.upstream_link.as_ref() else {
+                tracing::warn!(peer = %flow.remote, "no TLS configured towards this peer, dropping message");
+                return;
+            };
+            if link.remote != flow.remote {
+                // another server [upstream] proxy resolved to (failover, or a
+                // failback probe): its own connection, same trust and name
+                // (RFC 5922: the provider's domain)
+                if self.limits.upstream_ips.contains(&flow.remote.ip()) {
+                    let tls = link.tls.clone();
+                    self.open(flow.remote, Transport::Tls, Some(tls), Some(data));
+                    return;
+                }
+                tracing::warn!(peer = %flow.remote, "TLS only goes to the upstream, dropping message");
+                return;
+            }
+            if link.retry_at.is_some_and(|t| t > Instant::now()) {
+                tracing::debug!(peer = %flow.remote, "upstream TLS connection down (backing off), dropping message");
+                return;
+            }
+            self.open_upstream(Some(data));
+            return;
+        }
+        self.open(flow.remote, Transport::Tcp, None, Some(data));
+    }
+
+    /// Start a connection task to `remote` (TLS with `tls`), `data` queued first.
+    fn open(
+        &mut self,
+        remote: SocketAddr,
+        transport: Transport,
+        tls: Option<Arc<TlsTarget>>,
+        data: Option<Bytes>,
+    ) -> ConnId {
         let id = self.conns.alloc();
         let (tx, rx) = mpsc::channel(self.limits.tcp_write_queue.max(1));
-        if tx.try_send(data).is_err() {
-            return; // a fresh channel with capacity >= 1 always takes one
+        if let Some(data) = data {
+            // a fresh channel with capacity >= 1 always takes one
+            let _ = tx.try_send(data);
         }
-        let task = self.conn_task(id, remote);
+        let task = self.conn_task(id, remote, tls);
         let abort = tokio::spawn(task.run_outbound(rx)).abort_handle();
-        tracing::debug!(peer = %remote, conn = id.0, "opening TCP connection");
-        self.conns.insert(id, Conn { remote, tx, abort });
+        tracing::debug!(peer = %remote, conn = id.0, %transport, "opening connection");
+        self.conns.insert(
+            id,
+            Conn {
+                remote,
+                transport,
+                tx,
+                abort,
+            },
+        );
+        id
+    }
+
+    /// Open the upstream's TLS connection now.
+    fn open_upstream(&mut self, data: Option<Bytes>) {
+        let Some((remote, tls)) = self
+            .upstream_link
+            .as_ref()
+            .map(|l| (l.remote, l.tls.clone()))
+        else {
+            return;
+        };
+        let id = self.open(remote, Transport::Tls, Some(tls), data);
+        if let Some(l) = self.upstream_link.as_mut() {
+            l.conn = Some(id);
+            l.retry_at = None;
+        }
+    }
+
+    /// The backoff is over: open the upstream connection again (unless
+    /// something already did).
+    fn reconnect_upstream(&mut self) {
+        let open = self.upstream_link.as_ref().and_then(|l| l.conn);
+        if open.is_none_or(|id| !self.conns.by_id.contains_key(&id)) {
+            self.open_upstream(None);
+        }
+    }
+
+    /// The upstream connection ended: try again after the backoff, which
+    /// doubles each time until a handshake succeeds.
+    fn upstream_closed(&mut self, conn: ConnId) {
+        let Some(l) = self.upstream_link.as_mut().filter(|l| l.conn == Some(conn)) else {
+            return;
+        };
+        l.conn = None;
+        if l.connected_at
+            .take()
+            .is_some_and(|t| t.elapsed() >= BACKOFF_RESET)
+        {
+            l.backoff = BACKOFF_MIN;
+        }
+        l.retry_at = Some(Instant::now() + l.backoff);
+        tracing::info!(
+            peer = %l.remote,
+            retry_in_s = l.backoff.as_secs(),
+            "upstream TLS connection closed; reconnecting after the backoff"
+        );
+        l.backoff = (l.backoff * 2).min(BACKOFF_MAX);
     }
 
     /// The core gives up on a connection: stop its task now and tell the core.
     fn close(&mut self, id: ConnId) {
+        self.upstream_closed(id);
         if let Some(conn) = self.conns.remove(id) {
             conn.abort.abort();
             self.core.connection_closed(id);
@@ -766,7 +940,12 @@ mod tests {
     fn conn(remote: SocketAddr) -> Conn {
         let (tx, _rx) = mpsc::channel(1);
         let abort = tokio::spawn(async {}).abort_handle();
-        Conn { remote, tx, abort }
+        Conn {
+            remote,
+            transport: Transport::Tcp,
+            tx,
+            abort,
+        }
     }
 
     #[tokio::test]

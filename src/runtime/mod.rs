@@ -275,6 +275,8 @@ pub enum RuntimeError {
     Store(crate::store::StoreError),
     /// The core task ended abnormally (a panic in the endpoint).
     Core(String),
+    /// The TLS settings of `[upstream]` cannot be used.
+    Tls(String),
 }
 
 impl fmt::Display for RuntimeError {
@@ -292,6 +294,7 @@ impl fmt::Display for RuntimeError {
             RuntimeError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
             RuntimeError::Store(e) => write!(f, "state store: {e}"),
             RuntimeError::Core(m) => write!(f, "core task failed: {m}"),
+            RuntimeError::Tls(m) => write!(f, "upstream TLS: {m}"),
         }
     }
 }
@@ -422,7 +425,11 @@ impl Runtime {
         // and, when it is bound to a specific IP, the advertised host.
         let primary = match cfg.upstream.transport {
             Transport::Udp => udp_local.or(tcp_local),
-            Transport::Tcp => tcp_local.or(udp_local),
+            Transport::Tcp | Transport::Tls => tcp_local.or(udp_local),
+        };
+        let tls = match &cfg.upstream.tls {
+            Some(t) if cfg.upstream.transport == Transport::Tls => Some(tls_target(t)?),
+            _ => None,
         };
         let mut resolver =
             dns::UpstreamResolver::new(&cfg.upstream, udp_local, tcp_local, opts.resolve_timeout)
@@ -501,6 +508,7 @@ impl Runtime {
         };
         let (tx, rx) = watch::channel(false);
         let mut event_loop = EventLoop::new(core, udp, tcp, limits, params);
+        event_loop.upstream_link = tls.map(|t| event_loop::UpstreamLink::new(upstream, t));
         event_loop.persist = store.map(event_loop::Persistence::new);
         event_loop.reloader = opts.reloader.clone();
         let resolver_task = resolution.ttl.map(|ttl| {
@@ -574,6 +582,17 @@ impl Runtime {
         self.shutdown.shutdown();
         self.wait().await
     }
+}
+
+/// The client side of `[upstream] transport = "tls"`: roots, client
+/// certificate, the name to check.
+fn tls_target(t: &crate::config::UpstreamTls) -> Result<Arc<conn::TlsTarget>, RuntimeError> {
+    let client = t.client_cert.as_deref().zip(t.client_key.as_deref());
+    let (config, trusted) =
+        crate::tls::client_config(t.ca_file.as_deref(), client).map_err(RuntimeError::Tls)?;
+    let name = crate::tls::server_name(&t.name).map_err(RuntimeError::Tls)?;
+    tracing::info!(name = %t.name, trusted = %trusted, client_cert = client.is_some(), "upstream over TLS");
+    Ok(Arc::new(conn::TlsTarget { config, name }))
 }
 
 /// Start the bridge for `cfg` and serve until stopped (with

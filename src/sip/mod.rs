@@ -39,6 +39,9 @@ pub use view::{Request, Response};
 pub enum Transport {
     Udp,
     Tcp,
+    /// TLS over TCP: only towards the upstream (`[upstream] transport = "tls"`);
+    /// phones keep UDP/TCP. A stream transport like TCP.
+    Tls,
 }
 
 impl Transport {
@@ -47,12 +50,13 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
     /// Reliable transports have no retransmissions (timers E/G) and zero-length
     /// absorb timers (K/J/I/D).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Transport::Tcp)
+        matches!(self, Transport::Tcp | Transport::Tls)
     }
 }
 
@@ -61,6 +65,7 @@ impl std::fmt::Display for Transport {
         f.write_str(match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         })
     }
 }

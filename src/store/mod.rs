@@ -357,18 +357,70 @@ fn parse_key(s: &str) -> Option<[u8; 32]> {
     Some(k)
 }
 
-/// Messages to the writer thread.
-enum Msg {
-    Batch(u64, Batch),
-    /// Commit everything queued, then answer.
-    Flush(mpsc::Sender<Result<(), String>>),
+/// What waits for the writer thread: the changes submitted since its last
+/// commit, merged key by key (a later put or delete of a key replaces the
+/// earlier one), so a disk that hangs costs memory in proportion to the state
+/// that changed, not to the traffic of those seconds.
+/// A caller of [`Writer::flush`] waiting for the next commit.
+type FlushAck = mpsc::Sender<Result<(), String>>;
+
+#[derive(Default)]
+struct Queue {
+    ops: std::collections::HashMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+    /// Highest sequence number submitted.
+    high: u64,
+    durable: bool,
+    /// Batches merged in (for [`WriterStats`]).
+    batches: u64,
+    flushes: Vec<FlushAck>,
+    closed: bool,
 }
 
-/// A thread that owns the [`Store`] and commits batches in groups: everything
-/// queued while it was busy with the previous commit goes into the next one.
-/// After each durable commit it calls `on_commit(highest sequence committed)`.
+impl Queue {
+    fn push(&mut self, seq: u64, batch: Batch) {
+        self.high = self.high.max(seq);
+        self.durable |= batch.durable;
+        self.batches += 1;
+        for op in batch.ops {
+            self.ops.insert((op.table, op.key), op.value);
+        }
+    }
+    fn is_idle(&self) -> bool {
+        self.batches == 0 && self.flushes.is_empty()
+    }
+    /// Everything queued, as one batch, and the queue emptied.
+    fn take(&mut self) -> (Batch, u64, u64, Vec<FlushAck>) {
+        let flushes = std::mem::take(&mut self.flushes);
+        let batch = Batch {
+            ops: self
+                .ops
+                .drain()
+                .map(|((table, key), value)| Op { table, key, value })
+                .collect(),
+            // a flush makes the group durable too
+            durable: self.durable || !flushes.is_empty(),
+        };
+        let (high, batches) = (self.high, self.batches);
+        self.high = 0;
+        self.durable = false;
+        self.batches = 0;
+        (batch, high, batches, flushes)
+    }
+}
+
+type Shared = std::sync::Arc<(std::sync::Mutex<Queue>, std::sync::Condvar)>;
+
+fn lock(q: &Shared) -> std::sync::MutexGuard<'_, Queue> {
+    // a panic while holding the lock leaves plain data behind: keep going
+    q.0.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A thread that owns the [`Store`] and commits in groups: everything queued
+/// while it was busy with the previous commit goes into the next one, merged
+/// key by key ([`Queue`]). After each commit it calls
+/// `on_commit(highest sequence committed)`.
 pub struct Writer {
-    tx: Option<mpsc::Sender<Msg>>,
+    queue: Shared,
     thread: Option<std::thread::JoinHandle<Store>>,
 }
 
@@ -386,39 +438,34 @@ impl Writer {
         store: Store,
         on_commit: impl Fn(u64, Result<WriterStats, String>) + Send + 'static,
     ) -> Writer {
-        let (tx, rx) = mpsc::channel::<Msg>();
+        let queue: Shared = Default::default();
+        let q = queue.clone();
         let thread = std::thread::Builder::new()
             .name("blf-store".into())
             .spawn(move || {
                 let mut stats = WriterStats::default();
                 let mut last_error_log: Option<Instant> = None;
-                while let Ok(first) = rx.recv() {
-                    let mut batches: Vec<Batch> = Vec::new();
-                    let mut high = 0u64;
-                    let mut flushes = Vec::new();
-                    let mut take = |m: Msg| match m {
-                        Msg::Batch(seq, b) => {
-                            high = high.max(seq);
-                            batches.push(b);
+                loop {
+                    let (batch, high, batches, flushes) = {
+                        let mut g = lock(&q);
+                        while g.is_idle() && !g.closed {
+                            g = q.1.wait(g).unwrap_or_else(|p| p.into_inner());
                         }
-                        Msg::Flush(ack) => flushes.push(ack),
+                        if g.is_idle() && g.closed {
+                            break;
+                        }
+                        g.take()
                     };
-                    take(first);
-                    while let Ok(m) = rx.try_recv() {
-                        take(m);
-                    }
-                    // one durable batch (or a flush) makes the whole group durable
-                    let durable = !flushes.is_empty() || batches.iter().any(|b| b.durable);
-                    let result = if batches.is_empty() && flushes.is_empty() {
+                    let result = if batches == 0 && flushes.is_empty() {
                         Ok(())
                     } else {
                         store
-                            .commit(batches.iter(), durable)
+                            .commit([&batch], batch.durable)
                             .map_err(|e| e.to_string())
                     };
-                    stats.commits += u64::from(!batches.is_empty());
-                    stats.batches += batches.len() as u64;
-                    stats.ops += batches.iter().map(|b| b.ops.len() as u64).sum::<u64>();
+                    stats.commits += u64::from(batches > 0);
+                    stats.batches += batches;
+                    stats.ops += batch.ops.len() as u64;
                     match &result {
                         Ok(()) => {}
                         Err(e) => {
@@ -443,40 +490,56 @@ impl Writer {
             })
             .expect("spawn the store writer thread");
         Writer {
-            tx: Some(tx),
+            queue,
             thread: Some(thread),
         }
     }
 
     /// Queue a batch; `seq` must grow with each call.
     pub fn submit(&self, seq: u64, batch: Batch) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(Msg::Batch(seq, batch));
+        let mut g = lock(&self.queue);
+        if g.closed {
+            return;
         }
+        g.push(seq, batch);
+        self.queue.1.notify_one();
+    }
+
+    /// Changes (distinct keys) waiting for the writer thread.
+    pub fn queued(&self) -> usize {
+        lock(&self.queue).ops.len()
     }
 
     /// Commit everything queued so far and wait for it (bounded by `timeout`).
     pub fn flush(&self, timeout: Duration) -> Result<(), String> {
-        let Some(tx) = &self.tx else {
-            return Err("writer stopped".into());
-        };
         let (ack, done) = mpsc::channel();
-        tx.send(Msg::Flush(ack))
-            .map_err(|_| "writer stopped".to_string())?;
+        {
+            let mut g = lock(&self.queue);
+            if g.closed || self.thread.is_none() {
+                return Err("writer stopped".into());
+            }
+            g.flushes.push(ack);
+            self.queue.1.notify_one();
+        }
         done.recv_timeout(timeout)
             .map_err(|_| "state store flush timed out".to_string())?
     }
 
     /// Stop the thread after it committed everything queued; returns the store.
     pub fn close(mut self) -> Option<Store> {
-        self.tx.take();
+        self.stop();
         self.thread.take().and_then(|t| t.join().ok())
+    }
+
+    fn stop(&self) {
+        lock(&self.queue).closed = true;
+        self.queue.1.notify_one();
     }
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        self.tx.take();
+        self.stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -498,6 +561,74 @@ mod tests {
         ));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    /// A writer that cannot keep up (a hanging disk) holds one entry per key
+    /// that changed, not one batch per change; the last change of a key wins.
+    #[test]
+    fn a_lagging_writer_queue_is_bounded_by_the_keys_not_the_traffic() {
+        let mut q = Queue::default();
+        for seq in 1..=100_000u64 {
+            let mut b = Batch::default();
+            b.put(
+                Table::Phones,
+                (seq % 10).to_be_bytes(),
+                seq.to_be_bytes().to_vec(),
+            );
+            if seq % 7 == 0 {
+                b.delete(Table::Targets, (seq % 3).to_be_bytes());
+            } else {
+                b.put(Table::Targets, (seq % 3).to_be_bytes(), vec![1]);
+            }
+            b.durable = seq == 500;
+            q.push(seq, b);
+        }
+        assert_eq!(q.ops.len(), 13, "10 phone keys + 3 target keys");
+        let (batch, high, batches, _) = q.take();
+        assert_eq!((high, batches), (100_000, 100_000));
+        assert!(batch.durable, "one durable batch makes the group durable");
+        let mut snap = Snapshot::default();
+        snap.apply(&batch);
+        // the last write of every key
+        for k in 0..10u64 {
+            let last = (99_991..=100_000).find(|s| s % 10 == k).unwrap();
+            let row = snap
+                .phones
+                .iter()
+                .find(|(key, _)| key == &k.to_be_bytes())
+                .unwrap();
+            assert_eq!(row.1, last.to_be_bytes().to_vec());
+        }
+        // the last writes of the three target keys (99,998–100,000) are puts
+        assert_eq!(snap.targets.len(), 3);
+        assert!(q.is_idle() && q.ops.is_empty());
+    }
+
+    /// Through the thread: many batches rewriting a few keys end as their last
+    /// values on disk.
+    #[test]
+    fn the_writer_commits_the_last_value_of_each_key() {
+        let dir = tmp("coalesce");
+        let s = Store::open(&dir).unwrap();
+        let w = Writer::spawn(s, |_, _| {});
+        for seq in 1..=20_000u64 {
+            let mut b = Batch::default();
+            b.put(
+                Table::Meta,
+                vec![(seq % 5) as u8],
+                seq.to_be_bytes().to_vec(),
+            );
+            w.submit(seq, b);
+        }
+        w.flush(Duration::from_secs(10)).unwrap();
+        let s = w.close().unwrap();
+        let snap = s.load().unwrap();
+        let got: Vec<u64> = snap
+            .meta
+            .iter()
+            .map(|(_, v)| u64::from_be_bytes(v.as_slice().try_into().unwrap()))
+            .collect();
+        assert_eq!(got, vec![20_000, 19_996, 19_997, 19_998, 19_999]);
     }
 
     #[test]

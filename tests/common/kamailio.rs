@@ -56,6 +56,20 @@ pub struct KamailioOpts {
     pub no_qop: bool,
     /// Accept `Event: message-summary` (presence_mwi; default true). False = 489.
     pub mwi: bool,
+    /// Also listen for TLS (`WITH_TLS`), with this certificate.
+    pub tls: Option<KamailioTls>,
+}
+
+/// Kamailio's TLS listener: a server certificate (chain) and key, PEM, written
+/// into the run directory with a generated tls.cfg.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KamailioTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// TLS port on 127.0.0.1; None = a [`free_port`].
+    pub port: Option<u16>,
+    /// Require a client certificate issued by these CAs (PEM).
+    pub client_ca_pem: Option<String>,
 }
 
 impl Default for KamailioOpts {
@@ -68,6 +82,7 @@ impl Default for KamailioOpts {
             dummy_presence: false,
             no_qop: false,
             mwi: true,
+            tls: None,
         }
     }
 }
@@ -87,6 +102,7 @@ pub struct Watcher {
 /// A running harness PBX. Dropping it kills its whole process group.
 pub struct Kamailio {
     port: u16,
+    tls_port: Option<u16>,
     child: Option<Child>,
     log_path: PathBuf,
     ctl: String,
@@ -161,6 +177,42 @@ impl Kamailio {
         if !opts.mwi {
             define("NO_MWI".into());
         }
+        let tls_port = match &opts.tls {
+            Some(t) => {
+                let tls_port = t.port.unwrap_or_else(free_port);
+                let (cert, key) = (
+                    dir.path().join("tls-cert.pem"),
+                    dir.path().join("tls-key.pem"),
+                );
+                let tls_cfg = dir.path().join("tls.cfg");
+                let verify = match &t.client_ca_pem {
+                    Some(ca) => {
+                        let ca_path = dir.path().join("tls-client-ca.pem");
+                        fs::write(&ca_path, ca)
+                            .map_err(|e| (format!("cannot write the client CA: {e}"), false))?;
+                        format!(
+                            "verify_certificate = yes\nrequire_certificate = yes\nca_list = {}\n",
+                            ca_path.display()
+                        )
+                    }
+                    None => "verify_certificate = no\nrequire_certificate = no\n".to_string(),
+                };
+                let conf = format!(
+                    "[server:default]\nmethod = TLSv1.2+\n{verify}private_key = {}\ncertificate = {}\n\n[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n",
+                    key.display(),
+                    cert.display()
+                );
+                fs::write(&cert, &t.cert_pem)
+                    .and_then(|()| fs::write(&key, &t.key_pem))
+                    .and_then(|()| fs::write(&tls_cfg, conf))
+                    .map_err(|e| (format!("cannot write the TLS files: {e}"), false))?;
+                define("WITH_TLS".into());
+                define(format!("TLS_PORT={tls_port}"));
+                define(format!("TLS_CFG=\"{}\"", tls_cfg.display()));
+                Some(tls_port)
+            }
+            None => None,
+        };
         let _ = fs::write(
             dir.path().join("cmdline.txt"),
             format!("{} {}\n", kamailio.display(), args.join(" ")),
@@ -198,6 +250,7 @@ impl Kamailio {
             .map_err(|e| (format!("cannot start kamailio: {e}"), false))?;
         let mut k = Kamailio {
             port,
+            tls_port,
             child: Some(child),
             log_path,
             ctl,
@@ -215,6 +268,10 @@ impl Kamailio {
             sip_ping(addr, Transport::Udp, Duration::from_millis(300)).is_some()
                 && sip_ping(addr, Transport::Tcp, Duration::from_millis(300)).is_some()
                 && k.kamcmd(&["core.uptime"]).is_ok()
+                && k.tls_port.is_none_or(|p| {
+                    std::net::TcpStream::connect_timeout(&loopback(p), Duration::from_millis(300))
+                        .is_ok()
+                })
         });
         let log = k.log();
         if exited.is_some() || !up {
@@ -262,6 +319,11 @@ impl Kamailio {
     /// `127.0.0.1:port`.
     pub fn addr(&self) -> SocketAddr {
         loopback(self.port)
+    }
+
+    /// `127.0.0.1:<TLS port>` when started with [`KamailioOpts::tls`].
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_port.map(loopback)
     }
 
     /// The options it was started with.

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Debian packages that provide the tools (what `scripts/test` installs).
-pub const E2E_PACKAGES: &str = "sip-tester kamailio kamailio-presence-modules kamailio-sqlite-modules sqlite3 chromium chromium-driver";
+pub const E2E_PACKAGES: &str = "sip-tester kamailio kamailio-presence-modules kamailio-sqlite-modules kamailio-tls-modules sqlite3 chromium chromium-driver";
 
 /// Root of this repository (the crate directory).
 pub fn repo_root() -> PathBuf {
@@ -90,6 +90,44 @@ pub fn e2e_ready(test: &str) -> bool {
         panic!("BLF_REQUIRE_E2E is set but {msg}");
     }
     // straight to the stderr handle: the test harness captures eprintln! of passing tests
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n{bar}\n!! SKIPPED: {msg}\n!! Set BLF_REQUIRE_E2E=1 to turn this into a failure.\n{bar}\n",
+        bar = "!".repeat(78)
+    );
+    false
+}
+
+/// Kamailio's TLS module (kamailio-tls-modules), if installed.
+#[allow(dead_code)] // only the TLS test crates use it
+pub fn kamailio_tls_module() -> Option<PathBuf> {
+    let lib = Path::new("/usr/lib");
+    let arch_dirs = std::fs::read_dir(lib)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path());
+    std::iter::once(lib.to_path_buf())
+        .chain(arch_dirs)
+        .map(|d| d.join("kamailio/modules/tls.so"))
+        .find(|p| p.is_file())
+}
+
+/// [`e2e_ready`] plus Kamailio's TLS module: the TLS end-to-end tests call this.
+#[allow(dead_code)]
+pub fn tls_e2e_ready(test: &str) -> bool {
+    if !e2e_ready(test) {
+        return false;
+    }
+    if kamailio_tls_module().is_some() {
+        return true;
+    }
+    let msg = format!(
+        "end-to-end test `{test}` needs Kamailio's tls.so (install: apt-get install -y --no-install-recommends kamailio-tls-modules)"
+    );
+    if e2e_required() {
+        panic!("BLF_REQUIRE_E2E is set but {msg}");
+    }
     let _ = writeln!(
         std::io::stderr(),
         "\n{bar}\n!! SKIPPED: {msg}\n!! Set BLF_REQUIRE_E2E=1 to turn this into a failure.\n{bar}\n",

@@ -168,6 +168,16 @@ impl Sim {
         self.drain();
     }
 
+    /// Deliver a message over a TLS connection (only the upstream speaks TLS).
+    #[allow(dead_code)] // only the TLS simulation uses it
+    pub fn tls_from(&mut self, from: &str, conn: u64, text: &(impl std::fmt::Display + ?Sized)) {
+        let data = Bytes::from(crlf(&text.to_string()));
+        let msg = SipMessage::parse(data).unwrap();
+        self.ep
+            .handle_message(Flow::tls(addr(from), Some(ConnId(conn))), msg, self.now);
+        self.drain();
+    }
+
     /// Advance the clock by `d`, firing every timer on the way in order.
     pub fn advance(&mut self, d: Duration) {
         let end = self.now + d;
