@@ -157,6 +157,8 @@ struct RawUpstream {
     keepalive: Option<Spanned<String>>,
     keepalive_interval: Option<Spanned<u64>>,
     #[serde(default)]
+    dns: Option<Spanned<String>>,
+    #[serde(default)]
     tls_name: Option<Spanned<String>>,
     #[serde(default)]
     ca_file: Option<Spanned<String>>,
@@ -252,6 +254,15 @@ pub struct Upstream {
     pub proxy: String,
     pub proxy_host: String,
     pub proxy_port: u16,
+    /// `proxy` is a bare domain (no port, not an IP literal): resolved the
+    /// RFC 3263 way (NAPTR, SRV, then A/AAAA on 5060).
+    pub proxy_srv: bool,
+    /// `transport` was written in the file (then NAPTR is skipped: SRV for
+    /// that transport directly).
+    pub transport_given: bool,
+    /// `dns`: the DNS server to ask (`ip[:port]`, port 53 by default); `None`:
+    /// the system's (resolv.conf).
+    pub dns: Option<SocketAddr>,
     pub domain: String,
     pub transport: Transport,
     pub aliases: Vec<String>,
@@ -561,6 +572,26 @@ impl Config {
                 (String::new(), 5060)
             }
         };
+        let proxy_srv = {
+            let p = ru.proxy.get_ref().trim();
+            !p.starts_with('[') && !p.contains(':') && p.parse::<IpAddr>().is_err() && !p.is_empty()
+        };
+        let transport_given = ru.transport.is_some();
+        let dns = ru.dns.as_ref().and_then(|d| {
+            let v = d.get_ref().trim();
+            let parsed = v
+                .parse::<SocketAddr>()
+                .ok()
+                .or_else(|| v.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)));
+            if parsed.is_none() {
+                err_at(
+                    &mut errors,
+                    d.span().start,
+                    format!("upstream.dns: '{v}' is not an IP address or ip:port (e.g. \"192.0.2.53\" or \"127.0.0.1:5353\")"),
+                );
+            }
+            parsed
+        });
         if ru.domain.get_ref().trim().is_empty() {
             err_at(
                 &mut errors,
@@ -945,6 +976,9 @@ impl Config {
                 proxy: ru.proxy.into_inner(),
                 proxy_host,
                 proxy_port,
+                proxy_srv,
+                transport_given,
+                dns,
                 domain: ru.domain.into_inner(),
                 transport,
                 aliases: ru.aliases,

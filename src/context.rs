@@ -17,8 +17,15 @@ pub struct Context {
     pub cfg: Arc<Config>,
     pub profiles: Arc<ProfileSet>,
     pub local: LocalAddrs,
-    /// Flow towards `[upstream] proxy`.
+    /// Flow towards `[upstream] proxy`: the server in use now (with several
+    /// resolved servers, the one failover chose; see `endpoint::failover`).
     pub upstream: Flow,
+    /// Every server `[upstream] proxy` resolved to, most preferred first
+    /// (RFC 3263); messages from any of them come from "the upstream".
+    pub upstreams: Arc<[Flow]>,
+    /// Host names the resolution went through (SRV targets): they name the
+    /// upstream too, e.g. in its Record-Route.
+    pub upstream_names: Arc<[String]>,
     /// RFC 3261 T1 (Timer N, Timer C give-up and CANCEL give-up derive from it).
     pub t1: Duration,
     /// User-Agent (and Server) header of messages the bridge originates.
@@ -45,13 +52,16 @@ impl Context {
             profiles,
             local,
             upstream,
+            upstreams: Arc::from(vec![upstream]),
+            upstream_names: Arc::from(Vec::new()),
             t1,
             user_agent: USER_AGENT,
         }
     }
 
     /// Does this host name the upstream: its domain, the configured proxy host,
-    /// the address the proxy resolved to, or an `[upstream] aliases` entry?
+    /// a resolved server's address or SRV target name, or an `[upstream]
+    /// aliases` entry?
     pub fn is_upstream_host(&self, host: &str) -> bool {
         let host = host
             .strip_prefix('[')
@@ -64,7 +74,25 @@ impl Context {
         if up.aliases.iter().any(|a| a.eq_ignore_ascii_case(host)) {
             return true;
         }
+        if self
+            .upstream_names
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(host.trim_end_matches('.')))
+        {
+            return true;
+        }
         host.parse::<IpAddr>()
-            .is_ok_and(|ip| ip == self.upstream.remote.ip())
+            .is_ok_and(|ip| self.upstreams.iter().any(|u| u.remote.ip() == ip))
+    }
+
+    /// The same surroundings with another upstream server in use (`current`)
+    /// among the resolved ones (`all`).
+    pub fn with_upstream(&self, current: Flow, all: Arc<[Flow]>, names: Arc<[String]>) -> Context {
+        Context {
+            upstream: current,
+            upstreams: all,
+            upstream_names: names,
+            ..self.clone()
+        }
     }
 }

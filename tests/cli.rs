@@ -86,13 +86,37 @@ fn check_accepts_a_good_config() {
     let s = text(&out.stdout);
     assert!(s.contains(": OK"), "{s}");
     assert!(s.contains("127.0.0.1:5070"), "{s}");
+    assert!(
+        s.contains("resolved:      IP literal"),
+        "check says what the proxy resolved to: {s}"
+    );
     assert!(!s.contains("secret"), "no passwords in the summary: {s}");
+}
+
+#[test]
+fn check_reports_a_resolution_failure_with_file_and_line() {
+    // a DNS server that never answers (a bound UDP socket nobody reads)
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let text = format!(
+        "[listen]\nudp = \"127.0.0.1:5060\"\n[upstream]\nproxy = \"pbx.test\"\ndomain = \"pbx.test\"\n\
+         dns = \"{}\"\n[[account]]\nuser = \"1001\"\npassword = \"x\"\n",
+        silent.local_addr().unwrap()
+    );
+    let (code, path, lines) = check_text("unresolvable.toml", &text);
+    assert_eq!(code, Some(2), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("{path}:4: upstream.proxy: cannot resolve"))),
+        "{lines:?}"
+    );
 }
 
 #[test]
 fn the_example_config_is_valid() {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("blf-bridge.example.toml");
-    let out = bridge(&["check", "--config", p.to_str().unwrap()]);
+    // pbx.example.com does not resolve: DNS skipped
+    let out = bridge(&["check", "--offline", "--config", p.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert!(text(&out.stdout).contains("pbx.example.com"));
 }
@@ -711,7 +735,7 @@ fn check_resolves_a_relative_profiles_dir_from_the_config_files_directory() {
     std::fs::write(dir.join("myprofiles/desk.toml"), wave).unwrap();
     // run from elsewhere: the directory is found beside the file, not in the cwd
     let out = Command::new(BIN)
-        .args(["check", "--config", cfg.to_str().unwrap()])
+        .args(["check", "--offline", "--config", cfg.to_str().unwrap()])
         .current_dir("/")
         .env_remove("BLF_BRIDGE_CONFIG")
         .output()

@@ -1,7 +1,8 @@
-//! `blf-bridge check`: validate a configuration file without binding sockets or
-//! resolving names.
+//! `blf-bridge check`: validate a configuration file without binding sockets,
+//! and show what `[upstream] proxy` resolves to (RFC 3263: NAPTR, SRV with
+//! priority, weight, port and TTL, addresses); `--offline` skips DNS.
 
-use super::{ConfigArg, EXIT_OK, GlobalOpts};
+use super::{ConfigArg, EXIT_CONFIG, EXIT_OK, GlobalOpts};
 use crate::config::{Config, EmptyPresence, Keepalive};
 use clap::Args;
 use std::fmt::Write as _;
@@ -11,6 +12,9 @@ use std::fmt::Write as _;
 pub struct CheckArgs {
     #[command(flatten)]
     pub config: ConfigArg,
+    /// Do not resolve [upstream] proxy (no DNS queries).
+    #[arg(long)]
+    pub offline: bool,
 }
 
 impl CheckArgs {
@@ -28,11 +32,68 @@ impl CheckArgs {
                         .map(|d| format!("built-in + {}", d.display()))
                         .unwrap_or_else(|| "built-in".to_string())
                 );
-                EXIT_OK
+                if self.offline {
+                    println!("  resolved:      (not resolved: --offline)");
+                    return EXIT_OK;
+                }
+                match resolve(&cfg) {
+                    Ok(text) => {
+                        print!("{text}");
+                        EXIT_OK
+                    }
+                    Err(e) => {
+                        let line = std::fs::read_to_string(&cfg.source)
+                            .ok()
+                            .and_then(|t| proxy_line(&t))
+                            .unwrap_or(0);
+                        eprintln!(
+                            "{}:{line}: upstream.proxy: cannot resolve: {e} (check --offline skips DNS)",
+                            cfg.source
+                        );
+                        EXIT_CONFIG
+                    }
+                }
             }
             Err(code) => code,
         }
     }
+}
+
+/// Resolve `[upstream] proxy` as `run` does and describe the result.
+fn resolve(cfg: &Config) -> Result<String, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the resolver: {e}"))?;
+    rt.block_on(async {
+        let mut r = crate::runtime::dns::UpstreamResolver::new(
+            &cfg.upstream,
+            cfg.listen.udp,
+            cfg.listen.tcp,
+            std::time::Duration::from_secs(10),
+        )?;
+        let res = r.resolve().await?;
+        let mut s = String::new();
+        for (i, line) in res.to_string().lines().enumerate() {
+            if i == 0 {
+                let _ = writeln!(s, "  resolved:      {line}");
+            } else {
+                let _ = writeln!(s, "               {line}");
+            }
+        }
+        Ok(s)
+    })
+}
+
+/// The line of `proxy = …` in the file (1-based).
+fn proxy_line(text: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix("proxy")
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 /// A short human-readable summary of a valid configuration (no secrets).
@@ -63,6 +124,23 @@ pub fn summary(cfg: &Config) -> String {
         "  upstream:      {} over {}, domain {}, keepalive {keepalive}, empty presence = {empty}",
         u.proxy, u.transport, u.domain
     );
+    if u.proxy_srv || u.dns.is_some() {
+        let _ = writeln!(
+            s,
+            "  dns:           {}, {}",
+            u.dns
+                .map_or_else(|| "system resolver".to_string(), |d| d.to_string()),
+            if u.proxy_srv {
+                if u.transport_given {
+                    "proxy is a domain: SRV, then A/AAAA"
+                } else {
+                    "proxy is a domain: NAPTR, SRV, then A/AAAA"
+                }
+            } else {
+                "proxy is host:port: A/AAAA"
+            }
+        );
+    }
     if let Some(t) = &u.tls {
         let path = |p: &Option<std::path::PathBuf>| {
             p.as_ref()

@@ -91,9 +91,16 @@ pub fn table(v: &Value) -> String {
         (Some(true), None) => "not heard from yet".into(),
         _ => "NOT reachable".into(),
     };
+    let server = match (
+        v["upstream_server"].as_str(),
+        v["upstream_servers"].as_u64(),
+    ) {
+        (Some(s), Some(n)) if n > 1 && !s.is_empty() => format!(" at {s} (1 of {n} servers)"),
+        _ => String::new(),
+    };
     let _ = writeln!(
         out,
-        "upstream: {reach}; {} targets, {} phone subscriptions",
+        "upstream: {reach}{server}; {} targets, {} phone subscriptions",
         targets.len(),
         v["phone_subscriptions"].as_u64().unwrap_or(0)
     );

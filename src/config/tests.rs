@@ -216,6 +216,47 @@ fn host_port_splitting() {
 }
 
 #[test]
+fn a_bare_domain_proxy_uses_srv_and_dns_names_its_server() {
+    let c = Config::parse(GOOD, "t.toml", &env).unwrap();
+    assert!(!c.upstream.proxy_srv, "host:port: no SRV");
+    assert!(c.upstream.transport_given);
+    assert_eq!(c.upstream.dns, None, "the system's resolver");
+    let domain = GOOD
+        .replace(
+            "proxy = \"pbx.example.com:5070\"",
+            "proxy = \"pbx.example.com\"\ndns = \"127.0.0.1:5353\"",
+        )
+        .replace("transport = \"udp\"\n", "");
+    let c = Config::parse(&domain, "t.toml", &env).unwrap();
+    assert!(c.upstream.proxy_srv);
+    assert!(!c.upstream.transport_given, "NAPTR may choose");
+    assert_eq!(c.upstream.dns, Some("127.0.0.1:5353".parse().unwrap()));
+    for literal in ["192.0.2.1", "[2001:db8::1]", "192.0.2.1:5060"] {
+        let t = GOOD.replace("pbx.example.com:5070", literal);
+        let c = Config::parse(&t, "t.toml", &env).unwrap();
+        assert!(!c.upstream.proxy_srv, "{literal}: no SRV for an IP literal");
+    }
+    // a bare IP means port 53
+    let t = GOOD.replace(
+        "transport = \"udp\"",
+        "transport = \"udp\"\ndns = \"192.0.2.53\"",
+    );
+    let c = Config::parse(&t, "t.toml", &env).unwrap();
+    assert_eq!(c.upstream.dns, Some("192.0.2.53:53".parse().unwrap()));
+    let bad = GOOD.replace(
+        "transport = \"udp\"",
+        "transport = \"udp\"\ndns = \"ns.example.com\"",
+    );
+    let e = Config::parse(&bad, "t.toml", &env).unwrap_err();
+    assert!(
+        e.iter().any(|e| e.line == 10
+            && e.message
+                .starts_with("upstream.dns: 'ns.example.com' is not an IP address")),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn tls_upstream_defaults_to_5061_and_the_proxy_host_as_name() {
     let tls = GOOD
         .replace("transport = \"udp\"", "transport = \"tls\"")

@@ -21,6 +21,7 @@
 //! counted in [`Stats::responses_dropped`] and logged at info once per source per
 //! minute.
 
+pub mod failover;
 pub mod guard;
 
 use crate::config::{Config, Watchers};
@@ -55,6 +56,9 @@ enum Owner {
     Proxy(proxy::Tag),
     /// Keep-alive OPTIONS towards the upstream.
     Ping,
+    /// OPTIONS to a more preferred upstream server than the one in use
+    /// (failback, see [`failover`]).
+    Probe(Flow),
 }
 
 /// Counters for metrics and tests.
@@ -97,6 +101,14 @@ pub struct Endpoint {
     guard: guard::Guard,
     /// Refused watchers are logged once per source and interval.
     log_gate: crate::util::LogGate,
+    /// The resolved upstream servers and the one in use.
+    failover: failover::Failover,
+    /// Where the client transactions towards an upstream server went (for
+    /// failover on their timeout).
+    sent_upstream: HashMap<ClientKey, Flow>,
+    /// With several upstream servers: the keep-alive OPTIONS to the one in use
+    /// must be answered by then, else the next server is tried.
+    ping_deadline: Option<Instant>,
 }
 
 /// A dropped response is logged at info at most once per source per interval.
@@ -121,6 +133,12 @@ pub struct Liveness {
 
 /// Ping interval while the upstream is lost.
 pub const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// With several upstream servers, how long a keep-alive OPTIONS to the one in
+/// use may stay unanswered before the next one is tried (over UDP the request
+/// went out at 0, 0.5, 1.5 and 3.5 s by then). So a dead server is left within
+/// `keepalive_interval` + 4 s (34 s with the default interval).
+pub const PING_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(4);
 
 impl Endpoint {
     /// A deterministic endpoint (random values from `seed`): for tests and
@@ -147,6 +165,7 @@ impl Endpoint {
     ) -> Self {
         let timers = Timers::default();
         let ctx = Context::new(cfg, profiles, local, upstream, timers.t1);
+        let ctx_upstream = ctx.upstream;
         let subs = SubscriptionManager::new(ctx.clone(), rng.fork());
         let proxy = Proxy::new(ctx.clone(), rng.fork());
         let guard = guard::Guard::new(&ctx.cfg.security);
@@ -173,6 +192,9 @@ impl Endpoint {
             drop_log: HashMap::new(),
             guard,
             log_gate: crate::util::LogGate::default(),
+            failover: failover::Failover::new(ctx_upstream),
+            sent_upstream: HashMap::new(),
+            ping_deadline: None,
         }
     }
 
@@ -241,6 +263,11 @@ impl Endpoint {
             self.ctx.local.clone(),
             self.ctx.upstream.remote,
             self.ctx.t1,
+        )
+        .with_upstream(
+            self.failover.current(),
+            self.failover.all(),
+            self.ctx.upstream_names.clone(),
         );
         self.ctx = ctx.clone();
         self.guard.reconfigure(&ctx.cfg.security);
@@ -333,6 +360,8 @@ impl Endpoint {
                 .liveness
                 .last_heard
                 .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+            upstream_server: self.failover.current().remote.to_string(),
+            upstream_servers: self.failover.len(),
             counters,
         }
     }
@@ -359,7 +388,7 @@ impl Endpoint {
     /// A framed message arrived (from UDP or a TCP stream).
     pub fn handle_message(&mut self, from: Flow, msg: SipMessage, now: Instant) {
         self.stats.received += 1;
-        if self.is_upstream(&from) {
+        if self.upstream_index(&from) == Some(self.failover.index()) {
             self.heard_upstream(now);
         }
         if msg.is_request() {
@@ -373,16 +402,28 @@ impl Endpoint {
     /// Did this come from the upstream? Same IP, and the upstream's port — unless
     /// the upstream's IP is not one of the phones' (then any port: the upstream may
     /// open TCP connections from ephemeral ports).
+    /// With several resolved servers, any of them is the upstream.
     fn is_upstream(&self, from: &Flow) -> bool {
+        self.upstream_index(from).is_some()
+    }
+
+    /// Which resolved upstream server this came from (the rule of
+    /// [`Endpoint::is_upstream`]; the exact address first, then the IP).
+    fn upstream_index(&self, from: &Flow) -> Option<usize> {
         let ip = from.remote.ip();
-        let upstream = &self.ctx.upstream;
         // an upstream reached over TLS speaks only TLS: clear text claiming to
         // be it is anyone else
-        if upstream.transport == Transport::Tls && from.transport != Transport::Tls {
-            return false;
+        if self.ctx.upstream.transport == Transport::Tls && from.transport != Transport::Tls {
+            return None;
         }
-        ip == upstream.remote.ip()
-            && (from.remote.port() == upstream.remote.port() || !self.ctx.cfg.security.allows(ip))
+        let all = &self.ctx.upstreams;
+        all.iter()
+            .position(|u| u.remote == from.remote)
+            .or_else(|| {
+                (!self.ctx.cfg.security.allows(ip))
+                    .then(|| all.iter().position(|u| u.remote.ip() == ip))
+                    .flatten()
+            })
     }
 
     fn on_request(&mut self, from: Flow, msg: SipMessage, now: Instant) {
@@ -553,7 +594,10 @@ impl Endpoint {
         // A response is taken only from where its request went; a stray one
         // (no transaction, e.g. after a restart) only from the upstream.
         let from_ok = match self.txl.response_flow(&msg) {
-            Some(sent_to) if sent_to == self.ctx.upstream => self.is_upstream(&from),
+            Some(sent_to) if self.failover.position(&sent_to).is_some() => {
+                self.upstream_index(&from).is_some()
+                    && self.upstream_index(&from) == self.failover.position(&sent_to)
+            }
             Some(sent_to) => sent_to.remote == from.remote,
             None => self.is_upstream(&from),
         };
@@ -576,6 +620,12 @@ impl Endpoint {
                     // Any answer shows the upstream reachable; pings carry no
                     // credentials and a 401/407 to one is not answered.
                     Some(Owner::Ping) => {}
+                    // A more preferred server answers (a 503 says it does not
+                    // want traffic yet): back to it.
+                    Some(Owner::Probe(server)) if final_ && msg.status() != Some(503) => {
+                        self.fail_back(server, now)
+                    }
+                    Some(Owner::Probe(_)) => {}
                     None => {}
                 }
             }
@@ -624,6 +674,15 @@ impl Endpoint {
         if self.next_ping.is_some_and(|t| t <= now) {
             self.send_keepalive(now);
         }
+        if self.ping_deadline.is_some_and(|t| t <= now) {
+            self.ping_deadline = None;
+            if self.liveness.awaiting && !self.liveness.lost {
+                self.fail_over("no answer to the keep-alive OPTIONS within 4 s", now);
+            }
+        }
+        for server in self.failover.probes_due(now) {
+            self.send_options(server, Owner::Probe(server), now);
+        }
         self.pump(now);
     }
 
@@ -634,6 +693,7 @@ impl Endpoint {
 
     fn heard_upstream(&mut self, now: Instant) {
         self.liveness.awaiting = false;
+        self.ping_deadline = None;
         self.liveness.last_heard = Some(now);
         if self.liveness.lost {
             self.liveness.lost = false;
@@ -644,16 +704,155 @@ impl Endpoint {
         }
     }
 
+    // ---------------------------------------------------------- failover
+
+    /// The runtime resolved `[upstream] proxy` (again): the servers, most
+    /// preferred first (RFC 3263). The server in use stays when it is still
+    /// listed (the more preferred ones are probed now); otherwise the first
+    /// one is used and the upstream subscriptions move to it.
+    pub fn set_upstreams(&mut self, servers: Vec<Flow>, now: Instant) {
+        if servers.is_empty() {
+            return;
+        }
+        let old = self.failover.current();
+        let moved = self.failover.set(servers, now);
+        self.apply_upstream();
+        if moved {
+            tracing::warn!(from = %old, to = %self.failover.current(), "upstream server in use is no longer resolved: moving to the first one");
+            self.subs.upstream_moved(!self.liveness.lost, now);
+            self.reset_liveness(now);
+        }
+        self.pump(now);
+    }
+
+    /// The host names the resolution went through (SRV targets): requests
+    /// naming them (Route, Request-URI) name the upstream.
+    pub fn set_upstream_names(&mut self, names: Vec<String>) {
+        self.ctx.upstream_names = Arc::from(names);
+        self.apply_upstream();
+    }
+
+    /// The runtime could not reach `server` (an ICMP error on a UDP send, a
+    /// refused or reset TCP connection): if it is the server in use, the next
+    /// one is tried.
+    pub fn transport_failed(&mut self, server: Flow, now: Instant) {
+        if self.failover.position(&server) == Some(self.failover.index()) {
+            tracing::warn!(%server, "upstream server unreachable (transport error)");
+            if self.fail_over("transport error", now) {
+                self.pump(now);
+            }
+        }
+    }
+
+    /// The upstream servers, most preferred first, and the position of the one
+    /// in use.
+    pub fn upstreams(&self) -> (Arc<[Flow]>, usize) {
+        (self.failover.all(), self.failover.index())
+    }
+
+    /// The server in use becomes the components' upstream.
+    fn apply_upstream(&mut self) {
+        let ctx = self.ctx.with_upstream(
+            self.failover.current(),
+            self.failover.all(),
+            self.ctx.upstream_names.clone(),
+        );
+        self.ctx = ctx.clone();
+        self.proxy.reload(ctx.clone());
+        self.subs.set_upstream(ctx);
+    }
+
+    /// The server in use does not answer: move to the next one (`false` with a
+    /// single server). Its dialogs are dead: every lamp is unknown, and once the
+    /// new server answers the keep-alive (at once when the keep-alive is not
+    /// OPTIONS) every upstream subscription is made afresh there.
+    fn fail_over(&mut self, why: &'static str, now: Instant) -> bool {
+        if self.failover.len() < 2 {
+            return false;
+        }
+        let old = self.failover.current();
+        let new = self.failover.advance(now);
+        if self.liveness.lost {
+            // every server silent: trying them in turn (every 2 s) is not news
+            tracing::debug!(from = %old, to = %new, reason = why, "upstream failover: trying the next server");
+        } else {
+            tracing::warn!(from = %old, to = %new, reason = why, "upstream failover");
+            self.counters.upstream_failovers += 1;
+        }
+        self.apply_upstream();
+        self.subs.upstream_moved(false, now);
+        if matches!(
+            self.ctx.cfg.upstream.keepalive,
+            crate::config::Keepalive::Options
+        ) {
+            if !self.liveness.lost {
+                self.liveness.lost = true;
+                self.subs.upstream_lost(now);
+            }
+            self.liveness.awaiting = false;
+            self.ping_deadline = None;
+            self.next_ping = Some(now);
+        } else {
+            self.subs.upstream_back(now);
+        }
+        true
+    }
+
+    /// A more preferred server answered its probe: use it again. The
+    /// subscriptions are made afresh there (the lamps keep their state until
+    /// its NOTIFYs arrive); the less preferred server's dialogs are left to
+    /// expire.
+    fn fail_back(&mut self, server: Flow, now: Instant) {
+        let old = self.failover.current();
+        if !self.failover.back_to(&server, now) {
+            return;
+        }
+        tracing::info!(from = %old, to = %server, "upstream failback: a more preferred server answers");
+        self.counters.upstream_failovers += 1;
+        self.apply_upstream();
+        self.subs.upstream_moved(!self.liveness.lost, now);
+        self.reset_liveness(now);
+    }
+
+    /// The server now in use answered (or has not been asked yet): liveness
+    /// starts afresh, the next keep-alive after one interval.
+    fn reset_liveness(&mut self, now: Instant) {
+        let was_lost = self.liveness.lost;
+        self.ping_deadline = None;
+        self.liveness.awaiting = false;
+        self.liveness.lost = false;
+        self.liveness.last_heard = Some(now);
+        if self.next_ping.is_some() {
+            let interval =
+                std::time::Duration::from_secs(self.ctx.cfg.upstream.keepalive_interval_s);
+            self.next_ping = Some(now + interval);
+        }
+        if was_lost {
+            self.subs.upstream_back(now);
+        }
+    }
+
     fn send_keepalive(&mut self, now: Instant) {
         let interval = std::time::Duration::from_secs(self.ctx.cfg.upstream.keepalive_interval_s);
         let options = matches!(
             self.ctx.cfg.upstream.keepalive,
             crate::config::Keepalive::Options
         );
-        // only an OPTIONS ping gets an answer to judge by
-        if options && self.liveness.awaiting && !self.liveness.lost {
-            self.liveness.lost = true;
-            self.subs.upstream_lost(now);
+        // only an OPTIONS ping gets an answer to judge by; with several
+        // servers, the next one is tried (its ping goes out now)
+        if options && self.liveness.awaiting {
+            let why = if self.liveness.lost {
+                "no answer to the probe"
+            } else {
+                "no answer to the keep-alive OPTIONS"
+            };
+            if self.fail_over(why, now) {
+                return;
+            }
+            if !self.liveness.lost {
+                self.liveness.lost = true;
+                self.subs.upstream_lost(now);
+            }
         }
         self.liveness.awaiting = options;
         let interval = if self.liveness.lost {
@@ -677,6 +876,18 @@ impl Endpoint {
                 });
             }
             crate::config::Keepalive::Options => {
+                if self.failover.len() > 1 && !self.liveness.lost {
+                    self.ping_deadline = Some(now + PING_ANSWER_WAIT);
+                }
+                self.send_options(upstream, Owner::Ping, now);
+            }
+        }
+    }
+
+    /// An OPTIONS to an upstream server (keep-alive or failback probe).
+    fn send_options(&mut self, upstream: Flow, owner: Owner, now: Instant) {
+        {
+            {
                 let t = upstream.transport;
                 let local = &self.ctx.local;
                 let branch = self.rng.branch();
@@ -695,7 +906,7 @@ impl Endpoint {
                     .header("CSeq", "1 OPTIONS")
                     .header("User-Agent", self.ctx.user_agent)
                     .finish();
-                self.start_client(upstream, data, Owner::Ping, now);
+                self.start_client(upstream, data, owner, now);
             }
         }
     }
@@ -718,6 +929,9 @@ impl Endpoint {
             Ok(key) => {
                 if let Some(n) = limit {
                     self.txl.limit_retransmits(&key, n);
+                }
+                if self.failover.position(&flow).is_some() {
+                    self.sent_upstream.insert(key.clone(), flow);
                 }
                 self.owners.insert(key, owner);
             }
@@ -764,6 +978,7 @@ impl Endpoint {
                     proxy::Out::TerminateClient { key } => {
                         self.txl.terminate_client(&key);
                         self.owners.remove(&key);
+                        self.sent_upstream.remove(&key);
                     }
                 }
             }
@@ -773,17 +988,31 @@ impl Endpoint {
             while let Some(ev) = self.txl.poll_event() {
                 progressed = true;
                 match ev {
-                    TxEvent::Timeout(key) => match self.owners.remove(&key).inspect(|_| {
+                    TxEvent::Timeout(key) => match self.owners.remove(&key).inspect(|owner| {
                         self.counters.transaction_timeouts += 1;
+                        // Timer B/F towards the server in use: the next one
+                        // (a probe's timeout says nothing about it)
+                        let sent_to = self.sent_upstream.get(&key).copied();
+                        if !matches!(owner, Owner::Probe(_))
+                            && sent_to.is_some_and(|f| {
+                                self.failover.position(&f) == Some(self.failover.index())
+                            })
+                        {
+                            progressed |= self.fail_over("transaction timeout", now);
+                        }
                     }) {
                         Some(Owner::Sub(tag)) => self.subs.on_request_timeout(tag, now),
                         Some(Owner::Proxy(tag)) => self.proxy.on_request_timeout(tag),
                         Some(Owner::Ping) => {
                             tracing::warn!("upstream did not answer the keep-alive OPTIONS")
                         }
+                        Some(Owner::Probe(server)) => {
+                            tracing::debug!(%server, "preferred upstream server did not answer the probe")
+                        }
                         None => {}
                     },
                     TxEvent::Terminated(TxKey::Client(key)) => {
+                        self.sent_upstream.remove(&key);
                         if let Some(Owner::Proxy(tag)) = self.owners.remove(&key) {
                             self.proxy.on_client_terminated(tag);
                         }
@@ -819,6 +1048,8 @@ impl Endpoint {
             self.subs.poll_timeout(),
             self.proxy.poll_timeout(),
             self.next_ping,
+            self.failover.poll_timeout(),
+            self.ping_deadline,
         ]
         .into_iter()
         .flatten()

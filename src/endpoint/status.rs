@@ -24,6 +24,9 @@ pub struct Counters {
     pub upstream_auth_failures: u64,
     /// Client transactions that timed out (Timer B/F).
     pub transaction_timeouts: u64,
+    /// Moves from one resolved upstream server to another (failover and
+    /// failback).
+    pub upstream_failovers: u64,
 }
 
 /// Methods counted by name; anything else is `other` (bounded label values).
@@ -116,6 +119,10 @@ pub struct Status {
     /// (seconds ago; `None`: not yet).
     pub upstream_reachable: bool,
     pub upstream_heard_ms_ago: Option<u64>,
+    /// The upstream server in use (`ip:port`), and how many `[upstream] proxy`
+    /// resolved to (failover, RFC 3263).
+    pub upstream_server: String,
+    pub upstream_servers: usize,
     pub counters: Counters,
 }
 
@@ -129,6 +136,8 @@ impl Status {
             upstream_paced: 0,
             upstream_reachable: true,
             upstream_heard_ms_ago: None,
+            upstream_server: String::new(),
+            upstream_servers: 0,
             counters: Counters::default(),
         }
     }

@@ -148,6 +148,21 @@ fn local_and_upstream_hosts() {
     ] {
         assert!(!p.env.is_upstream_host(host), "{host}");
     }
+    // resolved through SRV: every server's address and target name
+    let second = Flow::udp("198.51.100.20:5060".parse().unwrap());
+    let env = p.env.with_upstream(
+        p.env.upstream,
+        std::sync::Arc::from(vec![p.env.upstream, second]),
+        std::sync::Arc::from(vec!["sip2.provider.example".to_string()]),
+    );
+    for host in [
+        "198.51.100.20",
+        "SIP2.provider.example",
+        "sip2.provider.example.",
+    ] {
+        assert!(env.is_upstream_host(host), "{host}");
+    }
+    assert!(!env.is_upstream_host("sip3.provider.example"));
 }
 
 #[test]

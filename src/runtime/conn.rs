@@ -45,8 +45,9 @@ pub(crate) enum CoreEvent {
     Ping { conn: ConnId, remote: SocketAddr },
     /// An outbound TLS connection finished its handshake.
     Connected { conn: ConnId },
-    /// The connection task ended.
-    Closed { conn: ConnId },
+    /// The connection task ended. `failed`: the peer refused or reset it, or
+    /// could not be reached (for the upstream: time to try another server).
+    Closed { conn: ConnId, failed: bool },
 }
 
 /// Why a connection ended.
@@ -103,6 +104,26 @@ impl CloseReason {
                 | CloseReason::Incomplete
                 | CloseReason::Tls(_)
         )
+    }
+}
+
+impl CloseReason {
+    /// The peer could not be reached, refused the connection or reset it.
+    pub(crate) fn is_unreachable(&self) -> bool {
+        let reset = |e: &io::Error| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+            )
+        };
+        match self {
+            CloseReason::ConnectFailed(_) => true,
+            CloseReason::Read(e) | CloseReason::Write(e) => reset(e),
+            _ => false,
+        }
     }
 }
 
@@ -229,7 +250,14 @@ impl ConnTask {
             tracing::debug!(peer = %self.remote, conn = self.id.0, %reason, "{} connection closed", self.label());
         }
         // Fails only when the core is gone, which then needs no notice.
-        let _ = self.events.send(CoreEvent::Closed { conn: self.id }).await;
+        let failed = reason.is_unreachable();
+        let _ = self
+            .events
+            .send(CoreEvent::Closed {
+                conn: self.id,
+                failed,
+            })
+            .await;
     }
 
     /// `accepted`: the peer connected to us, so it must send a complete message
@@ -405,4 +433,31 @@ pub(crate) fn far_future() -> Instant {
 
 fn millis_since(origin: Instant) -> u64 {
     u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_reset_and_unreachable_peers_are_failures_other_ends_are_not() {
+        let e = |k| io::Error::from(k);
+        for r in [
+            CloseReason::ConnectFailed("connection refused".into()),
+            CloseReason::ConnectFailed("no answer within 5 s".into()),
+            CloseReason::Read(e(io::ErrorKind::ConnectionReset)),
+            CloseReason::Write(e(io::ErrorKind::BrokenPipe)),
+        ] {
+            assert!(r.is_unreachable(), "{r}");
+        }
+        for r in [
+            CloseReason::PeerClosed,
+            CloseReason::Idle,
+            CloseReason::Dropped,
+            CloseReason::CoreGone,
+            CloseReason::Read(e(io::ErrorKind::InvalidData)),
+        ] {
+            assert!(!r.is_unreachable(), "{r}");
+        }
+    }
 }

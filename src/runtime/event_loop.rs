@@ -236,6 +236,8 @@ pub(crate) struct EventLoop<C> {
     pub status: Option<StatusLink>,
     pub persist: Option<Persistence>,
     pub reloader: Option<Reloader>,
+    /// Renewed resolutions of `[upstream] proxy` (the resolver task).
+    pub upstreams_rx: Option<mpsc::Receiver<(Vec<Flow>, Vec<String>)>>,
     pub udp: Option<UdpSocket>,
     pub udp_local: Option<SocketAddr>,
     pub limits: Limits,
@@ -268,6 +270,7 @@ impl<C: SansIoCore> EventLoop<C> {
             status: None,
             persist: None,
             reloader: None,
+            upstreams_rx: None,
             udp,
             udp_local,
             limits,
@@ -326,6 +329,11 @@ impl<C: SansIoCore> EventLoop<C> {
                 _ = recv_hangup(hup.as_mut()), if !draining => self.on_hangup(),
                 r = recv_udp(self.udp.as_ref(), &mut buf), if !draining || self.core_takes_requests_while_draining() => self.on_datagram(r, &buf),
                 Some(ev) = self.events_rx.recv() => self.on_event(ev),
+                Some((servers, names)) = recv_upstreams(self.upstreams_rx.as_mut()) => {
+                    self.limits.upstream_ips = servers.iter().map(|f| f.remote.ip()).collect();
+                    self.core.set_upstream_names(names);
+                    self.core.set_upstreams(servers, now());
+                }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                     self.core.handle_timeout(now());
                 }
@@ -449,10 +457,18 @@ impl<C: SansIoCore> EventLoop<C> {
                     l.connected_at = Some(Instant::now());
                 }
             }
-            CoreEvent::Closed { conn } => {
+            CoreEvent::Closed { conn, failed } => {
                 self.upstream_closed(conn);
-                if self.conns.remove(conn).is_some() {
+                if let Some(c) = self.conns.remove(conn) {
                     self.core.connection_closed(conn);
+                    if failed {
+                        let server = Flow {
+                            transport: c.transport,
+                            remote: c.remote,
+                            conn: None,
+                        };
+                        self.core.transport_failed(server, now());
+                    }
                 }
             }
         }
@@ -460,7 +476,7 @@ impl<C: SansIoCore> EventLoop<C> {
 
     fn on_accepted(&mut self, stream: tokio::net::TcpStream, remote: SocketAddr) {
         let ip = remote.ip();
-        let upstream = self.limits.upstream_ip == Some(ip);
+        let upstream = self.limits.upstream_ips.contains(&ip);
         let refusal = if upstream {
             None
         } else if !self.limits.allow.iter().any(|c| c.contains(ip)) {
@@ -614,11 +630,17 @@ impl<C: SansIoCore> EventLoop<C> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 match tokio::time::timeout(UDP_SEND_WAIT, sock.send_to(&t.data, dest)).await {
                     Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::warn!(%peer, error = %e, "UDP send failed"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(%peer, error = %e, "UDP send failed");
+                        self.core.transport_failed(t.flow, now());
+                    }
                     Err(_) => tracing::warn!(%peer, "UDP socket busy, datagram dropped"),
                 }
             }
-            Err(e) => tracing::warn!(%peer, error = %e, "UDP send failed"),
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "UDP send failed");
+                self.core.transport_failed(t.flow, now());
+            }
         }
     }
 
@@ -666,6 +688,14 @@ impl<C: SansIoCore> EventLoop<C> {
                 return;
             };
             if link.remote != flow.remote {
+                // another server [upstream] proxy resolved to (failover, or a
+                // failback probe): its own connection, same trust and name
+                // (RFC 5922: the provider's domain)
+                if self.limits.upstream_ips.contains(&flow.remote.ip()) {
+                    let tls = link.tls.clone();
+                    self.open(flow.remote, Transport::Tls, Some(tls), Some(data));
+                    return;
+                }
                 tracing::warn!(peer = %flow.remote, "TLS only goes to the upstream, dropping message");
                 return;
             }
@@ -858,6 +888,15 @@ async fn recv_hangup(h: Option<&mut Hangup>) {
 #[cfg(not(unix))]
 async fn recv_hangup(_h: Option<&mut Hangup>) {
     std::future::pending().await
+}
+
+async fn recv_upstreams(
+    rx: Option<&mut mpsc::Receiver<(Vec<Flow>, Vec<String>)>>,
+) -> Option<(Vec<Flow>, Vec<String>)> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn recv_udp(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {

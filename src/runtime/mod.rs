@@ -37,6 +37,7 @@
 //! calls, so past that the bridge sends without waiting until it caught up).
 
 mod conn;
+pub mod dns;
 mod event_loop;
 pub mod net;
 
@@ -81,6 +82,14 @@ pub trait SansIoCore {
     fn handle_timeout(&mut self, now: Instant);
     /// A TCP connection ended.
     fn connection_closed(&mut self, conn: ConnId);
+    /// `server` could not be reached (a UDP send error, a refused or reset TCP
+    /// connection). Default: ignored.
+    fn transport_failed(&mut self, _server: Flow, _now: Instant) {}
+    /// `[upstream] proxy` was resolved again: the servers, most preferred
+    /// first. Default: ignored.
+    fn set_upstreams(&mut self, _servers: Vec<Flow>, _now: Instant) {}
+    /// The host names of that resolution (SRV targets). Default: ignored.
+    fn set_upstream_names(&mut self, _names: Vec<String>) {}
     /// The next message to send.
     fn poll_transmit(&mut self) -> Option<Transmit>;
     /// When `handle_timeout` is due next.
@@ -130,6 +139,15 @@ impl SansIoCore for Endpoint {
     }
     fn connection_closed(&mut self, conn: ConnId) {
         Endpoint::connection_closed(self, conn)
+    }
+    fn transport_failed(&mut self, server: Flow, now: Instant) {
+        Endpoint::transport_failed(self, server, now)
+    }
+    fn set_upstreams(&mut self, servers: Vec<Flow>, now: Instant) {
+        Endpoint::set_upstreams(self, servers, now)
+    }
+    fn set_upstream_names(&mut self, names: Vec<String>) {
+        Endpoint::set_upstream_names(self, names)
     }
     fn poll_transmit(&mut self) -> Option<Transmit> {
         Endpoint::poll_transmit(self)
@@ -232,7 +250,7 @@ pub(crate) struct Limits {
     /// upstream excepted).
     pub max_tcp_per_source: usize,
     /// The upstream's IP: it may connect from anywhere, as often as it likes.
-    pub upstream_ip: Option<std::net::IpAddr>,
+    pub upstream_ips: Vec<std::net::IpAddr>,
     pub tcp_write_queue: usize,
     pub max_datagram_size: usize,
     pub shutdown_grace: Duration,
@@ -313,6 +331,8 @@ pub struct Runtime {
     upstream: SocketAddr,
     shutdown: ShutdownHandle,
     task: JoinHandle<()>,
+    /// The task that resolves `[upstream] proxy` again at its TTL.
+    resolver: Option<tokio::task::AbortHandle>,
 }
 
 impl Runtime {
@@ -393,7 +413,7 @@ impl Runtime {
         C: SansIoCore + Send + 'static,
         F: FnOnce(Arc<Config>, LocalAddrs, SocketAddr, Instant) -> C,
     {
-        let signals = if opts.handle_signals {
+        let mut signals = if opts.handle_signals {
             signal_future().map_err(RuntimeError::Signals)?
         } else {
             Box::pin(std::future::pending())
@@ -411,13 +431,35 @@ impl Runtime {
             Some(t) if cfg.upstream.transport == Transport::Tls => Some(tls_target(t)?),
             _ => None,
         };
-        let upstream = net::resolve_upstream(
-            &cfg.upstream.proxy_host,
-            cfg.upstream.proxy_port,
-            primary,
-            opts.resolve_timeout,
-        )
-        .await?;
+        let mut resolver =
+            dns::UpstreamResolver::new(&cfg.upstream, udp_local, tcp_local, opts.resolve_timeout)
+                .map_err(|detail| RuntimeError::Resolve {
+                proxy: cfg.upstream.proxy.clone(),
+                detail,
+            })?;
+        // A resolution failure at start is retried with backoff (a DNS outage
+        // must not keep the bridge down once DNS is back).
+        let mut failures = 0;
+        let resolution = loop {
+            match resolver.resolve().await {
+                Ok(r) => break r,
+                Err(detail) => {
+                    let wait = dns::backoff(failures);
+                    failures += 1;
+                    tracing::error!(error = %detail, retry_in_s = wait.as_secs(), "cannot resolve [upstream] proxy");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        sig = &mut signals => {
+                            tracing::info!(signal = sig, "stopping");
+                            return Err(RuntimeError::Resolve { proxy: cfg.upstream.proxy.clone(), detail });
+                        }
+                    }
+                }
+            }
+        };
+        let servers = resolution.servers();
+        let upstream = servers[0].remote;
+        tracing::info!(proxy = %cfg.upstream.proxy, "upstream resolved: {}", resolution.to_string().trim_end());
         let advertise_host = net::advertise_host(
             cfg.listen.advertise.as_deref(),
             primary.map(|a| a.ip()),
@@ -438,17 +480,21 @@ impl Runtime {
             advertise = %local.advertise_host,
             "blf-bridge started"
         );
-        let core = make_core(
+        let mut core = make_core(
             cfg.clone(),
             local.clone(),
             upstream,
             tokio::time::Instant::now().into_std(),
         );
+        core.set_upstream_names(resolution.names());
+        if servers.len() > 1 {
+            core.set_upstreams(servers.clone(), tokio::time::Instant::now().into_std());
+        }
         let limits = Limits {
             max_tcp_connections: opts.max_tcp_connections,
             allow: cfg.security.allow.clone(),
             max_tcp_per_source: cfg.security.max_tcp_per_source,
-            upstream_ip: Some(upstream.ip()),
+            upstream_ips: servers.iter().map(|f| f.remote.ip()).collect(),
             tcp_write_queue: opts.tcp_write_queue,
             max_datagram_size: opts.max_datagram_size.min(crate::sip::MAX_MESSAGE_SIZE),
             shutdown_grace: opts.shutdown_grace,
@@ -465,6 +511,11 @@ impl Runtime {
         event_loop.upstream_link = tls.map(|t| event_loop::UpstreamLink::new(upstream, t));
         event_loop.persist = store.map(event_loop::Persistence::new);
         event_loop.reloader = opts.reloader.clone();
+        let resolver_task = resolution.ttl.map(|ttl| {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            event_loop.upstreams_rx = Some(rx);
+            tokio::spawn(re_resolve(resolver, resolution, ttl, tx)).abort_handle()
+        });
         let http_addr = match cfg.http.listen {
             Some(addr) => start_http(&cfg, addr, &mut event_loop).await,
             None => None,
@@ -476,6 +527,7 @@ impl Runtime {
             upstream,
             shutdown: ShutdownHandle { tx: Arc::new(tx) },
             task,
+            resolver: resolver_task,
         })
     }
 
@@ -511,8 +563,16 @@ impl Runtime {
 
     /// Wait until the runtime has stopped (after a shutdown request or signal).
     pub async fn wait(self) -> Result<(), RuntimeError> {
-        let Runtime { shutdown, task, .. } = self;
+        let Runtime {
+            shutdown,
+            task,
+            resolver,
+            ..
+        } = self;
         let r = task.await;
+        if let Some(r) = resolver {
+            r.abort();
+        }
         drop(shutdown);
         r.map_err(|e| RuntimeError::Core(e.to_string()))
     }
@@ -670,6 +730,46 @@ fn signal_future() -> io::Result<SignalFuture> {
         let _ = tokio::signal::ctrl_c().await;
         "Ctrl-C"
     }))
+}
+
+/// Resolve `[upstream] proxy` again whenever the last resolution's TTL runs
+/// out; a failure keeps the last good servers and is retried with backoff.
+/// Changes are logged and handed to the core task.
+async fn re_resolve(
+    mut resolver: dns::UpstreamResolver,
+    mut last: dns::Resolution,
+    mut wait: Duration,
+    tx: tokio::sync::mpsc::Sender<(Vec<Flow>, Vec<String>)>,
+) {
+    let mut failures = 0;
+    loop {
+        tokio::time::sleep(wait).await;
+        match resolver.resolve().await {
+            Ok(r) => {
+                failures = 0;
+                wait = r.ttl.unwrap_or(dns::MAX_TTL);
+                if r.servers() != last.servers() {
+                    tracing::info!(
+                        "upstream resolved again, servers changed: {}",
+                        r.to_string().trim_end()
+                    );
+                } else {
+                    tracing::debug!("upstream resolved again: {}", r.to_string().trim_end());
+                }
+                // sent every time: a renewed resolution is also when the more
+                // preferred servers are probed (failback)
+                if tx.send((r.servers(), r.names())).await.is_err() {
+                    return;
+                }
+                last = r;
+            }
+            Err(e) => {
+                wait = dns::backoff(failures);
+                failures += 1;
+                tracing::warn!(error = %e, retry_in_s = wait.as_secs(), "cannot resolve [upstream] proxy again; keeping the servers of the last resolution");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

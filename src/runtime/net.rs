@@ -1,10 +1,9 @@
-//! Address plumbing for the runtime: resolving the upstream proxy, choosing the
-//! host the bridge advertises in Via/Contact/Record-Route, and keeping IPv4
+//! Address plumbing for the runtime (resolving the upstream proxy is
+//! `super::dns`): choosing the host the bridge advertises in Via/Contact/Record-Route, and keeping IPv4
 //! peers in one canonical form whatever socket family they arrive on.
 
 use super::RuntimeError;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
 
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, what a dual-stack `[::]`
 /// socket reports for IPv4 peers) become plain IPv4 addresses, so that a peer
@@ -29,37 +28,6 @@ pub fn for_socket(dest: SocketAddr, local: Option<SocketAddr>) -> SocketAddr {
         }
         _ => dest,
     }
-}
-
-/// From the resolved addresses of the upstream, pick one the listener can reach:
-/// the first of the listener's family (IPv4 for an IPv4 listener, IPv6 for an
-/// IPv6 one), else the first address.
-pub fn pick_upstream(addrs: &[SocketAddr], listener: Option<SocketAddr>) -> Option<SocketAddr> {
-    let all: Vec<SocketAddr> = addrs.iter().copied().map(normalize).collect();
-    let same_family = listener.and_then(|l| all.iter().find(|a| a.is_ipv4() == l.is_ipv4()));
-    same_family.or(all.first()).copied()
-}
-
-/// Resolve `host:port` (name or literal), preferring the listener's family.
-/// Gives up after `limit` so a dead resolver cannot hang the start-up.
-pub async fn resolve_upstream(
-    host: &str,
-    port: u16,
-    listener: Option<SocketAddr>,
-    limit: Duration,
-) -> Result<SocketAddr, RuntimeError> {
-    let proxy = format!("{host}:{port}");
-    let fail = |detail: String| RuntimeError::Resolve {
-        proxy: proxy.clone(),
-        detail,
-    };
-    let lookup = tokio::net::lookup_host((host, port));
-    let addrs: Vec<SocketAddr> = match tokio::time::timeout(limit, lookup).await {
-        Ok(Ok(it)) => it.collect(),
-        Ok(Err(e)) => return Err(fail(e.to_string())),
-        Err(_) => return Err(fail(format!("no answer within {} s", limit.as_secs()))),
-    };
-    pick_upstream(&addrs, listener).ok_or_else(|| fail("no addresses".into()))
 }
 
 /// An IP address written as a SIP `host`: IPv6 in brackets (RFC 3261 §25.1
@@ -143,27 +111,6 @@ mod tests {
     }
 
     #[test]
-    fn upstream_prefers_the_listener_family() {
-        let both = [sa("[2001:db8::1]:5060"), sa("192.0.2.1:5060")];
-        assert_eq!(
-            pick_upstream(&both, Some(sa("0.0.0.0:5060"))),
-            Some(sa("192.0.2.1:5060"))
-        );
-        assert_eq!(
-            pick_upstream(&both, Some(sa("[::1]:5060"))),
-            Some(sa("[2001:db8::1]:5060"))
-        );
-        assert_eq!(pick_upstream(&both, None), Some(sa("[2001:db8::1]:5060")));
-        // only the other family available: take it
-        let v6 = [sa("[2001:db8::1]:5060")];
-        assert_eq!(
-            pick_upstream(&v6, Some(sa("0.0.0.0:5060"))),
-            Some(sa("[2001:db8::1]:5060"))
-        );
-        assert_eq!(pick_upstream(&[], Some(sa("0.0.0.0:5060"))), None);
-    }
-
-    #[test]
     fn hosts_are_written_as_sip_hosts() {
         assert_eq!(host_string("192.0.2.7".parse().unwrap()), "192.0.2.7");
         assert_eq!(host_string("2001:db8::7".parse().unwrap()), "[2001:db8::7]");
@@ -197,22 +144,5 @@ mod tests {
         );
         let routed = advertise_host(Some("  "), None, up).unwrap();
         assert!(routed.starts_with("127."), "{routed}");
-    }
-
-    #[tokio::test]
-    async fn literal_upstream_resolves_without_dns() {
-        let a = resolve_upstream(
-            "127.0.0.1",
-            5070,
-            Some(sa("127.0.0.1:0")),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-        assert_eq!(a, sa("127.0.0.1:5070"));
-        let a = resolve_upstream("::1", 5070, None, Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert_eq!(a, sa("[::1]:5070"));
     }
 }

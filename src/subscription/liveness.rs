@@ -35,6 +35,10 @@ impl SubscriptionManager {
             targets = ids.len(),
             "upstream answers again: re-establishing the upstream subscriptions"
         );
+        if std::mem::take(&mut self.moved) {
+            self.resubscribe_all_fresh(now);
+            return;
+        }
         for id in ids {
             for package in Package::BOTH {
                 let established = self
@@ -46,6 +50,39 @@ impl SubscriptionManager {
                 } else {
                     self.resubscribe_fresh(id, package, now);
                 }
+            }
+        }
+    }
+
+    /// Requests to the upstream go to this server from now on (another one of
+    /// the resolved servers, see `endpoint::failover`).
+    pub fn set_upstream(&mut self, env: super::Env) {
+        self.env = env;
+    }
+
+    /// The upstream moved to another server. Its dialogs are gone with the old
+    /// one: every subscription is made afresh on the new server, at once when
+    /// it is known to answer (`answering`), else when it first answers
+    /// ([`SubscriptionManager::upstream_back`]).
+    pub fn upstream_moved(&mut self, answering: bool, now: Instant) {
+        if answering {
+            self.moved = false;
+            self.resubscribe_all_fresh(now);
+        } else {
+            self.moved = true;
+        }
+    }
+
+    fn resubscribe_all_fresh(&mut self, now: Instant) {
+        let ids: Vec<TargetId> = self.targets.keys().copied().collect();
+        tracing::info!(
+            targets = ids.len(),
+            upstream = %self.env.upstream,
+            "subscribing afresh on the upstream server now in use"
+        );
+        for id in ids {
+            for package in Package::BOTH {
+                self.resubscribe_fresh(id, package, now);
             }
         }
     }

@@ -69,6 +69,9 @@ pub struct SubscriptionManager {
     pub(super) owed: VecDeque<(Instant, IpAddr)>,
     /// Refusals are logged at most once per source and interval.
     pub(super) log_gate: LogGate,
+    /// The upstream moved to another server while it was not answering: when
+    /// it answers, every subscription is made afresh (the old dialogs are dead).
+    pub(super) moved: bool,
 }
 
 /// An account whose upstream authentication failed: until `until`, its new
@@ -102,6 +105,7 @@ impl SubscriptionManager {
             per_source: HashMap::new(),
             owed: VecDeque::new(),
             log_gate: LogGate::default(),
+            moved: false,
             env,
             targets: HashMap::new(),
             by_aor: HashMap::new(),

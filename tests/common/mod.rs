@@ -30,13 +30,15 @@
 //! - `sipp`: [`SippCmd`] / [`Sipp`];
 //! - `lamp`: what a NOTIFY shows on a key, per profile ([`label`], [`wait_lamp`]);
 //! - `trace`: `-trace_msg` parsing ([`parse_trace`], [`notifies`]);
-//! - `xml`: the minimal XML scanning behind [`Notify`]'s accessors.
+//! - `xml`: the minimal XML scanning behind [`Notify`]'s accessors;
+//! - `dnsmasq`: [`Dnsmasq`], a DNS server with the records a test gives.
 //!
 //! Every test crate that says `mod common;` compiles all of it and uses a part, so
 //! the modules with APIs that some crate leaves unused (`kamailio`, `bridge`, `sipp`,
 //! `trace`, `xml`) allow dead code, and the re-exports below allow being unused.
 
 mod bridge;
+mod dnsmasq;
 mod kamailio;
 mod lamp;
 mod process;
@@ -52,6 +54,6 @@ mod xml;
 // One flat namespace, as before the split: `use common::*;` in the test crates.
 #[allow(unused_imports)]
 pub use {
-    bridge::*, kamailio::*, lamp::*, process::*, relay::*, sip_client::*, sipp::*, tmp::*,
-    tools::*, trace::*, watcher::*,
+    bridge::*, dnsmasq::*, kamailio::*, lamp::*, process::*, relay::*, sip_client::*, sipp::*,
+    tmp::*, tools::*, trace::*, watcher::*,
 };

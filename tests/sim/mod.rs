@@ -315,6 +315,8 @@ pub struct FakePbx {
     /// Call-ID|CSeq|branch of every request seen (retransmission filter).
     keys: std::collections::HashSet<String>,
     n: u32,
+    /// Its address (default [`UPSTREAM`]; failover tests run several).
+    pub at: Option<&'static str>,
 }
 
 pub const DUMMY_IDLE: &str = "<?xml version=\"1.0\"?>\n<dialog-info xmlns=\"urn:ietf:params:xml:ns:dialog-info\" version=\"VERSION\" state=\"full\" entity=\"sip:1002@pbx.test\">\n  <dialog id=\"615293b33c62dec073e05d9421e9f48b\" direction=\"recipient\">\t<state>terminated</state>\t</dialog>\n</dialog-info>\n";
@@ -328,11 +330,23 @@ pub const PIDF_OPEN: &str = "<?xml version=\"1.0\"?>\n<presence xmlns=\"urn:ietf
 pub const PIDF_CLOSED: &str = "<?xml version=\"1.0\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"1002@pbx.test\">\n  <tuple xmlns=\"urn:ietf:params:xml:ns:pidf\" id=\"0x7f3c99fbb888\">\n    <status xmlns=\"urn:ietf:params:xml:ns:pidf\">\n      <basic>closed</basic>\n    </status>\n  </tuple>\n</presence>\n";
 
 impl FakePbx {
+    /// A PBX at another address than [`UPSTREAM`].
+    pub fn at(addr: &'static str) -> FakePbx {
+        FakePbx {
+            at: Some(addr),
+            ..FakePbx::default()
+        }
+    }
+
+    pub fn addr(&self) -> &'static str {
+        self.at.unwrap_or(UPSTREAM)
+    }
+
     /// Take every message the bridge sent to the upstream, without
     /// retransmissions (a request whose Call-ID, CSeq and branch were seen).
     pub fn take(&mut self, sim: &mut Sim) -> Vec<SipMessage> {
         let v: Vec<SipMessage> = sim
-            .take_to(UPSTREAM)
+            .take_to(self.addr())
             .into_iter()
             .filter(|m| {
                 if !m.is_request() {
@@ -400,9 +414,9 @@ impl FakePbx {
                 200,
                 "OK",
                 Some(&tag),
-                &format!("Contact: <sip:127.0.0.1:5070>\r\nExpires: {expires}\r\n"),
+                &format!("Contact: <sip:{}>\r\nExpires: {expires}\r\n", self.addr()),
             );
-            sim.udp_from(UPSTREAM, &resp);
+            sim.udp_from(self.addr(), &resp);
             n += 1;
         }
         n
@@ -432,6 +446,7 @@ impl FakePbx {
         body: Option<&str>,
     ) -> Vec<SipMessage> {
         self.n += 1;
+        let at = self.addr();
         let s = &mut self.subs[i];
         s.cseq += 1;
         let (ct, b) = match body {
@@ -448,7 +463,7 @@ impl FakePbx {
             None => (String::new(), String::new()),
         };
         let msg = format!(
-            "NOTIFY sip:blf-bridge@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKpbx{}\r\nMax-Forwards: 70\r\nFrom: <{}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} NOTIFY\r\nContact: <sip:127.0.0.1:5070>\r\nEvent: {}\r\nSubscription-State: {sub_state}\r\n{ct}Content-Length: {}\r\n\r\n{b}",
+            "NOTIFY sip:blf-bridge@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {at};branch=z9hG4bKpbx{}\r\nMax-Forwards: 70\r\nFrom: <{}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} NOTIFY\r\nContact: <sip:{at}>\r\nEvent: {}\r\nSubscription-State: {sub_state}\r\n{ct}Content-Length: {}\r\n\r\n{b}",
             self.n,
             s.target,
             s.tag,
@@ -459,7 +474,7 @@ impl FakePbx {
             b.len()
         );
         // the NOTIFY's To is the bridge's From (with its tag) - s.watcher holds it
-        sim.raw_from(Flow::udp(addr(UPSTREAM)), msg.as_bytes());
+        sim.raw_from(Flow::udp(addr(self.addr())), msg.as_bytes());
         self.take(sim)
     }
 }
