@@ -1,0 +1,197 @@
+//! The bridge at a customer site behind NAT (issue 11, "Done when", first bullet),
+//! in network namespaces (tests/netns/site.sh, `common::Site`):
+//!
+//! - phones (SIPp: a Wave at 192.0.2.11, a GXP at 192.0.2.13, extension 1002 at
+//!   192.0.2.12, a caller at 192.0.2.14) and the bridge (192.0.2.2) on the LAN;
+//! - the router masquerades the LAN behind 203.0.113.1, forwards only replies
+//!   inwards and forgets a UDP binding after 30 s;
+//! - Kamailio as the provider at 203.0.113.20 (no route to the LAN: it reaches
+//!   the site only through the router's address, like a provider's edge:
+//!   `WITH_NAT` in tests/harness/kamailio.cfg).
+//!
+//! The lamps follow 1002 through offline → idle → ringing → busy → idle; then
+//! 90 s pass without anything but the bridge's keep-alives (three NAT
+//! timeouts); then a call to 1002 still reaches the phone through the NAT and the
+//! lamps still follow (ringing → busy → idle), and 1002's un-registration turns
+//! them offline. Kamailio saw every request of the site from 203.0.113.1.
+//! Once over UDP, once with `[upstream] transport = "tcp"` (run concurrently);
+//! the phones speak UDP to the bridge in both.
+
+mod common;
+
+use common::*;
+use std::net::{IpAddr, SocketAddr};
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Three NAT timeouts without traffic from the phones or the provider.
+const QUIET: Duration = Duration::from_secs(3 * NAT_UDP_TIMEOUT_S);
+
+fn site_config(transport: &str) -> String {
+    let mut s = format!(
+        "[listen]\nudp = \"{LAN_BRIDGE}:5060\"\ntcp = \"{LAN_BRIDGE}:5060\"\n\n\
+         [upstream]\nproxy = \"{PBX1}:5060\"\ndomain = \"{DOMAIN}\"\ntransport = \"{transport}\"\n\n\
+         [security]\nallow = [\"192.0.2.0/24\"]\n\n[http]\nlisten = \"\"\n\n[state]\ndir = \"\"\n"
+    );
+    for (user, pass) in USERS {
+        s += &format!("\n[[account]]\nuser = \"{user}\"\npassword = \"{pass}\"\n");
+    }
+    s
+}
+
+/// The requests Kamailio received: (method, proto, source IP).
+fn received(kam: &Kamailio) -> Vec<(String, String, IpAddr)> {
+    kam.log()
+        .lines()
+        .filter_map(|l| {
+            let rest = &l[l.find("RX ")? + 3..];
+            let method = rest.split(' ').next()?.to_string();
+            let from = rest.split(" from ").nth(1)?.split(' ').next()?;
+            let mut parts = from.splitn(2, ':');
+            let proto = parts.next()?.to_string();
+            let addr = parts.next()?;
+            let ip = addr.rsplit_once(':')?.0.parse().ok()?;
+            Some((method, proto, ip))
+        })
+        .collect()
+}
+
+fn behind_nat(transport: &str) {
+    let site = Site::up();
+    let kam = Kamailio::start(KamailioOpts {
+        listen_ip: Some(PBX1.into()),
+        netns: Some(site.wan.clone()),
+        nat: true,
+        ..KamailioOpts::default()
+    });
+    let bridge = Bridge::start_in(&site.lan, &site_config(transport));
+    let b = SocketAddr::new(LAN_BRIDGE.into(), 5060);
+    let lan = |i| (site.lan.as_str(), phone_ip(i));
+
+    // 1002 is held registered this long; the watchers unsubscribe after it
+    let hold = secs(25) + QUIET + secs(20);
+    let run = hold + secs(15);
+    let watcher = |model, user, i| {
+        let (ns, ip) = lan(i);
+        SippCmd::blf_watcher(b, model, user, "1002", run)
+            .netns(ns, ip)
+            .limit(run + secs(60))
+            .spawn()
+    };
+    let mut wave = watcher(BlfModel::Wave, "1001", 1);
+    let mut gxp = watcher(BlfModel::Gxp, "1003", 3);
+    wait_lamp("grandstream-wave", &wave, &["offline"], secs(10));
+    wait_lamp("grandstream-gxp", &gxp, &["offline"], secs(10));
+
+    // 1002 registers through the bridge and answers calls after 2 s of ringing
+    let (ns, ip) = lan(2);
+    let mut phone = SippCmd::phone(b, "1002", hold)
+        .set("ringing_ms", "2000")
+        .netns(ns, ip)
+        .limit(hold + secs(60))
+        .spawn();
+    wait_lamp("grandstream-wave", &wave, &["offline", "idle"], secs(10));
+    wait_lamp("grandstream-gxp", &gxp, &["offline", "idle"], secs(10));
+    let phone_started = Instant::now();
+
+    let call = |n: u32| {
+        let (ns, ip) = lan(4);
+        SippCmd::caller(b, "1003", "1002", secs(2))
+            .name(&format!("call-{n}"))
+            .netns(ns, ip)
+            .spawn()
+    };
+    let follow_call = |wave: &Sipp, gxp: &Sipp| {
+        wait_lamp("grandstream-gxp", gxp, &["idle", "ringing"], secs(10));
+        wait_lamp("grandstream-wave", wave, &["idle", "ringing"], secs(10));
+        wait_lamp("grandstream-gxp", gxp, &["ringing", "busy"], secs(10));
+        wait_lamp("grandstream-wave", wave, &["ringing", "busy"], secs(10));
+        wait_lamp("grandstream-gxp", gxp, &["busy", "idle"], secs(15));
+        wait_lamp("grandstream-wave", wave, &["busy", "idle"], secs(15));
+    };
+    let mut first = call(1);
+    follow_call(&wave, &gxp);
+    first.wait_success(secs(20));
+
+    // quiet: only the bridge's keep-alives cross the router
+    let notifies_before = (wave.notifies().len(), gxp.notifies().len());
+    thread::sleep(QUIET);
+    assert_eq!(
+        (wave.notifies().len(), gxp.notifies().len()),
+        notifies_before,
+        "nothing happened while quiet"
+    );
+
+    // an incoming call still reaches 1002 through the NAT, and the lamps follow
+    let mut second = call(2);
+    follow_call(&wave, &gxp);
+    second.wait_success(secs(20));
+    let answered = phone
+        .messages()
+        .iter()
+        .filter(|m| m.received && m.start_line().starts_with("INVITE "))
+        .count();
+    assert_eq!(answered, 2, "both INVITEs reached 1002\n{}", phone.diagnostics());
+
+    // 1002 un-registers: offline
+    let left = hold.saturating_sub(phone_started.elapsed());
+    phone.wait_success(left + secs(20));
+    wait_lamp("grandstream-gxp", &gxp, &["idle", "offline"], secs(10));
+    wait_lamp("grandstream-wave", &wave, &["idle", "offline"], secs(10));
+    wave.wait_success(run + secs(20));
+    gxp.wait_success(run + secs(20));
+    for (profile, s) in [("grandstream-wave", &wave), ("grandstream-gxp", &gxp)] {
+        assert_eq!(
+            lamp(profile, s),
+            [
+                "offline", "idle", "ringing", "busy", "idle", "ringing", "busy", "idle", "offline"
+            ],
+            "{profile}\n{}",
+            s.diagnostics()
+        );
+    }
+
+    // the provider saw the whole site from the router's address, on the transport
+    let rx = received(&kam);
+    let site_rx: Vec<_> = rx
+        .iter()
+        .filter(|(_, _, ip)| *ip != IpAddr::from(PBX1))
+        .collect();
+    for (m, proto, ip) in &site_rx {
+        assert_eq!(*ip, IpAddr::from(ROUTER_WAN), "{m} over {proto} from {ip}");
+        assert_eq!(proto, transport, "{m} from {ip} over {proto}");
+    }
+    for m in ["REGISTER", "SUBSCRIBE", "INVITE", "OPTIONS", "ACK", "BYE"] {
+        assert!(
+            site_rx.iter().any(|(x, _, _)| x == m),
+            "Kamailio got no {m} from the site: {rx:?}"
+        );
+    }
+    // it sent its requests (NOTIFYs, INVITEs) back through the router's binding
+    assert!(
+        kam.log().contains(&format!("is reachable at sip:{ROUTER_WAN}:")),
+        "{}",
+        tail(&kam.log(), 30)
+    );
+    drop(bridge);
+}
+
+#[test]
+fn site_behind_nat_over_udp() {
+    if !e2e_ready("site_behind_nat_over_udp") || !netns_ready("site_behind_nat_over_udp") {
+        return;
+    }
+    behind_nat("udp");
+}
+
+#[test]
+fn site_behind_nat_over_tcp() {
+    if !e2e_ready("site_behind_nat_over_tcp") || !netns_ready("site_behind_nat_over_tcp") {
+        return;
+    }
+    behind_nat("tcp");
+}
