@@ -135,7 +135,12 @@ fn behind_nat(transport: &str) {
         .iter()
         .filter(|m| m.received && m.start_line().starts_with("INVITE "))
         .count();
-    assert_eq!(answered, 2, "both INVITEs reached 1002\n{}", phone.diagnostics());
+    assert_eq!(
+        answered,
+        2,
+        "both INVITEs reached 1002\n{}",
+        phone.diagnostics()
+    );
 
     // 1002 un-registers: offline
     let left = hold.saturating_sub(phone_started.elapsed());
@@ -173,7 +178,8 @@ fn behind_nat(transport: &str) {
     }
     // it sent its requests (NOTIFYs, INVITEs) back through the router's binding
     assert!(
-        kam.log().contains(&format!("is reachable at sip:{ROUTER_WAN}:")),
+        kam.log()
+            .contains(&format!("is reachable at sip:{ROUTER_WAN}:")),
         "{}",
         tail(&kam.log(), 30)
     );
@@ -194,4 +200,96 @@ fn site_behind_nat_over_tcp() {
         return;
     }
     behind_nat("tcp");
+}
+
+/// Over TCP through the NAT: one connection to the provider; when the router
+/// resets it, the bridge opens a new one at once and refreshes its upstream
+/// subscriptions on it, so that the lamps keep following 1002 and a call still
+/// reaches the phone.
+#[test]
+fn tcp_connection_to_the_provider_is_reopened_after_a_reset() {
+    let name = "tcp_connection_to_the_provider_is_reopened_after_a_reset";
+    if !e2e_ready(name) || !netns_ready(name) {
+        return;
+    }
+    let site = Site::up();
+    let kam = Kamailio::start(KamailioOpts {
+        listen_ip: Some(PBX1.into()),
+        netns: Some(site.wan.clone()),
+        nat: true,
+        ..KamailioOpts::default()
+    });
+    let bridge = Bridge::start_in(&site.lan, &site_config("tcp"));
+    let b = SocketAddr::new(LAN_BRIDGE.into(), 5060);
+    let pbx = SocketAddr::new(PBX1.into(), 5060);
+
+    let (hold, run) = (secs(70), secs(85));
+    let mut wave = SippCmd::blf_watcher(b, BlfModel::Wave, "1001", "1002", run)
+        .netns(&site.lan, phone_ip(1))
+        .spawn();
+    let mut gxp = SippCmd::blf_watcher(b, BlfModel::Gxp, "1003", "1002", run)
+        .netns(&site.lan, phone_ip(3))
+        .spawn();
+    wait_lamp("grandstream-wave", &wave, &["offline"], secs(10));
+    wait_lamp("grandstream-gxp", &gxp, &["offline"], secs(10));
+    let mut phone = SippCmd::phone(b, "1002", hold)
+        .set("ringing_ms", "2000")
+        .netns(&site.lan, phone_ip(2))
+        .spawn();
+    let phone_started = Instant::now();
+    wait_lamp("grandstream-wave", &wave, &["offline", "idle"], secs(10));
+    wait_lamp("grandstream-gxp", &gxp, &["offline", "idle"], secs(10));
+
+    // one connection to the provider
+    let ports = site.tcp_ports_to(&site.lan, pbx);
+    assert_eq!(ports.len(), 1, "one connection to the provider: {ports:?}");
+    let old = ports[0];
+    let subscribes_before = received(&kam)
+        .iter()
+        .filter(|(m, _, _)| m == "SUBSCRIBE")
+        .count();
+
+    // the router resets it: the bridge's next keep-alive finds out
+    site.reset_tcp(LAN_BRIDGE.into(), old);
+    let reopened = wait_until(secs(30), secs(1), || {
+        let now = site.tcp_ports_to(&site.lan, pbx);
+        now.len() == 1 && now[0] != old
+    });
+    assert!(
+        reopened,
+        "a new connection: {:?}\n{}",
+        site.tcp_ports_to(&site.lan, pbx),
+        tail(&bridge.log(), 30)
+    );
+    assert!(bridge.log().contains("connection to the upstream lost"));
+    // both upstream subscriptions refreshed on it
+    let refreshed = wait_until(secs(10), secs(1), || {
+        received(&kam)
+            .iter()
+            .filter(|(m, _, _)| m == "SUBSCRIBE")
+            .count()
+            >= subscribes_before + 2
+    });
+    assert!(refreshed, "{}", tail(&kam.log(), 30));
+
+    // a call: the INVITE reaches 1002 and the provider's NOTIFYs reach the bridge
+    let mut call = SippCmd::caller(b, "1003", "1002", secs(2))
+        .netns(&site.lan, phone_ip(4))
+        .spawn();
+    wait_lamp("grandstream-gxp", &gxp, &["idle", "ringing"], secs(10));
+    wait_lamp("grandstream-wave", &wave, &["idle", "ringing"], secs(10));
+    wait_lamp("grandstream-gxp", &gxp, &["ringing", "busy"], secs(10));
+    wait_lamp("grandstream-wave", &wave, &["ringing", "busy"], secs(10));
+    wait_lamp("grandstream-gxp", &gxp, &["busy", "idle"], secs(15));
+    wait_lamp("grandstream-wave", &wave, &["busy", "idle"], secs(15));
+    call.wait_success(secs(20));
+
+    let left = hold.saturating_sub(phone_started.elapsed());
+    phone.wait_success(left + secs(20));
+    wait_lamp("grandstream-gxp", &gxp, &["idle", "offline"], secs(10));
+    wait_lamp("grandstream-wave", &wave, &["idle", "offline"], secs(10));
+    wave.wait_success(run + secs(20));
+    gxp.wait_success(run + secs(20));
+    // still one connection, the new one
+    assert_eq!(site.tcp_ports_to(&site.lan, pbx).len(), 1);
 }

@@ -97,6 +97,9 @@ pub struct Endpoint {
     guard: guard::Guard,
     /// Refused watchers are logged once per source and interval.
     log_gate: crate::util::LogGate,
+    /// The TCP connection the upstream answers on (the one the bridge opened
+    /// and sends its requests over), once a response came on it.
+    upstream_conn: Option<ConnId>,
 }
 
 /// A dropped response is logged at info at most once per source per interval.
@@ -173,6 +176,7 @@ impl Endpoint {
             drop_log: HashMap::new(),
             guard,
             log_gate: crate::util::LogGate::default(),
+            upstream_conn: None,
         }
     }
 
@@ -361,6 +365,10 @@ impl Endpoint {
         self.stats.received += 1;
         if self.is_upstream(&from) {
             self.heard_upstream(now);
+            // responses come back on the connection their request went out on
+            if from.conn.is_some() && !msg.is_request() {
+                self.upstream_conn = from.conn;
+            }
         }
         if msg.is_request() {
             self.on_request(from, msg, now);
@@ -794,9 +802,43 @@ impl Endpoint {
     }
 
     /// The runtime closed (or lost) a TCP connection.
-    pub fn connection_closed(&mut self, conn: ConnId) {
+    ///
+    /// When it is the connection to the upstream (reset by the provider or by a
+    /// NAT router that forgot it), the provider can reach the bridge again only
+    /// over a new one, which the bridge must open (RFC 5626 §4.4): a keep-alive
+    /// goes out at once (the runtime opens the connection for it), and every
+    /// established upstream subscription is refreshed on it (paced), so that the
+    /// provider's NOTIFYs follow the new connection (SUBSCRIBE is a target
+    /// refresh request, RFC 6665 §4.1.2.1).
+    pub fn connection_closed(&mut self, conn: ConnId, now: Instant) {
         self.subs.connection_closed(conn);
         self.proxy.connection_closed(conn);
+        if self.upstream_conn == Some(conn) {
+            self.upstream_conn = None;
+            if !self.draining {
+                self.reconnect_upstream(now);
+            }
+        }
+        self.pump(now);
+    }
+
+    fn reconnect_upstream(&mut self, now: Instant) {
+        tracing::warn!(
+            upstream = %self.ctx.upstream.remote,
+            "connection to the upstream lost: reconnecting, refreshing the upstream subscriptions on the new connection"
+        );
+        self.counters.upstream_reconnects += 1;
+        // the ping in flight died with the connection: not an unanswered one
+        // (its transaction runs out silently)
+        self.liveness.awaiting = false;
+        self.owners.retain(|_, o| !matches!(o, Owner::Ping));
+        if !matches!(
+            self.ctx.cfg.upstream.keepalive,
+            crate::config::Keepalive::None
+        ) {
+            self.send_keepalive(now);
+        }
+        self.subs.upstream_reconnected(now);
     }
 
     /// Next datagram / stream write to perform.

@@ -24,6 +24,8 @@ pub struct Counters {
     pub upstream_auth_failures: u64,
     /// Client transactions that timed out (Timer B/F).
     pub transaction_timeouts: u64,
+    /// Times the TCP connection to the upstream was lost (then opened again).
+    pub upstream_reconnects: u64,
 }
 
 /// Methods counted by name; anything else is `other` (bounded label values).

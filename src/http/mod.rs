@@ -351,6 +351,12 @@ pub fn render_metrics(st: &Status, started_unix_s: f64) -> Result<String, String
         "Client transactions that timed out (Timer B/F)",
         c.transaction_timeouts,
     );
+    counter(
+        &mut reg,
+        "blf_bridge_upstream_reconnects",
+        "Times the TCP connection to the upstream was lost and opened again",
+        c.upstream_reconnects,
+    );
     let start = Gauge::<f64, AtomicU64>::default();
     start.set(started_unix_s);
     reg.register(

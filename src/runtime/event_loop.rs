@@ -389,7 +389,7 @@ impl<C: SansIoCore> EventLoop<C> {
             }
             CoreEvent::Closed { conn } => {
                 if self.conns.remove(conn).is_some() {
-                    self.core.connection_closed(conn);
+                    self.core.connection_closed(conn, now());
                 }
             }
         }
@@ -599,7 +599,7 @@ impl<C: SansIoCore> EventLoop<C> {
     fn close(&mut self, id: ConnId) {
         if let Some(conn) = self.conns.remove(id) {
             conn.abort.abort();
-            self.core.connection_closed(id);
+            self.core.connection_closed(id, now());
         }
     }
 

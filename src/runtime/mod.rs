@@ -80,7 +80,7 @@ pub trait SansIoCore {
     /// The deadline from [`SansIoCore::poll_timeout`] passed.
     fn handle_timeout(&mut self, now: Instant);
     /// A TCP connection ended.
-    fn connection_closed(&mut self, conn: ConnId);
+    fn connection_closed(&mut self, conn: ConnId, now: Instant);
     /// The next message to send.
     fn poll_transmit(&mut self) -> Option<Transmit>;
     /// When `handle_timeout` is due next.
@@ -128,8 +128,8 @@ impl SansIoCore for Endpoint {
     fn handle_timeout(&mut self, now: Instant) {
         Endpoint::handle_timeout(self, now)
     }
-    fn connection_closed(&mut self, conn: ConnId) {
-        Endpoint::connection_closed(self, conn)
+    fn connection_closed(&mut self, conn: ConnId, now: Instant) {
+        Endpoint::connection_closed(self, conn, now)
     }
     fn poll_transmit(&mut self) -> Option<Transmit> {
         Endpoint::poll_transmit(self)

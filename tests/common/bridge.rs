@@ -107,7 +107,8 @@ impl Bridge {
                 exited = Some(s);
                 return true;
             }
-            udp.is_none_or(|a| ping(a, Transport::Udp)) && tcp.is_none_or(|a| ping(a, Transport::Tcp))
+            udp.is_none_or(|a| ping(a, Transport::Udp))
+                && tcp.is_none_or(|a| ping(a, Transport::Tcp))
         });
         if keep_on_error && (exited.is_some() || !up) {
             self.dir.keep();
@@ -155,7 +156,7 @@ impl Bridge {
             true,
             self.netns.as_deref(),
         )
-            .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| panic!("{e}"));
         self.child = Some(child);
         self.exit = None;
         if let Err(e) = self.wait_up(true) {

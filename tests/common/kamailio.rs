@@ -250,8 +250,7 @@ impl Kamailio {
             }
             let ping = |t| match &k.opts.netns {
                 Some(ns) => {
-                    super::netns::netns_sip_ping(ns, addr, t, Duration::from_millis(500))
-                        .is_some()
+                    super::netns::netns_sip_ping(ns, addr, t, Duration::from_millis(500)).is_some()
                 }
                 None => sip_ping(addr, t, Duration::from_millis(300)).is_some(),
             };

@@ -55,6 +55,6 @@ mod xml;
 // One flat namespace, as before the split: `use common::*;` in the test crates.
 #[allow(unused_imports)]
 pub use {
-    bridge::*, kamailio::*, lamp::*, netns::*, process::*, relay::*, sip_client::*, sipp::*, tmp::*,
-    tools::*, trace::*, watcher::*,
+    bridge::*, kamailio::*, lamp::*, netns::*, process::*, relay::*, sip_client::*, sipp::*,
+    tmp::*, tools::*, trace::*, watcher::*,
 };

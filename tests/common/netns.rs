@@ -190,28 +190,48 @@ impl Site {
         }
     }
 
-    /// Reset every TCP connection through the router, both ways, while `f` runs
-    /// (`iptables -j REJECT --reject-with tcp-reset` in FORWARD), then allow again.
-    pub fn with_tcp_reset<T>(&self, f: impl FnOnce() -> T) -> T {
-        let rule = [
-            "FORWARD",
-            "-p",
-            "tcp",
-            "-j",
-            "REJECT",
-            "--reject-with",
-            "tcp-reset",
-        ];
-        let mut insert = vec!["iptables", "-I"];
-        insert.extend(rule);
-        self.exec(&self.router, &insert)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let r = f();
-        let mut delete = vec!["iptables", "-D"];
-        delete.extend(rule);
-        self.exec(&self.router, &delete)
-            .unwrap_or_else(|e| panic!("{e}"));
-        r
+    /// Local ports of the established TCP connections from `ns` to `remote`
+    /// (`ss` inside the namespace).
+    pub fn tcp_ports_to(&self, ns: &str, remote: SocketAddr) -> Vec<u16> {
+        let out = self
+            .exec(ns, &["ss", "-Htn", "state", "established"])
+            .unwrap_or_default();
+        out.lines()
+            .filter_map(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                // Recv-Q Send-Q Local:Port Peer:Port
+                let local: SocketAddr = cols.get(2)?.parse().ok()?;
+                let peer: SocketAddr = cols.get(3)?.parse().ok()?;
+                (peer == remote).then_some(local.port())
+            })
+            .collect()
+    }
+
+    /// From now on the router resets the TCP connection of `lan_ip:port` (both
+    /// ways: `iptables -j REJECT --reject-with tcp-reset` in FORWARD), as a
+    /// router does that forgot the connection or the provider that closed it.
+    /// Other connections, new ones included, pass.
+    pub fn reset_tcp(&self, lan_ip: IpAddr, port: u16) {
+        let (ip, port) = (lan_ip.to_string(), port.to_string());
+        for (who, which) in [("-s", "--sport"), ("-d", "--dport")] {
+            let args = [
+                "iptables",
+                "-I",
+                "FORWARD",
+                "-p",
+                "tcp",
+                who,
+                &ip,
+                which,
+                &port,
+                "-j",
+                "REJECT",
+                "--reject-with",
+                "tcp-reset",
+            ];
+            self.exec(&self.router, &args)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
     }
 }
 
@@ -227,7 +247,10 @@ impl Drop for Site {
         if let Ok(o) = &out
             && !o.status.success()
         {
-            eprintln!("[harness] site.sh down {}: {}{}", self.name, o.stdout, o.stderr);
+            eprintln!(
+                "[harness] site.sh down {}: {}{}",
+                self.name, o.stdout, o.stderr
+            );
         }
     }
 }

@@ -2,9 +2,7 @@
 #![allow(dead_code)] // not every test crate uses every SIPp knob and accessor
 
 use super::kamailio::password;
-use super::process::{
-    free_media_port, free_port, read_lossy, stop_group, tail, wait_child,
-};
+use super::process::{free_media_port, free_port, read_lossy, stop_group, tail, wait_child};
 use super::sip_client::Transport;
 use super::tmp::TempDir;
 use super::tools::{scenario_path, tool};
@@ -342,7 +340,9 @@ impl SippCmd {
             .unwrap_or_else(|e| panic!("cannot start sipp: {e}"));
         Sipp {
             name: self.name,
-            ip: local_ip.parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+            ip: local_ip
+                .parse()
+                .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
             port,
             child: Some(child),
             status: None,
