@@ -45,6 +45,14 @@ fn site_config(transport: &str) -> String {
 
 /// The requests Kamailio received: (method, proto, source IP).
 fn received(kam: &Kamailio) -> Vec<(String, String, IpAddr)> {
+    received_from(kam)
+        .into_iter()
+        .map(|(m, p, a)| (m, p, a.ip()))
+        .collect()
+}
+
+/// The requests Kamailio received: (method, proto, source address).
+fn received_from(kam: &Kamailio) -> Vec<(String, String, SocketAddr)> {
     kam.log()
         .lines()
         .filter_map(|l| {
@@ -53,9 +61,8 @@ fn received(kam: &Kamailio) -> Vec<(String, String, IpAddr)> {
             let from = rest.split(" from ").nth(1)?.split(' ').next()?;
             let mut parts = from.splitn(2, ':');
             let proto = parts.next()?.to_string();
-            let addr = parts.next()?;
-            let ip = addr.rsplit_once(':')?.0.parse().ok()?;
-            Some((method, proto, ip))
+            let addr = parts.next()?.parse().ok()?;
+            Some((method, proto, addr))
         })
         .collect()
 }
@@ -176,6 +183,13 @@ fn behind_nat(transport: &str) {
             "Kamailio got no {m} from the site: {rx:?}"
         );
     }
+    // one flow: the listener's socket (port kept by the router) or one connection
+    let ports: std::collections::BTreeSet<u16> = received_from(&kam)
+        .iter()
+        .filter(|(_, _, a)| a.ip() == IpAddr::from(ROUTER_WAN))
+        .map(|(_, _, a)| a.port())
+        .collect();
+    assert_eq!(ports.len(), 1, "one flow from the site: ports {ports:?}");
     // it sent its requests (NOTIFYs, INVITEs) back through the router's binding
     assert!(
         kam.log()
