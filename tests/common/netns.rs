@@ -7,8 +7,9 @@
 //!  NAME-lan                      NAME-rtr                         NAME-wan
 //!  192.0.2.2  bridge     eth0 ── lan0 192.0.2.1                   203.0.113.20 PBX 1
 //!  192.0.2.10-19 phones          wan0 203.0.113.1 ── eth0         203.0.113.21 PBX 2
-//!  default via 192.0.2.1         MASQUERADE, replies only inward  203.0.113.53 DNS (hook)
-//!                                conntrack UDP 30 s                no route to the LAN
+//!  default via 192.0.2.1         MASQUERADE, replies only inward  203.0.113.30 a phone
+//!                                conntrack UDP 30 s                203.0.113.53 DNS (hook)
+//!                                                                  no route to the LAN
 //! ```
 //!
 //! Programs run inside a namespace through `ip netns exec NS` ([`Site::command`]);
@@ -41,6 +42,9 @@ pub const ROUTER_WAN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 pub const PBX1: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
 /// The provider's second SIP server.
 pub const PBX2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 21);
+/// A phone elsewhere on the internet (in the WAN namespace), talking to the
+/// provider directly: its calls reach the site only through the router.
+pub const WAN_PHONE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 30);
 /// Where a DNS server for `pbx.test` runs (started by the tests that need one).
 pub const WAN_DNS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 53);
 /// The conntrack UDP timeout on the router (seconds), unreplied and "stream".

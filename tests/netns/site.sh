@@ -15,7 +15,8 @@
 #             (per network namespace): UDP 30 s (and 30 s "stream", i.e. after a
 #             reply too), TCP established $SITE_TCP_TIMEOUT (default 120 s).
 #   NAME-wan  eth0 203.0.113.20/24 and .21 (providers' SIP servers), .53 (a DNS
-#             server, started by the tests that need one). No route to 192.0.2.0/24:
+#             server, started by the tests that need one), .30 (a phone elsewhere on
+#             the internet, registered directly at the provider). No route to 192.0.2.0/24:
 #             the internet reaches the site only through the router's address.
 #
 # Everything is created inside the namespaces (no interface in the caller's
@@ -56,7 +57,7 @@ up() {
   done
   run ip -n "$rtr" addr add 192.0.2.1/24 dev lan0
   run ip -n "$rtr" addr add 203.0.113.1/24 dev wan0
-  for i in 20 21 53; do
+  for i in 20 21 30 53; do
     run ip -n "$wan" addr add "203.0.113.$i/24" dev eth0
   done
   for ns in "$lan" "$wan"; do
