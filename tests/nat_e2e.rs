@@ -3,6 +3,7 @@
 //!
 //! - phones (SIPp: a Wave at 192.0.2.11, a GXP at 192.0.2.13, extension 1002 at
 //!   192.0.2.12, a caller at 192.0.2.14) and the bridge (192.0.2.2) on the LAN;
+//!   another caller elsewhere on the internet (203.0.113.30);
 //! - the router masquerades the LAN behind 203.0.113.1, forwards only replies
 //!   inwards and forgets a UDP binding after 30 s;
 //! - Kamailio as the provider at 203.0.113.20 (no route to the LAN: it reaches
@@ -11,9 +12,10 @@
 //!
 //! The lamps follow 1002 through offline → idle → ringing → busy → idle; then
 //! 90 s pass without anything but the bridge's keep-alives (three NAT
-//! timeouts); then a call to 1002 still reaches the phone through the NAT and the
-//! lamps still follow (ringing → busy → idle), and 1002's un-registration turns
-//! them offline. Kamailio saw every request of the site from 203.0.113.1.
+//! timeouts); then a call from the internet — nothing leaves the site before the
+//! provider's NOTIFYs and INVITE must come in — still reaches the phone through
+//! the NAT and the lamps still follow (ringing → busy → idle), and 1002's
+//! un-registration turns them offline. (Without keep-alives this call fails.) Kamailio saw every request of the site from 203.0.113.1.
 //! Once over UDP, once with `[upstream] transport = "tcp"` (run concurrently);
 //! the phones speak UDP to the bridge in both.
 
@@ -105,13 +107,7 @@ fn behind_nat(transport: &str) {
     wait_lamp("grandstream-gxp", &gxp, &["offline", "idle"], secs(10));
     let phone_started = Instant::now();
 
-    let call = |n: u32| {
-        let (ns, ip) = lan(4);
-        SippCmd::caller(b, "1003", "1002", secs(2))
-            .name(&format!("call-{n}"))
-            .netns(ns, ip)
-            .spawn()
-    };
+    let pbx = SocketAddr::new(PBX1.into(), 5060);
     let follow_call = |wave: &Sipp, gxp: &Sipp| {
         wait_lamp("grandstream-gxp", gxp, &["idle", "ringing"], secs(10));
         wait_lamp("grandstream-wave", wave, &["idle", "ringing"], secs(10));
@@ -120,7 +116,11 @@ fn behind_nat(transport: &str) {
         wait_lamp("grandstream-gxp", gxp, &["busy", "idle"], secs(15));
         wait_lamp("grandstream-wave", wave, &["busy", "idle"], secs(15));
     };
-    let mut first = call(1);
+    // 1003 on the LAN calls 1002 through the bridge
+    let mut first = SippCmd::caller(b, "1003", "1002", secs(2))
+        .name("call-from-the-lan")
+        .netns(&site.lan, phone_ip(4))
+        .spawn();
     follow_call(&wave, &gxp);
     first.wait_success(secs(20));
 
@@ -133,8 +133,13 @@ fn behind_nat(transport: &str) {
         "nothing happened while quiet"
     );
 
-    // an incoming call still reaches 1002 through the NAT, and the lamps follow
-    let mut second = call(2);
+    // a call from elsewhere on the internet (1003 at the provider directly):
+    // nothing leaves the site first, so the provider's NOTIFYs and its INVITE
+    // reach the bridge only through the binding the keep-alives kept
+    let mut second = SippCmd::caller(pbx, "1003", "1002", secs(2))
+        .name("call-from-the-internet")
+        .netns(&site.wan, WAN_PHONE.into())
+        .spawn();
     follow_call(&wave, &gxp);
     second.wait_success(secs(20));
     let answered = phone
@@ -171,7 +176,7 @@ fn behind_nat(transport: &str) {
     let rx = received(&kam);
     let site_rx: Vec<_> = rx
         .iter()
-        .filter(|(_, _, ip)| *ip != IpAddr::from(PBX1))
+        .filter(|(_, _, ip)| *ip != IpAddr::from(PBX1) && *ip != IpAddr::from(WAN_PHONE))
         .collect();
     for (m, proto, ip) in &site_rx {
         assert_eq!(*ip, IpAddr::from(ROUTER_WAN), "{m} over {proto} from {ip}");

@@ -50,7 +50,7 @@ pub const WAN_DNS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 53);
 /// The conntrack UDP timeout on the router (seconds), unreplied and "stream".
 pub const NAT_UDP_TIMEOUT_S: u64 = 30;
 /// The conntrack timeout of an established TCP connection on the router (seconds).
-pub const NAT_TCP_TIMEOUT_S: u64 = 120;
+pub const NAT_TCP_TIMEOUT_S: u64 = 30;
 
 /// Phone `i` (0..=9) on the LAN: 192.0.2.10 + i.
 pub fn phone_ip(i: u8) -> IpAddr {

@@ -13,7 +13,9 @@
 #             MASQUERADE out of wan0; from wan0 only replies (ESTABLISHED,RELATED)
 #             are forwarded to the LAN, like a home router. Short conntrack timeouts
 #             (per network namespace): UDP 30 s (and 30 s "stream", i.e. after a
-#             reply too), TCP established $SITE_TCP_TIMEOUT (default 120 s).
+#             reply too), TCP established $SITE_TCP_TIMEOUT (default 30 s: an idle
+#             connection is forgotten like a UDP binding: what the provider sends on it
+#             is not forwarded any more).
 #   NAME-wan  eth0 203.0.113.20/24 and .21 (providers' SIP servers), .53 (a DNS
 #             server, started by the tests that need one), .30 (a phone elsewhere on
 #             the internet, registered directly at the provider). No route to 192.0.2.0/24:
@@ -26,7 +28,7 @@ set -uo pipefail
 PHONES_FIRST=10
 PHONES_LAST=19
 UDP_TIMEOUT="${SITE_UDP_TIMEOUT:-30}"
-TCP_TIMEOUT="${SITE_TCP_TIMEOUT:-120}"
+TCP_TIMEOUT="${SITE_TCP_TIMEOUT:-30}"
 
 die() { echo "site.sh: $*" >&2; exit 1; }
 
