@@ -709,7 +709,7 @@ pub fn endpoint_sequence(data: &[u8]) -> usize {
                         Ok(Some(StreamItem::Pong)) => {}
                         Ok(None) => break,
                         Err(_) => {
-                            ep.connection_closed(ConnId(1));
+                            ep.connection_closed(ConnId(1), now);
                             framer = StreamFramer::new();
                             break;
                         }
@@ -726,7 +726,7 @@ pub fn endpoint_sequence(data: &[u8]) -> usize {
                 framer = StreamFramer::new();
             }
             6 => {
-                ep.connection_closed(ConnId(1));
+                ep.connection_closed(ConnId(1), now);
                 framer = StreamFramer::new();
             }
             _ => {

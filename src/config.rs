@@ -65,6 +65,11 @@ pub const DEFAULT_STATE_DIR: &str = "state";
 /// (the container image sets it to its volume, `/var/lib/blf-bridge`).
 pub const STATE_DIR_ENV: &str = "BLF_STATE_DIR";
 
+/// `[upstream] keepalive_interval` when not given: below the 30 s after which
+/// Linux (and many routers) forget a UDP binding, so that the provider can
+/// always reach the bridge through the customer's NAT.
+pub const DEFAULT_KEEPALIVE_INTERVAL_S: u64 = 20;
+
 /// `path` resolved against the directory of the configuration file `file`.
 pub fn relative_to_file(file: &str, path: &str) -> PathBuf {
     let p = Path::new(path);
@@ -737,7 +742,7 @@ impl Config {
             }
         };
         let keepalive_interval_s = match &ru.keepalive_interval {
-            None => 30,
+            None => DEFAULT_KEEPALIVE_INTERVAL_S,
             Some(v) if *v.get_ref() >= 5 => *v.get_ref(),
             Some(v) => {
                 err_at(
@@ -745,7 +750,7 @@ impl Config {
                     v.span().start,
                     "upstream.keepalive_interval must be >= 5 seconds".into(),
                 );
-                30
+                DEFAULT_KEEPALIVE_INTERVAL_S
             }
         };
 

@@ -474,7 +474,7 @@ fn a_closed_tcp_binding_never_falls_back_to_its_contact_address() {
     );
     sim.take_to(phone_src);
     let tok_uri = contact.trim_matches(['<', '>']).to_string();
-    sim.ep.connection_closed(ConnId(9));
+    sim.ep.connection_closed(ConnId(9), sim.now);
     sim.udp_from(UPSTREAM, &inbound_invite(&tok_uri, "t2"));
     assert!(
         sim.take_to(third).is_empty(),

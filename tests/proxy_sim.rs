@@ -1239,7 +1239,8 @@ fn tcp_phone_is_reached_on_its_connection_and_after_it_closes_gets_430() {
     assert_eq!(inv.top_via().unwrap().unwrap().transport, "TCP");
     // the connection drops: the flow failed (RFC 5626), the request gets 430
     // and nothing goes to the Contact's address (issue 9, item 9)
-    sim.ep.connection_closed(blf_bridge::flow::ConnId(9));
+    sim.ep
+        .connection_closed(blf_bridge::flow::ConnId(9), sim.now);
     sim.udp_from(UPSTREAM, &inbound_invite(&tok_uri, "t2"));
     let answers: Vec<u16> = sim.take_to(UPSTREAM).iter().map(status).collect();
     assert_eq!(answers.last(), Some(&430), "{answers:?}");

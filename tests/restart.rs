@@ -663,6 +663,137 @@ fn upstream_loss_turns_lamps_unknown_and_its_return_re_establishes_them() {
     assert!(sim.elapsed() - back <= Duration::from_secs(10));
 }
 
+/// Over TCP (through a NAT router) the upstream reaches the bridge only over the
+/// connection the bridge opened. When that connection drops, the bridge opens a
+/// new one at once (a keep-alive) and refreshes every upstream subscription in
+/// its dialog on it, so that the provider's NOTIFYs follow; the lamps keep their
+/// state meanwhile, and the upstream is not declared lost.
+#[test]
+fn a_lost_tcp_connection_to_the_upstream_is_reopened_and_the_subscriptions_refreshed_on_it() {
+    use blf_bridge::flow::ConnId;
+    use blf_bridge::sip::Transport;
+    let config = base_config("").replace(
+        "transport = \"udp\"\nkeepalive = \"none\"",
+        "transport = \"tcp\"\nkeepalive = \"options\"\nkeepalive_interval = 20",
+    );
+    let mut sim = Sim::with_config(config);
+    // every request to the upstream goes over TCP; the first answer names the
+    // connection (the runtime opened it for the first request)
+    let answer = |sim: &mut Sim, conn: u64, msgs: &[(blf_bridge::flow::Flow, SipMessage)]| {
+        for (flow, m) in msgs {
+            assert_eq!(flow.transport, Transport::Tcp, "{}", text(m));
+            let extra = if is_method(m, Method::Subscribe) {
+                "Contact: <sip:127.0.0.1:5070;transport=tcp>\r\nExpires: 600\r\n"
+            } else {
+                ""
+            };
+            let tag = format!("pbx-{}", hv(m, HeaderName::CallId).len());
+            let r = reply(m, 200, "OK", Some(&tag), extra);
+            sim.tcp_from(UPSTREAM, conn, &r);
+        }
+    };
+    sim.advance(Duration::ZERO);
+    let ping = sim.take_flows_to(UPSTREAM);
+    assert_eq!(ping.len(), 1, "a keep-alive at start");
+    answer(&mut sim, 7, &ping);
+
+    let mut gxp = Phone::new(40000, "1002");
+    gxp.subscribe(&mut sim, 3600);
+    let subs = sim.take_flows_to(UPSTREAM);
+    assert_eq!(subs.len(), 2, "dialog and presence");
+    answer(&mut sim, 7, &subs);
+    // the PBX's NOTIFYs come over the same connection: 1002 is busy
+    for (_, m) in &subs {
+        let (ct, body) = if event_of(m) == "dialog" {
+            (
+                "application/dialog-info+xml",
+                CONFIRMED.replace("VERSION", "0"),
+            )
+        } else {
+            ("application/pidf+xml", PIDF_OPEN.to_string())
+        };
+        // (tcp_from turns LF into CRLF: the length is the body's as sent)
+        let body = crlf(&body);
+        let tag = format!("pbx-{}", hv(m, HeaderName::CallId).len());
+        let notify = format!(
+            "NOTIFY sip:blf-bridge@127.0.0.1:5060;transport=tcp SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bKn-{tag}-{ev}\r\nMax-Forwards: 70\r\nFrom: {to};tag={tag}\r\nTo: {from}\r\nCall-ID: {cid}\r\nCSeq: 1 NOTIFY\r\nContact: <sip:127.0.0.1:5070;transport=tcp>\r\nEvent: {ev}\r\nSubscription-State: active;expires=600\r\nContent-Type: {ct}\r\nContent-Length: {len}\r\n\r\n{body}",
+            to = hv(m, HeaderName::To),
+            from = hv(m, HeaderName::From),
+            cid = hv(m, HeaderName::CallId),
+            ev = event_of(m),
+            len = body.len(),
+        );
+        sim.tcp_from(UPSTREAM, 7, &notify);
+    }
+    let oks = sim.take_to(UPSTREAM);
+    assert_eq!(oks.len(), 2, "both NOTIFYs answered");
+    for o in &oks {
+        assert_eq!(o.status(), Some(200), "{}", text(o));
+    }
+    // (one NOTIFY in flight per phone: answer until none is left)
+    let mut last = None;
+    loop {
+        let m = sim.take_to(&gxp.addr());
+        let n = answer_notifies(&mut sim, &m, &gxp.addr());
+        if n.is_empty() {
+            break;
+        }
+        last = n.last().cloned();
+    }
+    assert_eq!(state_of(&last.unwrap()), "Confirmed", "busy");
+
+    // a keep-alive goes out on it and dies with it: the NAT router forgot the
+    // connection and the provider reset it
+    sim.advance(Duration::from_secs(20));
+    let ping = sim.take_flows_to(UPSTREAM);
+    assert_eq!(ping.len(), 1);
+    sim.advance(Duration::from_millis(300));
+    sim.ep.connection_closed(ConnId(7), sim.now);
+    while let Some(t) = sim.ep.poll_transmit() {
+        sim.pending.push(t);
+    }
+    // at once: a keep-alive and both subscriptions refreshed in their dialogs,
+    // all for the runtime to send over a new connection (none named)
+    let again = sim.take_flows_to(UPSTREAM);
+    let methods: Vec<String> = again
+        .iter()
+        .map(|(_, m)| String::from_utf8_lossy(m.method().unwrap().as_bytes()).into_owned())
+        .collect();
+    assert_eq!(
+        methods.iter().filter(|m| *m == "OPTIONS").count(),
+        1,
+        "{methods:?}"
+    );
+    let refreshes: Vec<&SipMessage> = again
+        .iter()
+        .map(|(_, m)| m)
+        .filter(|m| is_method(m, Method::Subscribe))
+        .collect();
+    assert_eq!(refreshes.len(), 2, "{methods:?}");
+    for (flow, _) in &again {
+        assert_eq!(flow.conn, None, "not the dead connection");
+        assert_eq!(flow.transport, Transport::Tcp);
+    }
+    for r in &refreshes {
+        assert!(r.to_tag().is_some(), "a refresh in its dialog: {}", text(r));
+        let before = subs
+            .iter()
+            .find(|(_, s)| hv(s, HeaderName::CallId) == hv(r, HeaderName::CallId));
+        assert!(before.is_some(), "same dialog (Call-ID)");
+    }
+    // answered on the new connection (9); the lamp never left busy
+    answer(&mut sim, 9, &again);
+    assert!(sim.take_to(&gxp.addr()).is_empty(), "no lamp change");
+    assert!(!sim.ep.liveness().lost);
+    // and a second loss of a connection that is not the upstream's changes nothing
+    sim.ep.connection_closed(ConnId(7), sim.now);
+    while let Some(t) = sim.ep.poll_transmit() {
+        sim.pending.push(t);
+    }
+    assert!(sim.take_to(UPSTREAM).is_empty());
+    assert_eq!(sim.ep.status(sim.now).counters.upstream_reconnects, 1);
+}
+
 /// Whether a GXP NOTIFY carries exactly the profile's rendering of `state`.
 fn is_rendering(m: &SipMessage, state: MergedState) -> bool {
     use blf_bridge::presence::TargetView;

@@ -417,7 +417,7 @@ impl SansIoCore for Scripted {
         self.ctl.deadline = None;
         self.input(Seen::Timeout);
     }
-    fn connection_closed(&mut self, conn: ConnId) {
+    fn connection_closed(&mut self, conn: ConnId, _now: Instant) {
         self.input(Seen::Closed(conn));
     }
     fn poll_transmit(&mut self) -> Option<Transmit> {

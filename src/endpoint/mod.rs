@@ -109,6 +109,9 @@ pub struct Endpoint {
     /// With several upstream servers: the keep-alive OPTIONS to the one in use
     /// must be answered by then, else the next server is tried.
     ping_deadline: Option<Instant>,
+    /// The TCP connection the upstream answers on (the one the bridge opened
+    /// and sends its requests over), once a response came on it.
+    upstream_conn: Option<ConnId>,
 }
 
 /// A dropped response is logged at info at most once per source per interval.
@@ -195,6 +198,7 @@ impl Endpoint {
             failover: failover::Failover::new(ctx_upstream),
             sent_upstream: HashMap::new(),
             ping_deadline: None,
+            upstream_conn: None,
         }
     }
 
@@ -390,6 +394,10 @@ impl Endpoint {
         self.stats.received += 1;
         if self.upstream_index(&from) == Some(self.failover.index()) {
             self.heard_upstream(now);
+            // responses come back on the connection their request went out on
+            if from.conn.is_some() && !msg.is_request() {
+                self.upstream_conn = from.conn;
+            }
         }
         if msg.is_request() {
             self.on_request(from, msg, now);
@@ -1028,9 +1036,43 @@ impl Endpoint {
     }
 
     /// The runtime closed (or lost) a TCP connection.
-    pub fn connection_closed(&mut self, conn: ConnId) {
+    ///
+    /// When it is the connection to the upstream (reset by the provider or by a
+    /// NAT router that forgot it), the provider can reach the bridge again only
+    /// over a new one, which the bridge must open (RFC 5626 §4.4): a keep-alive
+    /// goes out at once (the runtime opens the connection for it), and every
+    /// established upstream subscription is refreshed on it (paced), so that the
+    /// provider's NOTIFYs follow the new connection (SUBSCRIBE is a target
+    /// refresh request, RFC 6665 §4.1.2.1).
+    pub fn connection_closed(&mut self, conn: ConnId, now: Instant) {
         self.subs.connection_closed(conn);
         self.proxy.connection_closed(conn);
+        if self.upstream_conn == Some(conn) {
+            self.upstream_conn = None;
+            if !self.draining {
+                self.reconnect_upstream(now);
+            }
+        }
+        self.pump(now);
+    }
+
+    fn reconnect_upstream(&mut self, now: Instant) {
+        tracing::warn!(
+            upstream = %self.ctx.upstream.remote,
+            "connection to the upstream lost: reconnecting, refreshing the upstream subscriptions on the new connection"
+        );
+        self.counters.upstream_reconnects += 1;
+        // the ping in flight died with the connection: not an unanswered one
+        // (its transaction runs out silently)
+        self.liveness.awaiting = false;
+        self.owners.retain(|_, o| !matches!(o, Owner::Ping));
+        if !matches!(
+            self.ctx.cfg.upstream.keepalive,
+            crate::config::Keepalive::None
+        ) {
+            self.send_keepalive(now);
+        }
+        self.subs.upstream_reconnected(now);
     }
 
     /// Next datagram / stream write to perform.

@@ -27,6 +27,8 @@ pub struct Counters {
     /// Moves from one resolved upstream server to another (failover and
     /// failback).
     pub upstream_failovers: u64,
+    /// Times the TCP connection to the upstream was lost (then opened again).
+    pub upstream_reconnects: u64,
 }
 
 /// Methods counted by name; anything else is `other` (bounded label values).

@@ -357,6 +357,12 @@ pub fn render_metrics(st: &Status, started_unix_s: f64) -> Result<String, String
         "Moves from one resolved upstream server to another (failover and failback)",
         c.upstream_failovers,
     );
+    counter(
+        &mut reg,
+        "blf_bridge_upstream_reconnects",
+        "Times the TCP connection to the upstream was lost and opened again",
+        c.upstream_reconnects,
+    );
     let start = Gauge::<f64, AtomicU64>::default();
     start.set(started_unix_s);
     reg.register(

@@ -460,7 +460,7 @@ impl<C: SansIoCore> EventLoop<C> {
             CoreEvent::Closed { conn, failed } => {
                 self.upstream_closed(conn);
                 if let Some(c) = self.conns.remove(conn) {
-                    self.core.connection_closed(conn);
+                    self.core.connection_closed(conn, now());
                     if failed {
                         let server = Flow {
                             transport: c.transport,
@@ -790,7 +790,7 @@ impl<C: SansIoCore> EventLoop<C> {
         self.upstream_closed(id);
         if let Some(conn) = self.conns.remove(id) {
             conn.abort.abort();
-            self.core.connection_closed(id);
+            self.core.connection_closed(id, now());
         }
     }
 

@@ -81,7 +81,7 @@ pub trait SansIoCore {
     /// The deadline from [`SansIoCore::poll_timeout`] passed.
     fn handle_timeout(&mut self, now: Instant);
     /// A TCP connection ended.
-    fn connection_closed(&mut self, conn: ConnId);
+    fn connection_closed(&mut self, conn: ConnId, now: Instant);
     /// `server` could not be reached (a UDP send error, a refused or reset TCP
     /// connection). Default: ignored.
     fn transport_failed(&mut self, _server: Flow, _now: Instant) {}
@@ -137,8 +137,8 @@ impl SansIoCore for Endpoint {
     fn handle_timeout(&mut self, now: Instant) {
         Endpoint::handle_timeout(self, now)
     }
-    fn connection_closed(&mut self, conn: ConnId) {
-        Endpoint::connection_closed(self, conn)
+    fn connection_closed(&mut self, conn: ConnId, now: Instant) {
+        Endpoint::connection_closed(self, conn, now)
     }
     fn transport_failed(&mut self, server: Flow, now: Instant) {
         Endpoint::transport_failed(self, server, now)

@@ -27,6 +27,26 @@ impl SubscriptionManager {
         }
     }
 
+    /// The connection to the upstream was lost and is being opened again:
+    /// refresh every established upstream subscription (paced), so that the
+    /// provider sends its NOTIFYs over the new connection. The lamps keep their
+    /// state (nothing says it changed); a refresh answered `481` makes a fresh
+    /// subscription, as always.
+    pub fn upstream_reconnected(&mut self, now: Instant) {
+        let ids: Vec<TargetId> = self.targets.keys().copied().collect();
+        for id in ids {
+            for package in Package::BOTH {
+                let established = self
+                    .targets
+                    .get(&id)
+                    .is_some_and(|t| t.upstream(package).established());
+                if established {
+                    self.send_subscribe(id, package, false, now);
+                }
+            }
+        }
+    }
+
     /// The upstream answers again: re-establish every upstream subscription
     /// (paced), so each lamp is right as soon as its NOTIFYs arrive.
     pub fn upstream_back(&mut self, now: Instant) {

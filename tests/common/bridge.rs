@@ -26,6 +26,8 @@ pub struct Bridge {
     log_path: PathBuf,
     exit: Option<ExitStatus>,
     dir: TempDir,
+    /// The network namespace it runs in ([`Bridge::start_in`]).
+    netns: Option<String>,
 }
 
 impl Bridge {
@@ -38,7 +40,7 @@ impl Bridge {
 
     /// [`Bridge::start`] with extra environment variables (e.g. for `password_env`).
     pub fn start_with_env(config_toml: &str, env: &[(&str, &str)]) -> Bridge {
-        Bridge::launch(config_toml, env, true).unwrap_or_else(|e| panic!("{e}"))
+        Bridge::launch(config_toml, env, true, None).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Like [`Bridge::start`], but returns Err (with the log tail) when the bridge
@@ -49,21 +51,29 @@ impl Bridge {
 
     /// [`Bridge::try_start`] with extra environment variables.
     pub fn try_start_with_env(config_toml: &str, env: &[(&str, &str)]) -> Result<Bridge, String> {
-        Bridge::launch(config_toml, env, false)
+        Bridge::launch(config_toml, env, false, None)
+    }
+
+    /// [`Bridge::start`] inside the network namespace `ns` (`ip netns exec`, e.g. a
+    /// [`super::Site`]'s `lan`); its listen ports are probed from inside it.
+    pub fn start_in(ns: &str, config_toml: &str) -> Bridge {
+        Bridge::launch(config_toml, &[], true, Some(ns)).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn launch(
         config_toml: &str,
         env: &[(&str, &str)],
         keep_on_error: bool,
+        netns: Option<&str>,
     ) -> Result<Bridge, String> {
         let dir = TempDir::new("bridge");
         let config_path = dir.path().join("bridge.toml");
         let log_path = dir.path().join("bridge.log");
         fs::write(&config_path, config_toml).map_err(|e| format!("cannot write config: {e}"))?;
         let (udp, tcp) = listen_addrs(config_toml);
-        let child = spawn_bridge(&config_path, &log_path, env, false)?;
+        let child = spawn_bridge(&config_path, &log_path, env, false, netns)?;
         let mut b = Bridge {
+            netns: netns.map(String::from),
             child: Some(child),
             udp,
             tcp,
@@ -84,16 +94,21 @@ impl Bridge {
     /// Wait (≤10 s) until every listen port answers an OPTIONS.
     fn wait_up(&mut self, keep_on_error: bool) -> Result<(), String> {
         let (udp, tcp) = (self.udp, self.tcp);
+        let ns = self.netns.clone();
+        let ping = |a: SocketAddr, t: Transport| match &ns {
+            Some(ns) => {
+                super::netns::netns_sip_ping(ns, a, t, Duration::from_millis(500)).is_some()
+            }
+            None => sip_ping(a, t, Duration::from_millis(300)).is_some(),
+        };
         let mut exited = None;
         let up = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
             if let Some(Ok(Some(s))) = self.child.as_mut().map(Child::try_wait) {
                 exited = Some(s);
                 return true;
             }
-            udp.is_none_or(|a| sip_ping(a, Transport::Udp, Duration::from_millis(300)).is_some())
-                && tcp.is_none_or(|a| {
-                    sip_ping(a, Transport::Tcp, Duration::from_millis(300)).is_some()
-                })
+            udp.is_none_or(|a| ping(a, Transport::Udp))
+                && tcp.is_none_or(|a| ping(a, Transport::Tcp))
         });
         if keep_on_error && (exited.is_some() || !up) {
             self.dir.keep();
@@ -134,8 +149,14 @@ impl Bridge {
     /// the same file. Waits until it answers OPTIONS (panics otherwise).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "restart: the bridge is still running");
-        let child = spawn_bridge(&self.config_path, &self.log_path, &[], true)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let child = spawn_bridge(
+            &self.config_path,
+            &self.log_path,
+            &[],
+            true,
+            self.netns.as_deref(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         self.child = Some(child);
         self.exit = None;
         if let Err(e) = self.wait_up(true) {
@@ -230,6 +251,7 @@ fn spawn_bridge(
     log_path: &Path,
     env: &[(&str, &str)],
     append: bool,
+    netns: Option<&str>,
 ) -> Result<Child, String> {
     let log = fs::OpenOptions::new()
         .create(true)
@@ -242,7 +264,16 @@ fn spawn_bridge(
         .try_clone()
         .map_err(|e| format!("cannot clone log handle: {e}"))?;
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_blf-bridge"));
-    let mut cmd = lifetime_limited(&exe);
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = super::netns::Site::command(ns, "timeout");
+            c.args(["-s", "TERM", "-k", "5"])
+                .arg(super::process::MAX_PROCESS_LIFETIME.as_secs().to_string())
+                .arg(&exe);
+            c
+        }
+        None => lifetime_limited(&exe),
+    };
     cmd.arg("run")
         .arg("--config")
         .arg(config_path)

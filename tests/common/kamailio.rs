@@ -3,14 +3,14 @@
 #![allow(dead_code)] // some test crates use only part of the PBX controls
 
 use super::process::{
-    free_port, lifetime_limited, loopback, read_lossy, run_bounded, stop_group, tail, wait_until,
+    free_port, lifetime_limited, read_lossy, run_bounded, stop_group, tail, wait_until,
 };
 use super::sip_client::{Transport, sip_ping};
 use super::tmp::TempDir;
 use super::tools::{harness_dir, tool};
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -56,6 +56,15 @@ pub struct KamailioOpts {
     pub no_qop: bool,
     /// Accept `Event: message-summary` (presence_mwi; default true). False = 489.
     pub mwi: bool,
+    /// The address it listens on (`LISTEN_ADDR`); None = 127.0.0.1. With an
+    /// address, the port defaults to 5060.
+    pub listen_ip: Option<IpAddr>,
+    /// Run inside this network namespace (`ip netns exec NS`, e.g. a
+    /// [`super::Site`]'s `wan`); readiness is probed from inside it.
+    pub netns: Option<String>,
+    /// The provider's NAT handling towards the namespace site (`WITH_NAT`, see
+    /// the header of tests/harness/kamailio.cfg).
+    pub nat: bool,
     /// Also listen for TLS (`WITH_TLS`), with this certificate.
     pub tls: Option<KamailioTls>,
 }
@@ -83,6 +92,9 @@ impl Default for KamailioOpts {
             no_qop: false,
             mwi: true,
             tls: None,
+            listen_ip: None,
+            netns: None,
+            nat: false,
         }
     }
 }
@@ -101,6 +113,7 @@ pub struct Watcher {
 
 /// A running harness PBX. Dropping it kills its whole process group.
 pub struct Kamailio {
+    ip: IpAddr,
     port: u16,
     tls_port: Option<u16>,
     child: Option<Child>,
@@ -135,7 +148,12 @@ impl Kamailio {
     fn try_start(opts: KamailioOpts) -> Result<Kamailio, (String, bool)> {
         let kamailio = tool("kamailio");
         let dir = TempDir::new("kam");
-        let port = opts.port.unwrap_or_else(free_port);
+        let ip = opts.listen_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let port = match (opts.port, opts.listen_ip) {
+            (Some(p), _) => p,
+            (None, Some(_)) => 5060,
+            (None, None) => free_port(),
+        };
         let db = dir.path().join("kamailio.sqlite");
         let ctl = format!("unix:{}", dir.path().join("ctl").display());
         let log_path = dir.path().join("kamailio.log");
@@ -161,7 +179,8 @@ impl Kamailio {
             args.push(d);
         };
         define(format!("SIP_PORT={port}"));
-        define(format!("SERVER_ADDR=\"sip:127.0.0.1:{port}\""));
+        define(format!("LISTEN_ADDR={ip}"));
+        define(format!("SERVER_ADDR=\"sip:{}\"", SocketAddr::new(ip, port)));
         define(format!("DBURL=\"sqlite:///{}\"", db.display()));
         define(format!("CTLSOCK=\"{ctl}\""));
         define(format!("SUB_AUTH_DEFAULT={}", opts.sub_auth));
@@ -213,13 +232,29 @@ impl Kamailio {
             }
             None => None,
         };
+        if opts.nat {
+            define("WITH_NAT".into());
+        }
+        // inside a namespace: `ip netns exec NS` in front of everything
+        let in_ns = |program: &Path| -> Command {
+            match &opts.netns {
+                Some(ns) => {
+                    let mut c = super::netns::Site::command(ns, "timeout");
+                    c.args(["-s", "TERM", "-k", "5"])
+                        .arg(super::process::MAX_PROCESS_LIFETIME.as_secs().to_string())
+                        .arg(program);
+                    c
+                }
+                None => lifetime_limited(program),
+            }
+        };
         let _ = fs::write(
             dir.path().join("cmdline.txt"),
             format!("{} {}\n", kamailio.display(), args.join(" ")),
         );
 
         let check = run_bounded(
-            Command::new(&kamailio).args(&args).arg("-c"),
+            in_ns(&kamailio).args(&args).arg("-c"),
             None,
             Duration::from_secs(10),
         )
@@ -240,7 +275,7 @@ impl Kamailio {
         let log2 = log
             .try_clone()
             .map_err(|e| (format!("cannot clone log handle: {e}"), false))?;
-        let child = lifetime_limited(&kamailio)
+        let child = in_ns(&kamailio)
             .args(&args)
             .stdin(Stdio::null())
             .stdout(log)
@@ -249,6 +284,7 @@ impl Kamailio {
             .spawn()
             .map_err(|e| (format!("cannot start kamailio: {e}"), false))?;
         let mut k = Kamailio {
+            ip,
             port,
             tls_port,
             child: Some(child),
@@ -265,12 +301,21 @@ impl Kamailio {
                 exited = Some(s);
                 return true;
             }
-            sip_ping(addr, Transport::Udp, Duration::from_millis(300)).is_some()
-                && sip_ping(addr, Transport::Tcp, Duration::from_millis(300)).is_some()
+            let ping = |t| match &k.opts.netns {
+                Some(ns) => {
+                    super::netns::netns_sip_ping(ns, addr, t, Duration::from_millis(500)).is_some()
+                }
+                None => sip_ping(addr, t, Duration::from_millis(300)).is_some(),
+            };
+            ping(Transport::Udp)
+                && ping(Transport::Tcp)
                 && k.kamcmd(&["core.uptime"]).is_ok()
                 && k.tls_port.is_none_or(|p| {
-                    std::net::TcpStream::connect_timeout(&loopback(p), Duration::from_millis(300))
-                        .is_ok()
+                    std::net::TcpStream::connect_timeout(
+                        &SocketAddr::new(k.ip, p),
+                        Duration::from_millis(300),
+                    )
+                    .is_ok()
                 })
         });
         let log = k.log();
@@ -291,7 +336,7 @@ impl Kamailio {
         if !up {
             return Err((
                 format!(
-                    "kamailio did not come up on 127.0.0.1:{port} within 10 s, log {}:\n{}",
+                    "kamailio did not come up on {addr} within 10 s, log {}:\n{}",
                     k.log_path.display(),
                     tail(&log, 30)
                 ),
@@ -311,19 +356,19 @@ impl Kamailio {
         Ok(k)
     }
 
-    /// UDP and TCP port on 127.0.0.1.
+    /// UDP and TCP port.
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// `127.0.0.1:port`.
+    /// `listen address:port` (127.0.0.1 unless [`KamailioOpts::listen_ip`]).
     pub fn addr(&self) -> SocketAddr {
-        loopback(self.port)
+        SocketAddr::new(self.ip, self.port)
     }
 
     /// `127.0.0.1:<TLS port>` when started with [`KamailioOpts::tls`].
     pub fn tls_addr(&self) -> Option<SocketAddr> {
-        self.tls_port.map(loopback)
+        self.tls_port.map(|p| SocketAddr::new(self.ip, p))
     }
 
     /// The options it was started with.

@@ -28,6 +28,8 @@
 //! - `kamailio`: the harness PBX and its users ([`DOMAIN`], [`USERS`]);
 //! - `bridge`: the bridge binary and [`bridge_config`];
 //! - `sipp`: [`SippCmd`] / [`Sipp`];
+//! - `netns`: [`Site`], a customer site behind NAT in network namespaces
+//!   (tests/netns/site.sh), and the [`netns_ready`] gate;
 //! - `lamp`: what a NOTIFY shows on a key, per profile ([`label`], [`wait_lamp`]);
 //! - `trace`: `-trace_msg` parsing ([`parse_trace`], [`notifies`]);
 //! - `xml`: the minimal XML scanning behind [`Notify`]'s accessors;
@@ -41,6 +43,7 @@ mod bridge;
 mod dnsmasq;
 mod kamailio;
 mod lamp;
+mod netns;
 mod process;
 mod relay;
 mod sip_client;
@@ -54,6 +57,6 @@ mod xml;
 // One flat namespace, as before the split: `use common::*;` in the test crates.
 #[allow(unused_imports)]
 pub use {
-    bridge::*, dnsmasq::*, kamailio::*, lamp::*, process::*, relay::*, sip_client::*, sipp::*,
-    tmp::*, tools::*, trace::*, watcher::*,
+    bridge::*, dnsmasq::*, kamailio::*, lamp::*, netns::*, process::*, relay::*, sip_client::*,
+    sipp::*, tmp::*, tools::*, trace::*, watcher::*,
 };

@@ -2,9 +2,7 @@
 #![allow(dead_code)] // not every test crate uses every SIPp knob and accessor
 
 use super::kamailio::password;
-use super::process::{
-    free_media_port, free_port, loopback, read_lossy, stop_group, tail, wait_child,
-};
+use super::process::{free_media_port, free_port, read_lossy, stop_group, tail, wait_child};
 use super::sip_client::Transport;
 use super::tmp::TempDir;
 use super::tools::{scenario_path, tool};
@@ -48,6 +46,8 @@ pub struct SippCmd {
     sets: Vec<(String, String)>,
     extra: Vec<String>,
     limit: Duration,
+    /// `ip netns exec NS` and the local IP (`-i`), default 127.0.0.1 here.
+    netns: Option<(String, std::net::IpAddr)>,
 }
 
 impl SippCmd {
@@ -72,6 +72,7 @@ impl SippCmd {
             sets: Vec::new(),
             extra: Vec::new(),
             limit: Duration::from_secs(120),
+            netns: None,
         }
     }
 
@@ -176,6 +177,14 @@ impl SippCmd {
         self
     }
 
+    /// Run inside the network namespace `ns` (e.g. a [`super::Site`]'s `lan`) on
+    /// the local address `ip` (`-i`; a phone address such as
+    /// [`super::phone_ip`]). The local port defaults to 5060 there.
+    pub fn netns(mut self, ns: &str, ip: std::net::IpAddr) -> SippCmd {
+        self.netns = Some((ns.to_string(), ip));
+        self
+    }
+
     /// `-t u1` (default) or `-t t1`.
     pub fn transport(mut self, t: Transport) -> SippCmd {
         self.transport = t;
@@ -242,7 +251,15 @@ impl SippCmd {
     pub fn spawn(self) -> Sipp {
         let sipp = tool("sipp");
         let dir = TempDir::new(&format!("sipp-{}", sanitize(&self.name)));
-        let port = self.local_port.unwrap_or_else(free_port);
+        let port = match (self.local_port, &self.netns) {
+            (Some(p), _) => p,
+            (None, Some(_)) => 5060,
+            (None, None) => free_port(),
+        };
+        let local_ip = self
+            .netns
+            .as_ref()
+            .map_or_else(|| "127.0.0.1".to_string(), |(_, ip)| ip.to_string());
         let msg_log = dir.path().join("msg.log");
         let actions_log = dir.path().join("actions.log");
         let err_log = dir.path().join("err.log");
@@ -257,7 +274,7 @@ impl SippCmd {
                 Transport::Tcp => "t1".into(),
             },
             "-i".into(),
-            "127.0.0.1".into(),
+            local_ip.clone(),
             "-p".into(),
             port.to_string(),
             "-cp".into(),
@@ -309,7 +326,11 @@ impl SippCmd {
         let err = out
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot clone log handle: {e}"));
-        let child = Command::new(&sipp)
+        let mut cmd = match &self.netns {
+            Some((ns, _)) => super::netns::Site::command(ns, &sipp),
+            None => Command::new(&sipp),
+        };
+        let child = cmd
             .args(&args)
             .stdin(Stdio::null())
             .stdout(out)
@@ -319,6 +340,9 @@ impl SippCmd {
             .unwrap_or_else(|e| panic!("cannot start sipp: {e}"));
         Sipp {
             name: self.name,
+            ip: local_ip
+                .parse()
+                .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
             port,
             child: Some(child),
             status: None,
@@ -357,6 +381,7 @@ pub enum SippExit {
 /// A running (or finished) sipp. Dropping it kills its process group.
 pub struct Sipp {
     name: String,
+    ip: std::net::IpAddr,
     port: u16,
     child: Option<Child>,
     status: Option<ExitStatus>,
@@ -380,14 +405,14 @@ impl Sipp {
         &self.name
     }
 
-    /// Its local SIP port (127.0.0.1).
+    /// Its local SIP port.
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// Its local SIP address.
+    /// Its local SIP address (127.0.0.1 unless [`SippCmd::netns`]).
     pub fn addr(&self) -> SocketAddr {
-        loopback(self.port)
+        SocketAddr::new(self.ip, self.port)
     }
 
     /// Its temp dir (cmdline.txt, msg.log, actions.log, err.log, console.log).
