@@ -278,6 +278,12 @@ impl Endpoint {
         self.txl.awaiting_final() <= pings
     }
 
+    /// Live (client, server) transactions (the memory benchmark checks none is
+    /// left when it measures).
+    pub fn transactions(&self) -> (usize, usize) {
+        self.txl.len()
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
