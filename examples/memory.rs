@@ -448,58 +448,63 @@ fn main() {
         run.notifies
     );
     println!();
+    let per = |d: i64, n: usize| d as f64 / n as f64;
+    let extra = phones - targets;
     if profiling {
-        let per = |d: i64, n: usize| d as f64 / n as f64;
-        let extra = phones - targets;
-        println!("| live heap | requested bytes | blocks | malloc chunks (bytes) |");
-        println!("|---|---:|---:|---:|");
+        println!("| live heap (dhat) | requested bytes | blocks |");
+        println!("|---|---:|---:|");
+        println!("| empty bridge | {} | {} |", h0.bytes, h0.blocks);
         println!(
-            "| empty bridge | {} | {} | {} |",
-            h0.bytes, h0.blocks, h0.chunks
+            "| + {targets} targets, 1 phone each | {} | {} |",
+            ha.bytes, ha.blocks
         );
-        println!(
-            "| + {targets} targets, 1 phone each | {} | {} | {} |",
-            ha.bytes, ha.blocks, ha.chunks
-        );
-        println!(
-            "| + {extra} more phones | {} | {} | {} |",
-            hb.bytes, hb.blocks, hb.chunks
-        );
+        println!("| + {extra} more phones | {} | {} |", hb.bytes, hb.blocks);
         let phone_b = per(hb.bytes - ha.bytes, extra);
-        let phone_c = per(hb.chunks - ha.chunks, extra);
         let phone_k = per(hb.blocks - ha.blocks, extra);
         let target_b = per(ha.bytes - h0.bytes, targets) - phone_b;
-        let target_c = per(ha.chunks - h0.chunks, targets) - phone_c;
+        let target_k = per(ha.blocks - h0.blocks, targets) - phone_k;
         println!();
-        println!("| per | requested bytes | blocks | malloc chunks (bytes) |");
-        println!("|---|---:|---:|---:|");
+        println!("| per | requested bytes | blocks |");
+        println!("|---|---:|---:|");
         println!(
-            "| held phone subscription, all in (heap growth / phones) | {:.0} | {:.2} | {:.0} |",
+            "| held phone subscription, all in (heap growth / phones) | {:.0} | {:.2} |",
             per(hb.bytes - h0.bytes, phones),
             per(hb.blocks - h0.blocks, phones),
-            per(hb.chunks - h0.chunks, phones)
         );
         println!(
-            "| phone subscription on an existing target (phase B) | {phone_b:.0} | {phone_k:.2} | {phone_c:.0} |"
+            "| phone subscription on an existing target (phase B) | {phone_b:.0} | {phone_k:.2} |"
         );
         println!(
-            "| target (its two upstream subscriptions, state) | {target_b:.0} | | {target_c:.0} |"
+            "| target (its two upstream subscriptions, state) | {target_b:.0} | {target_k:.1} |"
         );
         println!();
         drop(profiler); // writes the JSON: "end" = live now
         sites(&json, top, phones);
     } else {
-        println!("| VmRSS | kB |");
-        println!("|---|---:|");
-        println!("| process start | {rss0} |");
-        println!("| empty bridge | {rss_base} |");
-        println!("| + {targets} targets, 1 phone each | {rss_a} |");
-        println!("| + all {phones} phones | {rss_b} |");
-        println!();
+        // no profiler: the chunk counter sees only the program's own blocks
+        println!("| glibc heap and RSS | malloc chunk bytes | VmRSS kB |");
+        println!("|---|---:|---:|");
+        println!("| process start | | {rss0} |");
+        println!("| empty bridge | {} | {rss_base} |", h0.chunks);
         println!(
-            "RSS per held phone subscription (growth / phones): {:.0} bytes; chunk bytes live: {:.0} per phone",
-            (rss_b - rss_base) as f64 * 1024.0 / phones as f64,
-            (heap(false).chunks - h0.chunks) as f64 / phones as f64
+            "| + {targets} targets, 1 phone each | {} | {rss_a} |",
+            ha.chunks
+        );
+        println!("| + {extra} more phones | {} | {rss_b} |", hb.chunks);
+        println!();
+        println!("| per held phone subscription | bytes |");
+        println!("|---|---:|");
+        println!(
+            "| malloc chunks, all in (growth / phones) | {:.0} |",
+            per(hb.chunks - h0.chunks, phones)
+        );
+        println!(
+            "| malloc chunks, a phone on an existing target (phase B) | {:.0} |",
+            per(hb.chunks - ha.chunks, extra)
+        );
+        println!(
+            "| VmRSS, all in (growth / phones) | {:.0} |",
+            per((rss_b - rss_base) * 1024, phones)
         );
     }
     drop(run);

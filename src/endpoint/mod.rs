@@ -304,7 +304,7 @@ impl Endpoint {
                 .push(status::WatcherStatus {
                     address: p.flow.to_string(),
                     profile: p.profile.name().to_string(),
-                    user_agent: p.user_agent.clone(),
+                    user_agent: p.user_agent.as_deref().map(str::to_string),
                     expires_in_s: status::secs_until(p.expires_at, now),
                 });
         }

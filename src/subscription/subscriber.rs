@@ -69,8 +69,8 @@ pub struct Upstream {
     /// `Min-Expires` learned from a 423: never ask for less.
     pub expires_floor: Option<u32>,
     pub auth: DigestClient,
-    /// Bytes of the last SUBSCRIBE sent (the digest client needs the challenged
-    /// request).
+    /// Bytes of the SUBSCRIBE in flight (the digest client needs the challenged
+    /// request); taken by its final response.
     #[serde(skip)]
     pub last_request: Option<Bytes>,
     /// Why the last attempt failed (for logs and the lamp panel).
@@ -323,6 +323,8 @@ impl Upstream {
         let code = msg.status().unwrap_or(0);
         let package = self.package.event();
         self.in_flight = false;
+        // needed only to answer a challenge: not kept for the subscription's life
+        let last_request = self.last_request.take();
         let reason = || {
             format!(
                 "{code} {}",
@@ -370,10 +372,7 @@ impl Upstream {
                 Action::Schedule { after, timer }
             }
             401 | 407 => {
-                let challenged = self
-                    .last_request
-                    .clone()
-                    .and_then(|b| SipMessage::parse(b).ok());
+                let challenged = last_request.and_then(|b| SipMessage::parse(b).ok());
                 let result = match &challenged {
                     Some(req) => self
                         .auth
