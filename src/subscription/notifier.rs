@@ -617,6 +617,19 @@ mod tests {
         profile: ProfileRef,
     }
 
+    /// The held subscription's own record stays compact (issue 12: bytes per
+    /// held subscription; docs/benchmarks.md "Memory per held subscription").
+    /// It was 428 bytes with `String` fields, a copy of the last document and
+    /// the profile's name.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn the_record_stays_compact() {
+        let size = std::mem::size_of::<PhoneSub>();
+        assert!(size <= 320, "PhoneSub grew to {size} bytes");
+        assert_eq!(std::mem::size_of::<ProfileRef>(), 16);
+        assert_eq!(std::mem::size_of::<Option<DocDigest>>(), 16);
+    }
+
     #[test]
     fn profile_ref_is_stored_as_its_name_and_found_again() {
         let set = ProfileSet::builtin();
