@@ -619,8 +619,8 @@ mod tests {
 
     /// The held subscription's own record stays compact (issue 12: bytes per
     /// held subscription; docs/benchmarks.md "Memory per held subscription").
-    /// It was 428 bytes with `String` fields, a copy of the last document and
-    /// the profile's name.
+    /// (It was larger with `String` fields, a copy of the last document and
+    /// the profile's name.)
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn the_record_stays_compact() {
