@@ -309,6 +309,12 @@ impl Endpoint {
         self.txl.awaiting_final() <= pings
     }
 
+    /// Live (client, server) transactions (the memory benchmark checks none is
+    /// left when it measures).
+    pub fn transactions(&self) -> (usize, usize) {
+        self.txl.len()
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
@@ -329,7 +335,7 @@ impl Endpoint {
                 .push(status::WatcherStatus {
                     address: p.flow.to_string(),
                     profile: p.profile.name().to_string(),
-                    user_agent: p.user_agent.clone(),
+                    user_agent: p.user_agent.as_deref().map(str::to_string),
                     expires_in_s: status::secs_until(p.expires_at, now),
                 });
         }

@@ -25,9 +25,10 @@ use std::time::Instant;
 /// The subscription translator. See the module docs.
 pub struct SubscriptionManager {
     pub(super) env: Env,
-    pub(super) targets: HashMap<TargetId, Target>,
+    /// Boxed: a table sized for growth holds 16-byte slots, not whole records.
+    pub(super) targets: HashMap<TargetId, Box<Target>>,
     pub(super) by_aor: HashMap<String, TargetId>,
-    pub(super) phones: HashMap<PhoneId, PhoneSub>,
+    pub(super) phones: HashMap<PhoneId, Box<PhoneSub>>,
     /// (Call-ID, our tag) → phone subscription.
     pub(super) phone_index: HashMap<DialogKey, PhoneId>,
     /// Upstream Call-ID → (target, package).
@@ -123,20 +124,23 @@ impl SubscriptionManager {
     // ----------------------------------------------------------- introspection
 
     pub fn targets(&self) -> impl Iterator<Item = &Target> {
-        self.targets.values()
+        self.targets.values().map(|t| &**t)
     }
     pub fn target_by_aor(&self, aor: &str) -> Option<&Target> {
-        self.by_aor.get(aor).and_then(|id| self.targets.get(id))
+        self.by_aor
+            .get(aor)
+            .and_then(|id| self.targets.get(id))
+            .map(|t| &**t)
     }
     pub fn phones(&self) -> impl Iterator<Item = &PhoneSub> {
-        self.phones.values()
+        self.phones.values().map(|p| &**p)
     }
     pub fn phone(&self, id: PhoneId) -> Option<&PhoneSub> {
-        self.phones.get(&id)
+        self.phones.get(&id).map(|p| &**p)
     }
 
     pub fn poll_out(&mut self) -> Option<Out> {
-        self.out.pop_front()
+        crate::transaction::drained(&mut self.out)
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -239,8 +243,14 @@ impl SubscriptionManager {
         if self.retired.contains_key(cid) && method == Some(&Method::Notify) {
             return Route::RetiredNotify;
         }
-        match self.phone_index.get(&DialogKey::new(cid, to_tag)) {
-            Some(&id) => Route::PhoneDialog(id),
+        // the index holds digests: the subscription's own Call-ID and tag decide
+        let id = self.phone_index.get(&DialogKey::new(cid, to_tag)).copied();
+        match id.filter(|id| {
+            self.phones
+                .get(id)
+                .is_some_and(|p| p.call_id.as_bytes() == cid && p.local_tag.as_bytes() == to_tag)
+        }) {
+            Some(id) => Route::PhoneDialog(id),
             None => Route::NotOurs,
         }
     }
@@ -294,7 +304,7 @@ impl SubscriptionManager {
         }
         tracing::info!(target = %aor, "watching new target: subscribing upstream to dialog and presence");
         self.by_aor.insert(aor.to_string(), id);
-        self.targets.insert(id, t);
+        self.targets.insert(id, Box::new(t));
         self.mark_target(id, true);
         for package in Package::BOTH {
             self.send_subscribe(id, package, false, now);

@@ -31,47 +31,66 @@ pub enum PhoneState {
     Terminating,
 }
 
-/// The profile a phone was matched to at SUBSCRIBE time: its name (what a store
-/// persists) and the profile itself, resolved once (serialised as the name).
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ProfileRef {
-    name: String,
-    /// Not stored: after a restore the profile is found by name again.
-    #[serde(skip)]
-    shared: Option<Arc<Profile>>,
+/// The profile a phone was matched to at SUBSCRIBE time: the profile itself,
+/// resolved once and shared by every phone of that model (8 bytes per phone),
+/// or — restored from a store and not found — its name. Stored as the name.
+#[derive(Clone)]
+pub struct ProfileRef(Resolved);
+
+#[derive(Clone)]
+enum Resolved {
+    Shared(Arc<Profile>),
+    /// Not (yet) found in the profile set: after a restore the profile is
+    /// found by name again.
+    Named(Box<str>),
 }
 
 impl ProfileRef {
     pub fn new(profile: &Arc<Profile>) -> ProfileRef {
-        ProfileRef {
-            name: profile.name().to_string(),
-            shared: Some(profile.clone()),
-        }
+        ProfileRef(Resolved::Shared(profile.clone()))
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        match &self.0 {
+            Resolved::Shared(p) => p.name(),
+            Resolved::Named(n) => n,
+        }
     }
 
     /// The profile: the one resolved at SUBSCRIBE time, or (restored from a
     /// store) the set's profile of that name.
     pub fn get<'a>(&'a self, set: &'a ProfileSet) -> Option<&'a Arc<Profile>> {
-        self.shared.as_ref().or_else(|| set.get_shared(&self.name))
+        match &self.0 {
+            Resolved::Shared(p) => Some(p),
+            Resolved::Named(n) => set.get_shared(n),
+        }
     }
 
     /// After a reload: use the set's profile of that name (keep the old one if
     /// the set no longer has it).
     pub fn reresolve(&mut self, set: &ProfileSet) {
-        if let Some(p) = set.get_shared(&self.name) {
-            self.shared = Some(p.clone());
+        if let Some(p) = set.get_shared(self.name()) {
+            self.0 = Resolved::Shared(p.clone());
         }
+    }
+}
+
+impl Serialize for ProfileRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for ProfileRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Ok(ProfileRef(Resolved::Named(name.into_boxed_str())))
     }
 }
 
 impl std::fmt::Debug for ProfileRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ProfileRef({})", self.name)
+        write!(f, "ProfileRef({})", self.name())
     }
 }
 
@@ -81,23 +100,23 @@ pub struct PhoneSub {
     pub id: PhoneId,
     pub target: TargetId,
     pub profile: ProfileRef,
-    pub call_id: String,
+    pub call_id: Box<str>,
     /// Our tag (the To-tag of our 200; From-tag of our NOTIFYs).
-    pub local_tag: String,
+    pub local_tag: Box<str>,
     /// The phone's From-tag.
-    pub remote_tag: String,
+    pub remote_tag: Box<str>,
     /// The SUBSCRIBE's To header value plus our tag: the From of our NOTIFYs.
-    pub local_header: String,
+    pub local_header: Box<str>,
     /// The SUBSCRIBE's From header value (with its tag): the To of our NOTIFYs.
-    pub remote_header: String,
+    pub remote_header: Box<str>,
     /// Request-URI of our NOTIFYs (the phone's Contact).
-    pub remote_target: String,
+    pub remote_target: Box<str>,
     /// Record-Route of the SUBSCRIBE, in order (RFC 3261 §12.1.1).
     pub route_set: Vec<String>,
     /// The flow the SUBSCRIBE came on: NOTIFYs go back over it (NAT, TCP).
     pub flow: Flow,
     /// `id` parameter of the Event header, echoed in every NOTIFY.
-    pub event_id: Option<String>,
+    pub event_id: Option<Box<str>>,
     /// CSeq of the last NOTIFY we sent (strictly increasing).
     pub local_cseq: u32,
     /// CSeq of the last SUBSCRIBE accepted from the phone.
@@ -109,10 +128,11 @@ pub struct PhoneSub {
     pub state: PhoneState,
     #[serde(with = "instant_serde::option")]
     pub hold_until: Option<Instant>,
-    /// The last document sent (without version), to send only on changes. Not
+    /// The digest of the last document sent (without version), to send only
+    /// on changes: 8 bytes instead of a copy of the document per phone. Not
     /// stored: after a restore the next update sends full state anyway.
     #[serde(skip)]
-    pub last_doc: Option<RenderedDoc>,
+    pub last_doc: Option<DocDigest>,
     /// A NOTIFY transaction is outstanding (one at a time keeps CSeq order).
     pub notify_in_flight: bool,
     /// The state changed while a NOTIFY was in flight: send again when it ends.
@@ -133,12 +153,28 @@ pub struct PhoneSub {
     /// The phone's User-Agent (for the operator's window), as sent, cut to 128
     /// bytes.
     #[serde(default)]
-    pub user_agent: Option<String>,
+    pub user_agent: Option<Box<str>>,
     /// The phone has answered one of our NOTIFYs or refreshed in the dialog:
     /// its source is real. Until then a NOTIFY is retransmitted only a few
     /// times ([`UNVERIFIED_RETRANSMITS`]), so a spoofed SUBSCRIBE reflects little.
     #[serde(default)]
     pub verified: bool,
+}
+
+/// A document as a phone last got it, for "is this news?": a 64-bit SipHash
+/// of the template (the document without its version) under a key drawn at
+/// start, so no peer can aim two documents at one digest; an accidental match
+/// of two different documents has odds of 2^-64 per change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocDigest(u64);
+
+impl DocDigest {
+    pub fn of(doc: &RenderedDoc) -> DocDigest {
+        use std::hash::BuildHasher;
+        static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+            std::sync::OnceLock::new();
+        DocDigest(KEY.get_or_init(Default::default).hash_one(doc.template()))
+    }
 }
 
 /// Retransmissions of a NOTIFY to a phone that has not shown its source is real.
@@ -295,20 +331,20 @@ impl PhoneSub {
         let event_id = msg
             .event()
             .and_then(|e| e.ok())
-            .and_then(|e| e.id().map(|i| String::from_utf8_lossy(i).into_owned()));
+            .and_then(|e| e.id().map(|i| String::from_utf8_lossy(i).into()));
         PhoneSub {
             id: a.id,
             target: a.target,
             profile: a.profile,
-            call_id: text(msg.call_id()),
-            local_header: format!("{to_value};tag={}", a.local_tag),
-            local_tag: a.local_tag,
-            remote_tag: text(msg.from_tag()),
-            remote_header: text(msg.header_value(HeaderName::From)),
+            call_id: text(msg.call_id()).into(),
+            local_header: format!("{to_value};tag={}", a.local_tag).into(),
+            local_tag: a.local_tag.into(),
+            remote_tag: text(msg.from_tag()).into(),
+            remote_header: text(msg.header_value(HeaderName::From)).into(),
             user_agent: msg
                 .user_agent()
-                .map(|ua| String::from_utf8_lossy(&ua[..ua.len().min(128)]).into_owned()),
-            remote_target: a.remote_target,
+                .map(|ua| String::from_utf8_lossy(&ua[..ua.len().min(128)]).into()),
+            remote_target: a.remote_target.into(),
             route_set,
             flow: a.flow,
             event_id,
@@ -372,7 +408,7 @@ impl PhoneSub {
         self.verified = true;
         // SUBSCRIBE is a target-refresh request
         if let Some(c) = msg.contacts().next().and_then(|(_, c)| c.ok()) {
-            self.remote_target = String::from_utf8_lossy(c.uri).into_owned();
+            self.remote_target = String::from_utf8_lossy(c.uri).into();
         }
         self.flow = flow;
         self.timer_gen += 1;
@@ -422,7 +458,7 @@ impl PhoneSub {
             }
             Rendering::Document(doc) => doc,
         };
-        if !self.force_full && self.last_doc.as_ref() == Some(doc) {
+        if !self.force_full && self.last_doc == Some(DocDigest::of(doc)) {
             return Update::Nothing;
         }
         let branch = rng.branch();
@@ -455,7 +491,7 @@ impl PhoneSub {
             (d, v)
         });
         if let Some(d) = doc {
-            self.last_doc = Some(d.clone());
+            self.last_doc = Some(DocDigest::of(d));
         }
         self.force_full = false;
         self.dirty = false;
@@ -581,6 +617,19 @@ mod tests {
         profile: ProfileRef,
     }
 
+    /// The held subscription's own record stays compact (issue 12: bytes per
+    /// held subscription; docs/benchmarks.md "Memory per held subscription").
+    /// (It was larger with `String` fields, a copy of the last document and
+    /// the profile's name.)
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn the_record_stays_compact() {
+        let size = std::mem::size_of::<PhoneSub>();
+        assert!(size <= 320, "PhoneSub grew to {size} bytes");
+        assert_eq!(std::mem::size_of::<ProfileRef>(), 16);
+        assert_eq!(std::mem::size_of::<Option<DocDigest>>(), 16);
+    }
+
     #[test]
     fn profile_ref_is_stored_as_its_name_and_found_again() {
         let set = ProfileSet::builtin();
@@ -591,7 +640,7 @@ mod tests {
         let text = toml::to_string(&r).unwrap();
         assert_eq!(text.trim(), r#"profile = "grandstream-gxp""#);
         let back: Record = toml::from_str(&text).unwrap();
-        assert!(back.profile.shared.is_none());
+        assert!(matches!(back.profile.0, Resolved::Named(_)));
         let found = back.profile.get(&set).unwrap();
         assert!(Arc::ptr_eq(found, gxp));
         assert!(Arc::ptr_eq(r.profile.get(&set).unwrap(), gxp));

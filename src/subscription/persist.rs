@@ -133,7 +133,7 @@ impl SubscriptionManager {
                 self.upstream_index.insert(call_id, (t.id, up.package));
             }
             self.by_aor.insert(t.aor.clone(), t.id);
-            self.targets.insert(t.id, t);
+            self.targets.insert(t.id, Box::new(t));
             r.targets += 1;
         }
         for mut p in loaded_phones {
@@ -157,7 +157,7 @@ impl SubscriptionManager {
             self.phone_index.insert(p.key(), p.id);
             self.count_source(p.flow.remote.ip(), true);
             let id = p.id;
-            self.phones.insert(id, p);
+            self.phones.insert(id, Box::new(p));
             self.mark_phone(id); // the counters moved to the reserved marks
             self.schedule(
                 at,

@@ -216,7 +216,7 @@ impl SubscriptionManager {
         let hold_until = sub.hold_until;
         self.phone_index.insert(sub.key(), id);
         self.count_source(flow.remote.ip(), true);
-        self.phones.insert(id, sub);
+        self.phones.insert(id, Box::new(sub));
         self.mark_phone(id);
         if expires > 0 {
             let at = now + Duration::from_secs(expires as u64);

@@ -93,8 +93,8 @@ pub struct Upstream {
     /// its `Min-Expires` is above it).
     #[serde(default)]
     pub asked_expires: u32,
-    /// Bytes of the last SUBSCRIBE sent (the digest client needs the challenged
-    /// request).
+    /// Bytes of the SUBSCRIBE in flight (the digest client needs the challenged
+    /// request); taken by its final response.
     #[serde(skip)]
     pub last_request: Option<Bytes>,
     /// Why the last attempt failed (for logs and the lamp panel).
@@ -383,6 +383,8 @@ impl Upstream {
         if !matches!(code, 401 | 407) {
             self.challenges = 0;
         }
+        // needed only to answer a challenge: not kept for the subscription's life
+        let last_request = self.last_request.take();
         let reason = || {
             format!(
                 "{code} {}",
@@ -439,10 +441,7 @@ impl Upstream {
                     );
                     return Action::failed(why, None, Refusal::Auth);
                 }
-                let challenged = self
-                    .last_request
-                    .clone()
-                    .and_then(|b| SipMessage::parse(b).ok());
+                let challenged = last_request.and_then(|b| SipMessage::parse(b).ok());
                 // the first challenge of an attempt may replace a nonce the
                 // request reused (pre-emptive credentials), stale or not
                 let reused = self.challenges == 0;

@@ -371,12 +371,12 @@ impl TransactionLayer {
 
     /// Next message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front()
+        drained(&mut self.out)
     }
 
     /// Next event for the TU.
     pub fn poll_event(&mut self) -> Option<TxEvent> {
-        self.events.pop_front()
+        drained(&mut self.events)
     }
 
     /// Live (client, server) transactions.
@@ -414,6 +414,34 @@ impl TransactionLayer {
         if queue.heap.len() > 1024 && queue.heap.len() > 4 * bound {
             queue.heap.retain(live);
         }
+        // A burst (thousands of SUBSCRIBEs in Timer J's 32 s) leaves tables
+        // sized for it long after its transactions ended: give the room back
+        // once it is mostly empty (amortised: only at a quarter full).
+        shrink_map(clients);
+        shrink_map(servers);
+        if queue.heap.capacity() > SHRINK_MIN && queue.heap.len() * 4 < queue.heap.capacity() {
+            queue.heap.shrink_to(queue.heap.len() * 2);
+        }
+    }
+}
+
+/// Tables this small are never shrunk.
+const SHRINK_MIN: usize = 256;
+
+/// The front of a queue; once a burst (every Timer J of a second firing at
+/// once) has been drained, the queue's room goes back too.
+pub fn drained<T>(q: &mut VecDeque<T>) -> Option<T> {
+    let front = q.pop_front();
+    if front.is_none() && q.capacity() > SHRINK_MIN {
+        q.shrink_to(SHRINK_MIN / 4);
+    }
+    front
+}
+
+/// Halve a map's room when it is less than a quarter full.
+fn shrink_map<K: Eq + std::hash::Hash, V>(m: &mut HashMap<K, V>) {
+    if m.capacity() > SHRINK_MIN && m.len() * 4 < m.capacity() {
+        m.shrink_to(m.len() * 2);
     }
 }
 

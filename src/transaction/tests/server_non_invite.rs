@@ -196,3 +196,30 @@ fn no_408_is_ever_generated() {
     assert!(s.layer.terminate_server(&ist));
     assert!(s.layer.is_empty());
 }
+
+/// A burst of SUBSCRIBEs (a site's phones all booting at once) leaves no room
+/// behind once its transactions ended: the tables, the timer heap and the event
+/// queue are sized for what is live, not for the peak (issue 12: bytes per
+/// held subscription).
+#[test]
+fn a_burst_gives_its_room_back_after_timer_j() {
+    let mut s = Sim::new();
+    for i in 0..5000 {
+        let text = request("SUBSCRIBE", PHONE_VIA, &format!("z9hG4bKburst{i}"), 1);
+        let key = new_key(s.on_request(&text));
+        let ok = MessageBuilder::response_to(&parse(&text), 200, "OK", Some("srv")).finish();
+        s.respond(&key, ok).unwrap();
+    }
+    assert_eq!(s.layer.len(), (0, 5000));
+    assert!(s.layer.servers.capacity() >= 5000);
+    s.run_until(ms(40_000));
+    assert_eq!(s.layer.len(), (0, 0));
+    assert!(
+        s.layer.servers.capacity() <= SHRINK_MIN,
+        "{}",
+        s.layer.servers.capacity()
+    );
+    assert!(s.layer.queue.heap.capacity() <= SHRINK_MIN);
+    assert!(s.layer.events.capacity() <= SHRINK_MIN);
+    assert!(s.layer.out.capacity() <= SHRINK_MIN);
+}
