@@ -4,6 +4,7 @@
   compare.py freeport | udpdrops PORT           as bench.py
   compare.py pids PGID                          processes of a group (not timeout(1)), comma list
   compare.py cpu PGID                           utime+stime ticks, summed over the group
+  compare.py snap PGID UPGID PORT UPORT         "cpu upstream_cpu drops upstream_drops" (0 = none)
   compare.py mem PGID                           "PSS_KB,RSS_KB" summed over the group (smaps_rollup)
   compare.py shm CTL                            Kamailio shared memory real_used bytes (kamcmd)
   compare.py sample PGID OUT INTERVAL           t,cpu_ticks,pss_kb,rss_kb rows until OUT.stop exists
@@ -17,10 +18,8 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (freeport, udpdrops, read_rtt, pct)
@@ -68,6 +67,7 @@ def mem(pgid):
 
 
 def shm(ctl):
+    import subprocess
     try:
         out = subprocess.run(['kamcmd', '-s', ctl, 'core.shmmem'], capture_output=True,
                              text=True, timeout=10).stdout
@@ -90,6 +90,7 @@ def sample(pgid, out, interval):
 
 def active(hostport):
     """min(dialog active, presence active) from the bridge's /metrics."""
+    import urllib.request
     try:
         with urllib.request.urlopen('http://%s/metrics' % hostport, timeout=3) as r:
             text = r.read().decode()
@@ -325,10 +326,10 @@ def fmt(v, nd=None):
 
 
 def ratio(b, k, invert=False):
-    """bridge / Kamailio (invert: Kamailio / bridge, for costs where lower is better)"""
-    if b is None or k is None or (b == 0 if invert else k == 0):
+    """bridge ÷ Kamailio (invert only says lower is better; the value is the same)"""
+    if b is None or k is None or b <= 0 or k <= 0:
         return '–'
-    return '%.2f×' % ((k / b) if invert else (b / k))
+    return '%.2f' % (b / k)
 
 
 def best_rate(steps, server):
@@ -391,15 +392,21 @@ def report(rdir):
             top = max(tried[sv])
             return '**%d/s**%s' % (x['rate'], ' (highest offered)' if x['rate'] == top else '')
         rk, rb = (b['kamailio'] or {}).get('rate'), (b['bridge'] or {}).get('rate')
-        rows.append(('%s: highest sustained new subscriptions/s' % mode, rate_cell('kamailio'), rate_cell('bridge'),
+        rows.append(('%s: highest sustained new subscriptions/s (higher is better)' % mode, rate_cell('kamailio'), rate_cell('bridge'),
                      ratio(rb, rk)))
-        rows.append(('%s: p99 / max SUB→first NOTIFY at that rate, ms' % mode,
-                     '%s / %s' % (fmt((b['kamailio'] or {}).get('p99')), fmt((b['kamailio'] or {}).get('max'))),
-                     '%s / %s' % (fmt((b['bridge'] or {}).get('p99')), fmt((b['bridge'] or {}).get('max'))), ''))
+        at = {sv: (b[sv] or min((s for s in ms if s['server'] == sv), key=lambda s: s['rate'], default=None))
+              for sv in SERVERS}
+
+        def p99_cell(sv):
+            x = at[sv]
+            if x is None:
+                return '–'
+            return '%s / %s%s' % (fmt(x.get('p99')), fmt(x.get('max')),
+                                  '' if b[sv] else ' (at %d/s, missed)' % x['rate'])
+        rows.append(('%s: p99 / max SUB→first NOTIFY at that rate, ms' % mode, p99_cell('kamailio'),
+                     p99_cell('bridge'), ''))
         if mode == 'cold':
             # the phones of the first 2 s: those that waited for their target's upstream pair
-            at = {sv: (b[sv] or min((s for s in ms if s['server'] == sv), key=lambda s: s['rate'], default=None))
-                  for sv in SERVERS}
             rows.append(('cold: first 2 s of phones, p99 / max SUB→first NOTIFY ms (at %s/s, %s/s)' % (
                 (at['kamailio'] or {}).get('rate'), (at['bridge'] or {}).get('rate')),
                 '%s / %s' % (fmt((at['kamailio'] or {}).get('first2s_p99')), fmt((at['kamailio'] or {}).get('first2s_max'))),
@@ -416,49 +423,49 @@ def report(rdir):
         if cmp_rate is not None:
             at = {sv: next(s for s in ms if s['server'] == sv and s['rate'] == cmp_rate) for sv in SERVERS}
             k, br = at['kamailio'], at['bridge']
-            rows.append(('steady, at %d/s: CPU ms per lifecycle (/proc; bridge alone, its upstream in brackets)' % cmp_rate,
+            rows.append(('steady, at %d/s: CPU ms per lifecycle (/proc; bridge alone, its upstream in brackets; lower is better)' % cmp_rate,
                          fmt(k.get('cpu_ms_per_lifecycle')),
                          '%s (%s)' % (fmt(br.get('cpu_ms_per_lifecycle')), fmt(br.get('up_cpu_ms_per_lifecycle'))),
-                         ratio(br.get('cpu_ms_per_lifecycle'), k.get('cpu_ms_per_lifecycle'), invert=True) + ' less'))
+                         ratio(br.get('cpu_ms_per_lifecycle'), k.get('cpu_ms_per_lifecycle'), invert=True)))
             if k.get('instr_per_lifecycle') or br.get('instr_per_lifecycle'):
                 rows.append(('steady, at %d/s: instructions per lifecycle (perf stat)' % cmp_rate,
                              fmt(k.get('instr_per_lifecycle')), fmt(br.get('instr_per_lifecycle')),
-                             ratio(br.get('instr_per_lifecycle'), k.get('instr_per_lifecycle'), invert=True) + ' less'))
+                             ratio(br.get('instr_per_lifecycle'), k.get('instr_per_lifecycle'), invert=True)))
             rows.append(('steady, at %d/s: peak PSS MB (RSS; Kamailio: sum over its processes)' % cmp_rate,
                          '%s (%s)' % (fmt(k.get('peak_pss_mb')), fmt(k.get('peak_rss_mb'))),
                          '%s (%s)' % (fmt(br.get('peak_pss_mb')), fmt(br.get('peak_rss_mb'))),
-                         ratio(br.get('peak_pss_mb'), k.get('peak_pss_mb'), invert=True) + ' less'))
+                         ratio(br.get('peak_pss_mb'), k.get('peak_pss_mb'), invert=True)))
             rows.append(('steady, at %d/s: PSS growth per concurrently held subscription under churn, B' % cmp_rate,
                          fmt(k.get('pss_growth_b_per_held')), fmt(br.get('pss_growth_b_per_held')),
-                         ratio(br.get('pss_growth_b_per_held'), k.get('pss_growth_b_per_held'), invert=True) + ' less'))
+                         ratio(br.get('pss_growth_b_per_held'), k.get('pss_growth_b_per_held'), invert=True)))
     if instrs:
         k, br = instrs.get('kamailio', {}), instrs.get('bridge', {})
         rows.append(('instructions per lifecycle (callgrind, steady, %s/s)' % (k or br).get('rate'),
                      fmt(k.get('instr_per_lifecycle')), fmt(br.get('instr_per_lifecycle')),
-                     ratio(br.get('instr_per_lifecycle'), k.get('instr_per_lifecycle'), invert=True) + ' less'))
+                     ratio(br.get('instr_per_lifecycle'), k.get('instr_per_lifecycle'), invert=True)))
     if mems:
         k, br = mems.get('kamailio', {}), mems.get('bridge', {})
         n = (k or br).get('count')
         rows.append(('held: memory per held subscription, %s held, B (Kamailio: shm real_used; PSS in brackets)' % fmt(n),
                      '%s (%s)' % (fmt(k.get('shm_b_per_sub_settled')), fmt(k.get('pss_b_per_sub_settled'))),
                      '%s (RSS)' % fmt(br.get('rss_b_per_sub_settled')),
-                     ratio(br.get('rss_b_per_sub_settled'), k.get('shm_b_per_sub_settled'), invert=True) + ' less'))
+                     ratio(br.get('rss_b_per_sub_settled'), k.get('shm_b_per_sub_settled'), invert=True)))
         rows.append(('held: PSS MB with %s held (RSS)' % fmt(n),
                      '%s (%s)' % (fmt(k.get('pss_mb', {}).get('settled')), fmt(k.get('rss_mb', {}).get('settled'))),
                      '%s (%s)' % (fmt(br.get('pss_mb', {}).get('settled')), fmt(br.get('rss_mb', {}).get('settled'))),
-                     ratio(br.get('pss_mb', {}).get('settled'), k.get('pss_mb', {}).get('settled'), invert=True) + ' less'))
+                     ratio(br.get('pss_mb', {}).get('settled'), k.get('pss_mb', {}).get('settled'), invert=True)))
     if fans:
         k, br = fans.get('kamailio', {}), fans.get('bridge', {})
         w = (k or br).get('watchers')
         rows.append(('fan-out to %s phones: trigger in → FIRST phone NOTIFY out, ms (median of full fan-outs)' % fmt(w),
                      fmt(k.get('first_ms_median')), fmt(br.get('first_ms_median')),
-                     ratio(br.get('first_ms_median'), k.get('first_ms_median'), invert=True) + ' faster'))
+                     ratio(br.get('first_ms_median'), k.get('first_ms_median'), invert=True)))
         rows.append(('fan-out to %s phones: trigger in → LAST phone NOTIFY out, ms (median; range)' % fmt(w),
                      '%s (%s)' % (fmt(k.get('last_ms_median')), '–'.join(map(fmt, k.get('last_ms_range', [])))),
                      '%s (%s)' % (fmt(br.get('last_ms_median')), '–'.join(map(fmt, br.get('last_ms_range', [])))),
-                     ratio(br.get('last_ms_median'), k.get('last_ms_median'), invert=True) + ' faster'))
+                     ratio(br.get('last_ms_median'), k.get('last_ms_median'), invert=True)))
     if rows:
-        lines.append('| | Kamailio 5.6 alone | blf-bridge | bridge vs Kamailio |')
+        lines.append('| | Kamailio 5.6 alone | blf-bridge | bridge ÷ Kamailio |')
         lines.append('|---|---|---|---|')
         for r in rows:
             lines.append('| %s | %s | %s | %s |' % r)
@@ -533,6 +540,9 @@ def main():
         print(','.join(str(p) for p, _, _ in group(int(a[1]))))
     elif cmd == 'cpu':
         print(cpu(int(a[1])))
+    elif cmd == 'snap':   # snap PGID UPGID PORT UPORT: cpu, upstream cpu, drops, upstream drops
+        g, ug, p, up = (int(x) for x in a[1:5])
+        print(cpu(g), cpu(ug) if ug else 0, bench.udpdrops(p), bench.udpdrops(up) if up else 0)
     elif cmd == 'mem':
         print('%d,%d' % mem(int(a[1])))
     elif cmd == 'shm':

@@ -39,6 +39,8 @@
 #
 # Knobs (environment)
 #   PHASES ("build steady cold mem fanout report"; `instr` is opt-in: it is slow)
+#   QUICK (1: a validation run of <= 3 min: RATES=200 STEP_SECS=4 HOLD=2 TARGETS=50,
+#          MEM_COUNT=1000 SETTLE_S=6 WATCHERS=200 FAN_CYCLES=1, no build; each overridable)
 #   SERVERS ("kamailio bridge")     RATES ("500 1000 2000 3000 4000 5000 6000")
 #   HOLD (5: seconds each phone holds)   TARGETS (500)   STEP_SECS (20: seconds of new
 #   subscriptions per step)   STOP_AFTER (2: a server that missed the criterion at this
@@ -57,6 +59,12 @@ set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
 if (( $# )); then PHASES="$*"; else PHASES=${PHASES:-"build steady cold mem fanout report"}; fi
+if [[ "${QUICK:-0}" == 1 ]]; then   # a validation run of <= 3 min (not a measurement)
+  : "${RATES:=200}" "${STEP_SECS:=4}" "${HOLD:=2}" "${TARGETS:=50}" "${KAM_SHM:=256}" "${UP_SHM:=128}"
+  : "${MEM_COUNT:=1000}" "${MEM_RATE:=500}" "${SETTLE_S:=6}" "${WATCHERS:=200}" "${FAN_CYCLES:=1}"
+  : "${INSTR_COUNT:=100}" "${INSTR_RATE:=20}"
+  [[ $# -eq 0 && "$PHASES" == "build steady cold mem fanout report" ]] && PHASES="steady cold mem fanout report"
+fi
 SERVERS=${SERVERS:-"kamailio bridge"}
 RATES=${RATES:-"500 1000 2000 3000 4000 5000 6000"}
 HOLD=${HOLD:-5}
@@ -128,9 +136,17 @@ stop_group() {
   return 0
 }
 
+# TERM every group at once, wait up to 5 s for all, then KILL what is left.
 cleanup() {
-  local g
-  for g in "${GROUPS_STARTED[@]}"; do stop_group "$g"; done
+  local g i alive
+  for g in "${GROUPS_STARTED[@]}"; do kill -TERM -- "-$g" 2>/dev/null; done
+  for i in $(seq 50); do
+    alive=0
+    for g in "${GROUPS_STARTED[@]}"; do kill -0 -- "-$g" 2>/dev/null && { alive=1; break; }; done
+    (( alive )) || break
+    sleep 0.1
+  done
+  for g in "${GROUPS_STARTED[@]}"; do kill -KILL -- "-$g" 2>/dev/null; wait "$g" 2>/dev/null; done
   GROUPS_STARTED=()
 }
 trap cleanup EXIT
@@ -327,9 +343,10 @@ wait_established() {
 # upstream dialog and presence subscriptions are active for every target
 prewarm() {
   local dir=$1 n deadline a
-  phones "$dir/prewarm" 500 "$TARGETS" $(( LIFETIME * 1000 )) "$LIFETIME"
+  local prate=${PREWARM_RATE:-500}
+  phones "$dir/prewarm" "$prate" "$TARGETS" $(( LIFETIME * 1000 )) "$LIFETIME"
   PGROUP=$BG
-  n=$(wait_established "$dir/prewarm" "$TARGETS" $(( TARGETS / 100 + 60 )) "$PGROUP") || {
+  n=$(wait_established "$dir/prewarm" "$TARGETS" $(( TARGETS * 3 / prate + 60 )) "$PGROUP") || {
     echo "pre-warm: only $n/$TARGETS phones established" >&2; return 1; }
   if [[ -n "$UPORT" ]]; then
     deadline=$(( $(date +%s) + TARGETS / 10 + 60 ))
@@ -385,8 +402,8 @@ load_step() {
   local sgrp=$BG
   perf_start "$dir"
   sleep 1
-  c0=$($PY cpu "$SGROUP"); d0=$($PY udpdrops "$SPORT"); u0=$([[ -n "$UPORT" ]] && $PY udpdrops "$UPORT" || echo 0)
-  local uc0; uc0=$([[ -n "$UGROUP" ]] && $PY cpu "$UGROUP" || echo 0)
+  local uc0 uc1
+  read -r c0 uc0 d0 u0 < <($PY snap "$SGROUP" "${UGROUP:-0}" "$SPORT" "${UPORT:-0}")
   tmo=$(( STEP_SECS * 2 + HOLD + 60 ))
   local t0; t0=$(date +%s.%N)
   phones "$dir/load" "$rate" "$count" $(( HOLD * 1000 )) "$tmo"
@@ -394,8 +411,7 @@ load_step() {
   wait "$lgrp"; rc=$?; forget_group "$lgrp"
   local t1; t1=$(date +%s.%N)
   sleep 1
-  c1=$($PY cpu "$SGROUP"); d1=$($PY udpdrops "$SPORT"); u1=$([[ -n "$UPORT" ]] && $PY udpdrops "$UPORT" || echo 0)
-  local uc1; uc1=$([[ -n "$UGROUP" ]] && $PY cpu "$UGROUP" || echo 0)
+  read -r c1 uc1 d1 u1 < <($PY snap "$SGROUP" "${UGROUP:-0}" "$SPORT" "${UPORT:-0}")
   perf_stop
   touch "$dir/samples.csv.stop"; sleep 0.7; stop_group "$sgrp"
   cat >"$dir/meta.json" <<EOF
@@ -435,6 +451,7 @@ mem_run() {   # mem_run SERVER
   prewarm "$dir" || { cleanup; return 1; }
   local m0 m1 m2 s0="" s1="" s2=""
   shm() { [[ "$server" == kamailio ]] && $PY shm "$SCTL" || echo null; }
+  sleep "$SETTLE_S"     # the pre-warm's transactions gone too
   m0=$($PY mem "$SGROUP"); s0=$(shm)
   local spread=$(( MEM_COUNT / MEM_RATE + 1 ))
   phones "$dir/load" "$MEM_RATE" "$MEM_COUNT" $(( (spread + SETTLE_S + 30) * 1000 )) $(( spread * 3 + SETTLE_S + 120 ))
@@ -513,7 +530,7 @@ instr_run() {   # instr_run SERVER
   targets_csv "$dir/targets.csv" "$TARGETS"
   WRAP="valgrind --tool=callgrind --trace-children=yes --callgrind-out-file=$dir/cg/callgrind.out.%p" \
     start_server "$server" "$dir" || { cleanup; return 1; }
-  prewarm "$dir" || { cleanup; return 1; }
+  PREWARM_RATE=$INSTR_RATE prewarm "$dir" || { cleanup; return 1; }
   local pids; pids=$($PY pids "$SGROUP")
   # zero every process's counters after the pre-warm, run the load, dump them
   local p
