@@ -333,14 +333,10 @@ def ratio(b, k, invert=False):
 
 
 def best_rate(steps, server):
-    """highest rate passing the criterion, with every lower offered rate passing too"""
-    ss = sorted((s for s in steps if s['server'] == server), key=lambda s: s['rate'])
-    best = None
-    for s in ss:
-        if not s.get('pass'):
-            break
-        best = s
-    return best
+    """the step at the highest rate passing the criterion (a lower rate may have missed:
+    one run per step, on a shared machine; the cell says so)"""
+    ok = [s for s in steps if s['server'] == server and s.get('pass')]
+    return max(ok, key=lambda s: s['rate']) if ok else None
 
 
 def report(rdir):
@@ -366,7 +362,7 @@ def report(rdir):
         lines.append('Workload: SIPp Grandstream Wave phones, SUBSCRIBE → hold %d s → unsubscribe, over %d targets; '
                      '%d s of new subscriptions per step, fresh processes per step, the two servers alternating '
                      'at each rate. Sustained = < %g %% failed calls, p99 SUBSCRIBE→first NOTIFY ≤ %g ms, '
-                     'achieved ≥ 95 %% of offered, at this rate and every lower one.' % (
+                     'achieved ≥ 95 %% of offered; one run per step.' % (
                          s0['hold_s'], s0['targets'], s0['step_secs'], crit[1], crit[0]))
         lines.append('')
     if cmd:
@@ -390,7 +386,9 @@ def report(rdir):
             if x is None:
                 return 'none of %s' % tried[sv] if tried[sv] else '–'
             top = max(tried[sv])
-            return '**%d/s**%s' % (x['rate'], ' (highest offered)' if x['rate'] == top else '')
+            missed = sorted(s['rate'] for s in ms if s['server'] == sv and not s.get('pass') and s['rate'] < x['rate'])
+            return '**%d/s**%s%s' % (x['rate'], ' (highest offered)' if x['rate'] == top else '',
+                                     ' (missed at %s)' % ', '.join(map(str, missed)) if missed else '')
         rk, rb = (b['kamailio'] or {}).get('rate'), (b['bridge'] or {}).get('rate')
         rows.append(('%s: highest sustained new subscriptions/s (higher is better)' % mode, rate_cell('kamailio'), rate_cell('bridge'),
                      ratio(rb, rk)))
