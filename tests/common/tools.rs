@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Debian packages that provide the tools (what `scripts/test` installs).
-pub const E2E_PACKAGES: &str = "sip-tester kamailio kamailio-presence-modules kamailio-sqlite-modules kamailio-tls-modules sqlite3 chromium chromium-driver";
+pub const E2E_PACKAGES: &str = "sip-tester kamailio kamailio-presence-modules kamailio-sqlite-modules kamailio-tls-modules sqlite3 dnsmasq-base iproute2 iptables conntrack chromium chromium-driver";
 
 /// Root of this repository (the crate directory).
 pub fn repo_root() -> PathBuf {
