@@ -376,8 +376,12 @@ impl SubscriptionManager {
                 let target = sub.target;
                 if (200..300).contains(&code)
                     && let Some(t) = self.targets.get_mut(&target)
+                    && !t.verified_watch
                 {
                     t.verified_watch = true;
+                    // kept across a restart: the target is unsubscribed, not
+                    // abandoned, when its last watcher goes
+                    self.mark_target(target, false);
                 }
                 match after {
                     AfterNotify::Nothing => {}

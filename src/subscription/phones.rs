@@ -269,8 +269,11 @@ impl SubscriptionManager {
         let old_ip = sub.flow.remote.ip();
         sub.refresh(msg, cseq, flow, expires, now);
         let target = sub.target;
-        if let Some(t) = self.targets.get_mut(&target) {
+        if let Some(t) = self.targets.get_mut(&target)
+            && !t.verified_watch
+        {
             t.verified_watch = true;
+            self.mark_target(target, false);
         }
         if old_ip != flow.remote.ip() {
             // the subscription now counts in its new source's share
