@@ -320,6 +320,11 @@ fn explain(
         CertificateError::UnknownIssuer => format!(
             "certificate not signed by a trusted CA: expected a chain to one of {trusted}, the server presented {presented} for \"{expected_name}\""
         ),
+        // the issuer's name matches a trusted CA, its key does not: another CA
+        // of the same name (a CA that was replaced, a test CA made twice)
+        CertificateError::BadSignature => format!(
+            "certificate not signed by a trusted CA: its issuer has the name of a trusted CA but the signature does not verify with that CA's key (the CA was replaced, or ca_file holds another CA of the same name): expected a chain to one of {trusted}, the server presented {presented} for \"{expected_name}\""
+        ),
         CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
             format!("certificate expired: the server presented {presented}")
         }
@@ -411,6 +416,28 @@ mod tests {
         ] {
             assert_eq!(der::subject_issuer_cn(junk), (None, None));
         }
+    }
+
+    #[test]
+    fn a_ca_of_the_same_name_is_explained_as_untrusted() {
+        let name = server_name("pbx.test").unwrap();
+        let cert = CertificateDer::from(Vec::new());
+        let line = explain(
+            &CertificateError::BadSignature,
+            &cert,
+            &name,
+            "1 from ca_file /etc/ca.pem",
+        );
+        assert!(
+            line.starts_with("certificate not signed by a trusted CA: "),
+            "{line}"
+        );
+        assert!(
+            line.contains("the signature does not verify")
+                && line.contains("1 from ca_file /etc/ca.pem")
+                && line.contains("for \"pbx.test\""),
+            "{line}"
+        );
     }
 
     #[test]

@@ -16,8 +16,19 @@
 //! provider's NOTIFYs and INVITE must come in — still reaches the phone through
 //! the NAT and the lamps still follow (ringing → busy → idle), and 1002's
 //! un-registration turns them offline. (Without keep-alives this call fails.) Kamailio saw every request of the site from 203.0.113.1.
-//! Once over UDP, once with `[upstream] transport = "tcp"` (run concurrently);
-//! the phones speak UDP to the bridge in both.
+//! Over UDP, over TCP and over TLS to the provider (`[upstream] transport`; the
+//! three sites run concurrently in one test); the phones speak UDP to the bridge
+//! in all three. Over TLS the router counts every packet it forwards with
+//! "SIP/2.0" in it: none, either way (nothing in clear text), while the same
+//! counter sees the site's traffic over UDP and TCP; a bridge trusting another
+//! CA, and one expecting another name, are refused with a clear log line.
+//!
+//! The provider named by a domain (issue 11, "Done when", second bullet):
+//! dnsmasq at 203.0.113.53 serves SRV for `pbx.test` with two Kamailios
+//! (203.0.113.20 priority 10, .21 priority 20, TTL 10 s); the first is killed
+//! and the bridge is on the second within 35 s with the lamps right; the first
+//! comes back and the bridge returns to it after the TTL. Over UDP (NAPTR →
+//! `_sip._udp`) and over TLS (`_sips._tcp`, port 5061).
 
 mod common;
 
@@ -33,16 +44,103 @@ fn secs(n: u64) -> Duration {
 /// Three NAT timeouts without traffic from the phones or the provider.
 const QUIET: Duration = Duration::from_secs(3 * NAT_UDP_TIMEOUT_S);
 
-fn site_config(transport: &str) -> String {
+/// The bridge at 192.0.2.2:`port` (UDP and TCP), reaching the provider as
+/// `upstream` says (`proxy = …` and more lines of `[upstream]`).
+fn site_config_with(port: u16, upstream: &str) -> String {
     let mut s = format!(
-        "[listen]\nudp = \"{LAN_BRIDGE}:5060\"\ntcp = \"{LAN_BRIDGE}:5060\"\n\n\
-         [upstream]\nproxy = \"{PBX1}:5060\"\ndomain = \"{DOMAIN}\"\ntransport = \"{transport}\"\n\n\
+        "[listen]\nudp = \"{LAN_BRIDGE}:{port}\"\ntcp = \"{LAN_BRIDGE}:{port}\"\n\n\
+         [upstream]\n{upstream}domain = \"{DOMAIN}\"\n\n\
          [security]\nallow = [\"192.0.2.0/24\"]\n\n[http]\nlisten = \"\"\n\n[state]\ndir = \"\"\n"
     );
     for (user, pass) in USERS {
         s += &format!("\n[[account]]\nuser = \"{user}\"\npassword = \"{pass}\"\n");
     }
     s
+}
+
+/// The bridge at 192.0.2.2:5060 with the provider at 203.0.113.20 over
+/// `transport` (udp, tcp: port 5060; tls: 5061, certificate checked for
+/// `pbx.test` against `tls`'s CA).
+fn site_config(transport: &str, tls: Option<&SiteTls>) -> String {
+    let upstream = match tls {
+        Some(t) => format!("proxy = \"{PBX1}:5061\"\n{}", t.upstream("pbx.test")),
+        None => format!("proxy = \"{PBX1}:5060\"\ntransport = \"{transport}\"\n"),
+    };
+    site_config_with(5060, &upstream)
+}
+
+/// TLS at the provider: a CA made here, its certificate in a file the bridge trusts.
+struct SiteTls {
+    ca: Ca,
+    ca_file: std::path::PathBuf,
+    _files: TempDir,
+}
+
+impl SiteTls {
+    fn new() -> SiteTls {
+        let ca = Ca::new("blf site test CA");
+        let files = TempDir::new("sitetls");
+        let ca_file = files.path().join("ca.pem");
+        std::fs::write(&ca_file, &ca.pem).expect("write the CA file");
+        SiteTls {
+            ca,
+            ca_file,
+            _files: files,
+        }
+    }
+
+    /// Kamailio's TLS listener on 5061 with a certificate for `pbx.test`.
+    fn kamailio(&self) -> KamailioTls {
+        let (cert_pem, key_pem) = self.ca.server("pbx.test");
+        KamailioTls {
+            cert_pem,
+            key_pem,
+            port: Some(5061),
+            client_ca_pem: None,
+        }
+    }
+
+    /// `[upstream]` lines: TLS, this CA, the certificate name expected.
+    fn upstream(&self, tls_name: &str) -> String {
+        format!(
+            "transport = \"tls\"\nca_file = \"{}\"\ntls_name = \"{tls_name}\"\n",
+            self.ca_file.display()
+        )
+    }
+}
+
+/// Count on the router every forwarded packet with "SIP/2.0" in it, each way.
+fn count_clear_sip(site: &Site) {
+    let sip = ["-m", "string", "--string", "SIP/2.0", "--algo", "bm"];
+    let wan = "203.0.113.0/24";
+    site.count_forwarded("clear-out", &[&["-d", wan][..], &sip].concat());
+    site.count_forwarded("clear-in", &[&["-s", wan][..], &sip].concat());
+    let pbx1 = PBX1.to_string();
+    site.count_forwarded("tls-out", &["-d", &pbx1, "-p", "tcp", "--dport", "5061"]);
+}
+
+/// Run each of `runs` in its own thread at once; panic with every failure.
+fn concurrently(runs: &[(&str, &(dyn Fn() + Sync))]) {
+    let failed: Vec<String> = thread::scope(|s| {
+        let handles: Vec<_> = runs
+            .iter()
+            .map(|(name, f)| (*name, s.spawn(|| f())))
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|(name, h)| {
+                h.join().err().map(|e| {
+                    let why = e
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    format!("{name}: {why}")
+                })
+            })
+            .collect()
+    });
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
 }
 
 /// The requests Kamailio received: (method, proto, source IP).
@@ -90,13 +188,19 @@ fn follow_call(wave: &Sipp, gxp: &Sipp, n: usize) {
 
 fn behind_nat(transport: &str) {
     let site = Site::up();
+    let tls = (transport == "tls").then(SiteTls::new);
     let kam = Kamailio::start(KamailioOpts {
         listen_ip: Some(PBX1.into()),
         netns: Some(site.wan.clone()),
         nat: true,
+        tls: tls.as_ref().map(SiteTls::kamailio),
         ..KamailioOpts::default()
     });
-    let bridge = Bridge::start_in(&site.lan, &site_config(transport));
+    count_clear_sip(&site);
+    if let Some(t) = &tls {
+        refused_in_the_site(&site, t);
+    }
+    let bridge = Bridge::start_in(&site.lan, &site_config(transport, tls.as_ref()));
     let b = SocketAddr::new(LAN_BRIDGE.into(), 5060);
     let lan = |i| (site.lan.as_str(), phone_ip(i));
 
@@ -213,23 +317,81 @@ fn behind_nat(transport: &str) {
         "{}",
         tail(&kam.log(), 30)
     );
+    // over TLS nothing crossed the router in clear text, either way; over UDP
+    // and TCP the same counters saw the site's SIP
+    let (out, inward) = (site.forwarded("clear-out"), site.forwarded("clear-in"));
+    if tls.is_some() {
+        assert_eq!(
+            (out, inward),
+            (0, 0),
+            "SIP in clear text crossed the router"
+        );
+        assert!(site.forwarded("tls-out") > 0, "the site spoke TLS to 5061");
+    } else {
+        assert!(
+            out > 0 && inward > 0,
+            "clear SIP counted: {out} out, {inward} in"
+        );
+    }
     drop(bridge);
 }
 
-#[test]
-fn site_behind_nat_over_udp() {
-    if !e2e_ready("site_behind_nat_over_udp") || !netns_ready("site_behind_nat_over_udp") {
-        return;
+/// Over TLS in the site: a bridge trusting another CA (of the same name: a CA
+/// that was replaced) and one expecting another name are refused, each with one
+/// clear log line.
+fn refused_in_the_site(site: &Site, tls: &SiteTls) {
+    let other = SiteTls::new();
+    let wrong_ca = Bridge::start_in(
+        &site.lan,
+        &site_config_with(
+            5070,
+            &format!("proxy = \"{PBX1}:5061\"\n{}", other.upstream("pbx.test")),
+        ),
+    );
+    let wrong_name = Bridge::start_in(
+        &site.lan,
+        &site_config_with(
+            5071,
+            &format!(
+                "proxy = \"{PBX1}:5061\"\n{}",
+                tls.upstream("sip.example.net")
+            ),
+        ),
+    );
+    let refused = wait_until(secs(10), POLL, || {
+        wrong_ca
+            .log()
+            .contains("not signed by a trusted CA: its issuer has the name of a trusted CA")
+            && wrong_name.log().contains("expected \"sip.example.net\"")
+            && wrong_name.log().contains("certificate for \"pbx.test\"")
+    });
+    assert!(
+        refused,
+        "wrong CA:\n{}\nwrong name:\n{}",
+        tail(&wrong_ca.log(), 20),
+        tail(&wrong_name.log(), 20)
+    );
+    for b in [&wrong_ca, &wrong_name] {
+        assert!(
+            !b.log()
+                .contains("TLS connection to the upstream established")
+        );
     }
-    behind_nat("udp");
 }
 
+/// The three sites at once (each with its own namespaces, Kamailio, bridge and
+/// phones): the test is mostly waiting for the NAT to time out.
 #[test]
-fn site_behind_nat_over_tcp() {
-    if !e2e_ready("site_behind_nat_over_tcp") || !netns_ready("site_behind_nat_over_tcp") {
+fn site_behind_nat_over_udp_tcp_and_tls() {
+    let name = "site_behind_nat_over_udp_tcp_and_tls";
+    if !tls_e2e_ready(name) || !netns_ready(name) {
         return;
     }
-    behind_nat("tcp");
+    concurrently(&[
+        ("udp", &|| behind_nat("udp")),
+        ("tcp", &|| behind_nat("tcp")),
+        ("tls", &|| behind_nat("tls")),
+    ]);
 }
 
 /// Over TCP through the NAT: one connection to the provider; when the router
@@ -249,7 +411,7 @@ fn tcp_connection_to_the_provider_is_reopened_after_a_reset() {
         nat: true,
         ..KamailioOpts::default()
     });
-    let bridge = Bridge::start_in(&site.lan, &site_config("tcp"));
+    let bridge = Bridge::start_in(&site.lan, &site_config("tcp", None));
     let b = SocketAddr::new(LAN_BRIDGE.into(), 5060);
     let pbx = SocketAddr::new(PBX1.into(), 5060);
 
@@ -317,4 +479,151 @@ fn tcp_connection_to_the_provider_is_reopened_after_a_reset() {
     gxp.wait_success(run + secs(20));
     // still one connection, the new one
     assert_eq!(site.tcp_ports_to(&site.lan, pbx).len(), 1);
+}
+
+/// The provider named by a domain, in the site: dnsmasq at 203.0.113.53 gives
+/// two servers (SRV priority 10 and 20, TTL 10 s) over `transport` (udp: NAPTR
+/// → `_sip._udp`, port 5060; tls: `_sips._tcp`, 5061). 1002 registers at the
+/// first server only (from the internet), so the lamp tells which server the
+/// bridge listens to: idle on the first, offline on the second.
+fn srv_failover_in_the_site(transport: &str) {
+    let site = Site::up();
+    let tls = (transport == "tls").then(SiteTls::new);
+    let opts = |ip: std::net::Ipv4Addr| KamailioOpts {
+        listen_ip: Some(ip.into()),
+        netns: Some(site.wan.clone()),
+        nat: true,
+        tls: tls.as_ref().map(SiteTls::kamailio),
+        ..KamailioOpts::default()
+    };
+    let k1 = Kamailio::start(opts(PBX1));
+    let k2 = Kamailio::start(opts(PBX2));
+    let (service, port) = match tls {
+        Some(_) => ("_sips._tcp", 5061),
+        None => ("_sip._udp", 5060),
+    };
+    let mut records = vec![
+        format!("--srv-host={service}.pbx.test,pbx1.test,{port},10,10"),
+        format!("--srv-host={service}.pbx.test,pbx2.test,{port},20,10"),
+        format!("--host-record=pbx1.test,{PBX1}"),
+        format!("--host-record=pbx2.test,{PBX2}"),
+    ];
+    let upstream = match &tls {
+        // the transport written: no NAPTR asked
+        Some(t) => format!("proxy = \"pbx.test\"\n{}", t.upstream("pbx.test")),
+        None => {
+            records.push("--naptr-record=pbx.test,10,10,S,SIP+D2U,,_sip._udp.pbx.test".into());
+            "proxy = \"pbx.test\"\n".to_string()
+        }
+    };
+    let dns = Dnsmasq::start_in(&site.wan, WAN_DNS.into(), &records, 10);
+    count_clear_sip(&site);
+    let config = site_config_with(
+        5060,
+        &format!("{upstream}dns = \"{WAN_DNS}:53\"\nkeepalive_interval = 10\n"),
+    ) + "\n[subscriptions]\nretry_min = 1\n";
+    let bridge = Bridge::start_in(&site.lan, &config);
+    assert!(
+        bridge.log().contains("upstream resolved"),
+        "{}",
+        tail(&bridge.log(), 20)
+    );
+    let queries_at_start = dns.log().matches("query[").count();
+    let b = SocketAddr::new(LAN_BRIDGE.into(), 5060);
+    // 1002 registers at the first server, from the internet
+    let register_at_first = |k: &Kamailio| {
+        let p = SippCmd::phone(SocketAddr::new(PBX1.into(), 5060), "1002", secs(150))
+            .netns(&site.wan, WAN_PHONE.into())
+            .limit(secs(200))
+            .spawn();
+        assert!(wait_until(secs(10), POLL, || k.is_registered("1002")));
+        p
+    };
+    let mut p1002 = register_at_first(&k1);
+    let mut gxp = SippCmd::blf_watcher(b, BlfModel::Gxp, "1001", "1002", secs(120))
+        .netns(&site.lan, phone_ip(3))
+        .limit(secs(180))
+        .spawn();
+    wait_lamp(GXP, &gxp, &["idle"], secs(15));
+    assert!(!k1.watchers_of("1002", "dialog").is_empty(), "on the first");
+    assert!(k2.watchers_of("1002", "dialog").is_empty());
+
+    // the first server dies: within 35 s the bridge is on the second, whose
+    // view of 1002 (not registered there) the lamp shows
+    k1.kill();
+    p1002.kill();
+    let killed = Instant::now();
+    let moved = wait_until(secs(35), POLL, || {
+        lamp(GXP, &gxp).ends_with(&["offline"]) && !k2.watchers_of("1002", "dialog").is_empty()
+    });
+    assert!(
+        moved,
+        "on the second server within 35 s: lamps {:?}\n{}",
+        lamp(GXP, &gxp),
+        tail(&bridge.log(), 40)
+    );
+    eprintln!("{transport}: failover took {:?}", killed.elapsed());
+    assert!(bridge.log().contains("upstream failover"));
+
+    // the first comes back and 1002 registers there: the bridge returns once
+    // the TTL ran out and the probe is answered
+    let back = Instant::now();
+    let k1 = Kamailio::start(opts(PBX1));
+    let _p1002 = register_at_first(&k1);
+    let returned = wait_until(secs(30), POLL, || {
+        lamp(GXP, &gxp).ends_with(&["offline", "idle"])
+            && !k1.watchers_of("1002", "dialog").is_empty()
+    });
+    assert!(
+        returned,
+        "back on the first server after the TTL: lamps {:?}\n{}",
+        lamp(GXP, &gxp),
+        tail(&bridge.log(), 40)
+    );
+    eprintln!("{transport}: failback took {:?}", back.elapsed());
+    assert!(bridge.log().contains("upstream failback"));
+    // the servers were resolved again at the TTL (hickory answers from its
+    // cache what is still valid, so not every record is asked again each time)
+    let queries = dns.log().matches("query[").count();
+    assert!(
+        queries > queries_at_start,
+        "resolved again: {queries_at_start} queries at start, {queries} at the end"
+    );
+    // everything the site sent to the providers went through the router, from
+    // its address; over TLS nothing in clear text
+    for k in [&k1, &k2] {
+        for (m, proto, ip) in received(k) {
+            // (the harness's own probes come from the servers' addresses)
+            let wan = [WAN_PHONE, PBX1, PBX2].map(IpAddr::from);
+            if !wan.contains(&ip) {
+                assert_eq!(ip, IpAddr::from(ROUTER_WAN), "{m} over {proto} from {ip}");
+                assert_eq!(proto, transport, "{m} from {ip} over {proto}");
+            }
+        }
+    }
+    if tls.is_some() {
+        let clear = (site.forwarded("clear-out"), site.forwarded("clear-in"));
+        assert_eq!(clear, (0, 0), "SIP in clear text crossed the router");
+    }
+    gxp.kill();
+}
+
+const GXP: &str = "grandstream-gxp";
+
+#[test]
+fn srv_failover_and_failback_in_the_site_over_udp() {
+    let name = "srv_failover_and_failback_in_the_site_over_udp";
+    if !e2e_ready(name) || !netns_ready(name) || !dnsmasq_ready(name) {
+        return;
+    }
+    srv_failover_in_the_site("udp");
+}
+
+#[test]
+fn srv_failover_and_failback_in_the_site_over_tls() {
+    let name = "srv_failover_and_failback_in_the_site_over_tls";
+    if !tls_e2e_ready(name) || !netns_ready(name) || !dnsmasq_ready(name) {
+        return;
+    }
+    srv_failover_in_the_site("tls");
 }

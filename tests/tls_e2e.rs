@@ -14,46 +14,12 @@
 mod common;
 
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
-}
-
-/// A test CA.
-struct Ca {
-    params: CertificateParams,
-    key: KeyPair,
-    pem: String,
-}
-
-impl Ca {
-    fn new(cn: &str) -> Ca {
-        let key = KeyPair::generate().expect("CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let pem = params.self_signed(&key).expect("CA certificate").pem();
-        Ca { params, key, pem }
-    }
-
-    /// A server certificate for `name`, signed by this CA: (certificate PEM, key PEM).
-    fn server(&self, name: &str) -> (String, String) {
-        let key = KeyPair::generate().expect("server key");
-        let mut params = CertificateParams::new(vec![name.to_string()]).expect("server params");
-        params.distinguished_name.push(DnType::CommonName, name);
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer).expect("server certificate");
-        (cert.pem(), key.serialize_pem())
-    }
 }
 
 /// Kamailio with a TLS listener presenting `cert`.

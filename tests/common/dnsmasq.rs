@@ -3,11 +3,13 @@
 //! resolvers), with a short TTL so that re-resolution happens inside a test.
 #![allow(dead_code)] // not every test crate runs a DNS server
 
-use super::process::{free_port, lifetime_limited, read_lossy, stop_group, tail, wait_until};
+use super::process::{
+    MAX_PROCESS_LIFETIME, free_port, lifetime_limited, read_lossy, stop_group, tail, wait_until,
+};
 use super::tmp::TempDir;
 use super::tools::{e2e_required, find_tool};
 use std::fs::File;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 /// A running dnsmasq. Dropping it stops its process group.
 pub struct Dnsmasq {
+    ip: IpAddr,
     port: u16,
     child: Option<Child>,
     log: PathBuf,
@@ -47,12 +50,31 @@ impl Dnsmasq {
 
     /// [`Dnsmasq::start`] on a given port of 127.0.0.1.
     pub fn start_on(port: u16, records: &[String], ttl: u32) -> Dnsmasq {
+        Dnsmasq::spawn(None, IpAddr::from([127, 0, 0, 1]), port, records, ttl)
+    }
+
+    /// [`Dnsmasq::start`] inside the network namespace `ns` (a [`super::Site`]'s
+    /// `wan`), on `ip`, port 53.
+    pub fn start_in(ns: &str, ip: IpAddr, records: &[String], ttl: u32) -> Dnsmasq {
+        Dnsmasq::spawn(Some(ns), ip, 53, records, ttl)
+    }
+
+    fn spawn(ns: Option<&str>, ip: IpAddr, port: u16, records: &[String], ttl: u32) -> Dnsmasq {
         let dir = TempDir::new("dns");
         let log = dir.path().join("dnsmasq.log");
         let out = File::create(&log).expect("dnsmasq log");
         let err = out.try_clone().expect("dnsmasq log");
         let exe = find_tool("dnsmasq").expect("dnsmasq");
-        let mut cmd = lifetime_limited(&exe);
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = super::netns::Site::command(ns, "timeout");
+                c.args(["-s", "TERM", "-k", "5"])
+                    .arg(MAX_PROCESS_LIFETIME.as_secs().to_string())
+                    .arg(&exe);
+                c
+            }
+            None => lifetime_limited(&exe),
+        };
         cmd.args([
             "--no-daemon",
             "--conf-file=/dev/null",
@@ -61,9 +83,9 @@ impl Dnsmasq {
             "--no-hosts",
             "--no-poll",
             "--bind-interfaces",
-            "--listen-address=127.0.0.1",
             "--log-queries",
         ])
+        .arg(format!("--listen-address={ip}"))
         .arg(format!("--port={port}"))
         .arg(format!("--local-ttl={ttl}"))
         .args(records)
@@ -80,6 +102,7 @@ impl Dnsmasq {
         }
         let child = cmd.spawn().expect("cannot start dnsmasq");
         let mut d = Dnsmasq {
+            ip,
             port,
             child: Some(child),
             log,
@@ -98,9 +121,9 @@ impl Dnsmasq {
         d
     }
 
-    /// `127.0.0.1:port`, for `[upstream] dns`.
+    /// `ip:port` (127.0.0.1 unless started in a namespace), for `[upstream] dns`.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::new(self.ip, self.port)
     }
 
     /// Its log (with `--log-queries`: every query).

@@ -33,7 +33,8 @@
 //! - `lamp`: what a NOTIFY shows on a key, per profile ([`label`], [`wait_lamp`]);
 //! - `trace`: `-trace_msg` parsing ([`parse_trace`], [`notifies`]);
 //! - `xml`: the minimal XML scanning behind [`Notify`]'s accessors;
-//! - `dnsmasq`: [`Dnsmasq`], a DNS server with the records a test gives.
+//! - `dnsmasq`: [`Dnsmasq`], a DNS server with the records a test gives;
+//! - `testca`: [`Ca`], a certificate authority made in the test (TLS).
 //!
 //! Every test crate that says `mod common;` compiles all of it and uses a part, so
 //! the modules with APIs that some crate leaves unused (`kamailio`, `bridge`, `sipp`,
@@ -48,6 +49,7 @@ mod process;
 mod relay;
 mod sip_client;
 mod sipp;
+mod testca;
 mod tmp;
 mod tools;
 mod trace;
@@ -58,5 +60,5 @@ mod xml;
 #[allow(unused_imports)]
 pub use {
     bridge::*, dnsmasq::*, kamailio::*, lamp::*, netns::*, process::*, relay::*, sip_client::*,
-    sipp::*, tmp::*, tools::*, trace::*, watcher::*,
+    sipp::*, testca::*, tmp::*, tools::*, trace::*, watcher::*,
 };

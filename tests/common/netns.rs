@@ -211,6 +211,37 @@ impl Site {
             .collect()
     }
 
+    /// From now on the router counts, under `name`, the packets it forwards that
+    /// match `rule` (iptables match arguments, e.g. `["-d", "203.0.113.0/24", "-m",
+    /// "string", "--string", "SIP/2.0", "--algo", "bm"]`): a rule without a target
+    /// at the top of FORWARD, so it only counts. Read with [`Site::forwarded`].
+    pub fn count_forwarded(&self, name: &str, rule: &[&str]) {
+        let mut args = vec!["iptables", "-I", "FORWARD", "1"];
+        args.extend_from_slice(rule);
+        args.extend_from_slice(&["-m", "comment", "--comment", name]);
+        self.exec(&self.router, &args)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// The packets counted so far under `name` (see [`Site::count_forwarded`]).
+    pub fn forwarded(&self, name: &str) -> u64 {
+        let table = self
+            .exec(
+                &self.router,
+                &["iptables", "-L", "FORWARD", "-v", "-n", "-x"],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let tag = format!("/* {name} */");
+        let line = table
+            .lines()
+            .find(|l| l.contains(&tag))
+            .unwrap_or_else(|| panic!("no counting rule {name}:\n{table}"));
+        line.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("packet count of {line}"))
+    }
+
     /// From now on the router resets the TCP connection of `lan_ip:port` (both
     /// ways: `iptables -j REJECT --reject-with tcp-reset` in FORWARD), as a
     /// router does that forgot the connection or the provider that closed it.
