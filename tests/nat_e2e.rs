@@ -122,10 +122,7 @@ fn count_clear_sip(site: &Site) {
 /// Run each of `runs` in its own thread at once; panic with every failure.
 fn concurrently(runs: &[(&str, &(dyn Fn() + Sync))]) {
     let failed: Vec<String> = thread::scope(|s| {
-        let handles: Vec<_> = runs
-            .iter()
-            .map(|(name, f)| (*name, s.spawn(|| f())))
-            .collect();
+        let handles: Vec<_> = runs.iter().map(|(name, f)| (*name, s.spawn(f))).collect();
         handles
             .into_iter()
             .filter_map(|(name, h)| {
