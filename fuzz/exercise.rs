@@ -654,12 +654,16 @@ pub fn split_chunks(d: &[u8]) -> Vec<&[u8]> {
 /// | 0 | the rest is a datagram from phone A (127.0.0.1:40000) |
 /// | 1 | a datagram from the upstream (127.0.0.1:5070) |
 /// | 2 | bytes on phone B's TCP connection (127.0.0.1:40002) |
-/// | 3, 7 | time passes: `op * 97 ms`, plus the rest's first byte in seconds |
+/// | 3 | time passes: `op * 97 ms`, plus the rest's first byte in seconds |
 /// | 4 | the bridge restarts from its store (pending transmits lost) |
 /// | 5 | a datagram from phone C (127.0.0.1:40004) |
 /// | 6 | phone B's TCP connection closes |
+/// | 7 | the upstream stops answering the bridge's OPTIONS, or starts again |
 ///
-/// Nothing may panic; every transmit is non-empty and goes to a loopback peer;
+/// The upstream answers the bridge's keep-alive OPTIONS with a 200 until told
+/// otherwise (op 7): with a dead upstream the endpoint probes every 2 s, and
+/// minutes of simulated time would be spent mostly on probes and their
+/// retransmissions instead of on the input. Nothing may panic; every transmit is non-empty and goes to a loopback peer;
 /// every batch the endpoint persists applies to the store, and the store
 /// restores into a new endpoint. Returns the number of transmits.
 pub fn endpoint_sequence(data: &[u8]) -> usize {
@@ -692,6 +696,7 @@ pub fn endpoint_sequence(data: &[u8]) -> usize {
     let phone_c = Flow::udp(addr("127.0.0.1:40004"));
     let upstream = Flow::udp(upstream_addr);
     let phone_b = Flow::tcp(addr("127.0.0.1:40002"), Some(ConnId(1)));
+    let mut answers = true;
     for chunk in split_chunks(data) {
         let Some((&op, rest)) = chunk.split_first() else {
             continue;
@@ -729,6 +734,7 @@ pub fn endpoint_sequence(data: &[u8]) -> usize {
                 ep.connection_closed(ConnId(1), now);
                 framer = StreamFramer::new();
             }
+            7 => answers = !answers,
             _ => {
                 let secs = rest.first().copied().unwrap_or(0) as u64;
                 let end = now + Duration::from_millis(op as u64 * 97) + Duration::from_secs(secs);
@@ -738,30 +744,73 @@ pub fn endpoint_sequence(data: &[u8]) -> usize {
                     }
                     now = now.max(t);
                     ep.handle_timeout(now);
-                    sent += drain(&mut ep, &mut store);
+                    sent += drain(&mut ep, &mut store, answers.then_some(upstream), now);
                 }
                 now = end;
                 ep.handle_timeout(now);
             }
         }
-        sent += drain(&mut ep, &mut store);
+        sent += drain(&mut ep, &mut store, answers.then_some(upstream), now);
     }
     sent
 }
 
-fn drain(ep: &mut Endpoint, store: &mut Snapshot) -> usize {
+/// Everything the endpoint sends and persists; with `upstream`, the upstream
+/// answers each OPTIONS sent to it with a 200 (fed back at `now`).
+fn drain(ep: &mut Endpoint, store: &mut Snapshot, upstream: Option<Flow>, now: Instant) -> usize {
     let mut n = 0;
-    while let Some(t) = ep.poll_transmit() {
-        assert!(!t.data.is_empty(), "empty transmit to {}", t.flow);
-        assert!(
-            t.flow.remote.ip().is_loopback(),
-            "traffic to a non-loopback peer: {}",
-            t.flow
-        );
-        n += 1;
+    loop {
+        let mut answers = Vec::new();
+        while let Some(t) = ep.poll_transmit() {
+            assert!(!t.data.is_empty(), "empty transmit to {}", t.flow);
+            assert!(
+                t.flow.remote.ip().is_loopback(),
+                "traffic to a non-loopback peer: {}",
+                t.flow
+            );
+            if let Some(up) = upstream.filter(|u| u.remote == t.flow.remote)
+                && let Some(ok) = answer_options(&t.data)
+            {
+                answers.push((up, ok));
+            }
+            n += 1;
+        }
+        while let Some(b) = ep.poll_persist() {
+            store.apply(&b);
+        }
+        if answers.is_empty() {
+            return n;
+        }
+        for (up, ok) in answers {
+            ep.handle_datagram(up, ok, now);
+        }
     }
-    while let Some(b) = ep.poll_persist() {
-        store.apply(&b);
+}
+
+/// The upstream's 200 to an OPTIONS (its Via, From, To with a tag, Call-ID
+/// and CSeq copied), or None for anything else.
+fn answer_options(req: &[u8]) -> Option<Bytes> {
+    let text = std::str::from_utf8(req).ok()?;
+    if !text.starts_with("OPTIONS ") {
+        return None;
     }
-    n
+    let head = text.split("\r\n\r\n").next()?;
+    let mut out = String::from("SIP/2.0 200 OK\r\n");
+    for line in head.split("\r\n").skip(1) {
+        let name = line.split(':').next()?.trim().to_ascii_lowercase();
+        match name.as_str() {
+            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => {}
+            "to" | "t" if !line.contains("tag=") => {
+                out += line;
+                out += ";tag=up\r\n";
+                continue;
+            }
+            "to" | "t" => {}
+            _ => continue,
+        }
+        out += line;
+        out += "\r\n";
+    }
+    out += "Content-Length: 0\r\n\r\n";
+    Some(Bytes::from(out))
 }

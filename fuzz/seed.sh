@@ -29,7 +29,7 @@ S=../tests/data/samples
 # the same story with a restart of the bridge after the upstream's NOTIFY, and a
 # TCP phone whose connection closes
 { printf '\000'; cat $S/subscribe_expires3600.sip; printf '\000\000\003\000\000\001'; cat $S/notify.sip;
-  printf '\000\000\004\000\000\007\010\000\000\001'; cat $S/notify.sip; printf '\000\000\377\000\000\000';
+  printf '\000\000\004\000\000\003\010\000\000\001'; cat $S/notify.sip; printf '\000\000\377\000\000\000';
   cat $S/subscribe_expires0.sip; } > corpus/endpoint/story-restart
 { printf '\002'; cat $S/subscribe_expires3600.sip; printf '\000\000\006\000\000\004\000\000\003\100'; } \
     > corpus/endpoint/tcp-close-restart
