@@ -27,13 +27,30 @@ struct Sink<'a> {
     text: &'a str,
     file: &'a str,
     errors: Vec<ConfigError>,
+    /// Offsets of the text's newlines, found at the first error: a file with
+    /// many errors costs one pass, not one per error.
+    newlines: Option<Vec<usize>>,
 }
 
-impl Sink<'_> {
+impl<'a> Sink<'a> {
+    fn new(text: &'a str, file: &'a str) -> Sink<'a> {
+        Sink {
+            text,
+            file,
+            errors: Vec::new(),
+            newlines: None,
+        }
+    }
+
     fn at(&mut self, offset: usize, message: String) {
+        let text = self.text;
+        let newlines = self
+            .newlines
+            .get_or_insert_with(|| memchr::memchr_iter(b'\n', text.as_bytes()).collect());
+        let line = newlines.partition_point(|&n| n < offset.min(text.len())) + 1;
         self.errors.push(ConfigError {
             file: self.file.to_string(),
-            line: line_of(self.text, offset),
+            line,
             message,
         });
     }
@@ -43,11 +60,7 @@ impl Sink<'_> {
 /// document parses and every key has the right type (serde's own error then
 /// stands).
 pub(super) fn structure(text: &str, file: &str) -> Vec<ConfigError> {
-    let mut s = Sink {
-        text,
-        file,
-        errors: Vec::new(),
-    };
+    let mut s = Sink::new(text, file);
     let (doc, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         for e in syntax {
@@ -207,11 +220,7 @@ fn hint_for(m: &str, key: &str) -> String {
 /// Mistakes that type-check: a URI or a doubled port in `proxy`, a port in
 /// `advertise`, `allow = []`, a duplicate account, an absurd timeout. Ignores values of the wrong type (see [`structure`]).
 pub(super) fn semantics(text: &str, file: &str) -> Vec<ConfigError> {
-    let mut s = Sink {
-        text,
-        file,
-        errors: Vec::new(),
-    };
+    let mut s = Sink::new(text, file);
     let Ok(doc) = DeTable::parse(text) else {
         return s.errors;
     };

@@ -137,6 +137,29 @@ fn errors_name_the_line() {
 }
 
 #[test]
+fn every_error_of_a_file_names_its_own_line() {
+    // several errors in one file: each on its line (the newlines are indexed
+    // once per file, then looked up)
+    let text = "[listen]\nudp = 5\ntcp = 6\n\n[upstream]\nproxy = 7\n";
+    let e = Config::parse(text, "t.toml", &env).unwrap_err();
+    let mut lines: Vec<usize> = e.iter().map(|e| e.line).collect();
+    lines.sort_unstable();
+    lines.dedup();
+    assert!(
+        lines.contains(&2) && lines.contains(&3) && lines.contains(&6),
+        "{e:?}"
+    );
+    for err in &e {
+        let key_line = text.lines().nth(err.line - 1).unwrap_or("");
+        let key = err.message.split(':').next().unwrap_or("");
+        let leaf = key.rsplit('.').next().unwrap_or("");
+        if ["udp", "tcp", "proxy"].contains(&leaf) {
+            assert!(key_line.starts_with(leaf), "{err} is not on its line: {key_line:?}");
+        }
+    }
+}
+
+#[test]
 fn default_allow_is_rfc1918_and_loopback_only() {
     let s = Security::default();
     for ip in ["10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", "::1"] {
