@@ -306,7 +306,7 @@ impl Endpoint {
                     )
             })
             .count();
-        self.txl.awaiting_final() <= pings
+        self.subs.queued_notifies() == 0 && self.txl.awaiting_final() <= pings
     }
 
     /// Live (client, server) transactions (the memory benchmark checks none is
@@ -1081,12 +1081,40 @@ impl Endpoint {
         self.subs.upstream_reconnected(now);
     }
 
-    /// Next datagram / stream write to perform.
+    /// Next datagram / stream write to perform, with the NOTIFYs of a fan-out
+    /// built as they are asked for: each client transaction's timers start
+    /// when the NOTIFY was decided. The runtime uses
+    /// [`Endpoint::poll_transmit_at`].
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.next_transmit(None)
+    }
+
+    /// Next datagram / stream write to perform at `now`. Everything queued
+    /// goes first (responses, upstream requests, retransmissions); then the
+    /// phone NOTIFYs a change decided, one at a time: each is built, given
+    /// its client transaction (timers from `now`) and handed out before the
+    /// next is made, so the first leaves without waiting for the last.
+    pub fn poll_transmit_at(&mut self, now: Instant) -> Option<Transmit> {
+        self.next_transmit(Some(now))
+    }
+
+    fn next_transmit(&mut self, now: Option<Instant>) -> Option<Transmit> {
         if let Some(t) = self.out.pop_front() {
             return Some(t);
         }
-        self.txl.poll_transmit()
+        if let Some(t) = self.txl.poll_transmit() {
+            return Some(t);
+        }
+        while let Some((o, at)) = self.subs.poll_notify(now) {
+            if let Out::Request { flow, data, tag } = o {
+                self.counters.notifies_sent += 1;
+                self.start_client(flow, data, Owner::Sub(tag), at);
+            }
+            if let Some(t) = self.txl.poll_transmit() {
+                return Some(t);
+            }
+        }
+        None
     }
 
     /// When [`Endpoint::handle_timeout`] must be called next.

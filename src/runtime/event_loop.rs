@@ -570,14 +570,14 @@ impl<C: SansIoCore> EventLoop<C> {
             }
             let hold = p.degraded_until.is_none() && p.hold_until > p.committed;
             if hold || !p.held.is_empty() {
-                while let Some(t) = self.core.poll_transmit() {
+                while let Some(t) = self.core.poll_transmit(now()) {
                     p.held.push_back((p.hold_until, t));
                 }
                 p.held_since.get_or_insert_with(Instant::now);
                 return;
             }
         }
-        while let Some(t) = self.core.poll_transmit() {
+        while let Some(t) = self.core.poll_transmit(now()) {
             self.send(t).await;
         }
     }

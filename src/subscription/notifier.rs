@@ -13,7 +13,7 @@ use crate::flow::Flow;
 use crate::presence::TargetView;
 use crate::profile::{OfflineStrategy, Profile, ProfileSet, RenderedDoc, Rendering, SubState};
 use crate::sip::{HeaderName, MessageBuilder, Method, SipMessage};
-use crate::util::{Rng, instant_serde};
+use crate::util::instant_serde;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -134,7 +134,15 @@ pub struct PhoneSub {
     #[serde(skip)]
     pub last_doc: Option<DocDigest>,
     /// A NOTIFY transaction is outstanding (one at a time keeps CSeq order).
+    /// Set from the moment its CSeq and version are reserved, while it still
+    /// waits in the fan-out queue ([`PhoneSub::queued`]).
     pub notify_in_flight: bool,
+    /// Its next NOTIFY has its CSeq and version reserved and waits in the
+    /// manager's fan-out queue to be built: it will carry the target's newest
+    /// rendering, whatever changed meanwhile. Not stored (a restored
+    /// subscription continues from its reserved marks).
+    #[serde(skip)]
+    pub queued: bool,
     /// The state changed while a NOTIFY was in flight: send again when it ends.
     pub dirty: bool,
     /// A refresh asked for a full-state NOTIFY even if nothing changed.
@@ -299,11 +307,13 @@ pub(super) enum AfterNotify {
 }
 
 /// What a phone does with a rendering of its target.
-pub(super) enum Update<'r> {
+pub(super) enum Update {
     Nothing,
-    Notify(Out),
-    /// End the subscription with this state.
-    Terminate(SubState<'r>),
+    /// A NOTIFY is due: its CSeq and version are reserved (`(cseq, version)`),
+    /// it is built when the endpoint asks for it ([`PhoneSub::build_queued`]).
+    Notify(u32, u32),
+    /// End the subscription (with the rendering's `Subscription-State`).
+    Terminate,
 }
 
 /// The parts of the SUBSCRIBE that a new phone subscription is made of.
@@ -356,6 +366,7 @@ impl PhoneSub {
             hold_until: None,
             last_doc: None,
             notify_in_flight: false,
+            queued: false,
             dirty: false,
             force_full: true,
             fetch: a.expires == 0,
@@ -428,9 +439,10 @@ impl PhoneSub {
     }
 
     /// Whether a NOTIFY may go out now: only when active and none is in flight
-    /// (then the change is remembered and sent when that NOTIFY ends).
+    /// (then the change is remembered and sent when that NOTIFY ends). One
+    /// still queued needs nothing more: it is built from the newest rendering.
     pub(super) fn may_notify(&mut self) -> bool {
-        if self.state != PhoneState::Active {
+        if self.state != PhoneState::Active || self.queued {
             return false;
         }
         if self.notify_in_flight {
@@ -440,39 +452,81 @@ impl PhoneSub {
         true
     }
 
-    /// What the phone gets for the target's current rendering: a NOTIFY when
-    /// the document is news (or full state was asked for), or the end of the
+    /// What the phone gets for the target's current rendering (`digest`: the
+    /// digest of its document): a NOTIFY when the document is news (or full
+    /// state was asked for) — its CSeq and version reserved now, the message
+    /// built later ([`PhoneSub::build_queued`]) — or the end of the
     /// subscription (`fail-subscription` profiles while the target is offline).
-    pub(super) fn on_rendering<'r>(
+    pub(super) fn on_rendering(
         &mut self,
-        rendering: &'r Rendering,
-        env: &Env,
-        rng: &mut Rng,
-        now: Instant,
-    ) -> Update<'r> {
-        let doc = match rendering {
-            Rendering::Terminate { .. } => {
-                return rendering
-                    .subscription_state()
-                    .map_or(Update::Nothing, Update::Terminate);
-            }
-            Rendering::Document(doc) => doc,
-        };
-        if !self.force_full && self.last_doc == Some(DocDigest::of(doc)) {
+        rendering: &Rendering,
+        digest: Option<DocDigest>,
+    ) -> Update {
+        if let Rendering::Terminate { .. } = rendering {
+            return Update::Terminate;
+        }
+        if !self.force_full && self.last_doc.is_some() && self.last_doc == digest {
             return Update::Nothing;
         }
-        let branch = rng.branch();
+        let (cseq, version) = self.reserve_notify();
+        Update::Notify(cseq, version)
+    }
+
+    /// Reserve the next NOTIFY's CSeq and document version; from now on the
+    /// subscription counts as having a NOTIFY in flight.
+    fn reserve_notify(&mut self) -> (u32, u32) {
+        self.local_cseq += 1;
+        let version = self.next_version;
+        self.next_version = self.next_version.wrapping_add(1);
+        self.force_full = false;
+        self.dirty = false;
+        self.notify_in_flight = true;
+        self.queued = true;
+        (self.local_cseq, version)
+    }
+
+    /// The queued NOTIFY, built now (`now` starts its transaction's timers and
+    /// counts `expires` down) from the target's newest rendering `doc`,
+    /// stamped with the version reserved for it.
+    pub(super) fn build_queued(
+        &mut self,
+        env: &Env,
+        branch: &str,
+        doc: &RenderedDoc,
+        digest: DocDigest,
+        version: u32,
+        now: Instant,
+    ) -> Out {
+        self.queued = false;
+        self.last_doc = Some(digest);
         let state = SubState::Active {
             expires: self.expires_at.saturating_duration_since(now).as_secs(),
         };
-        Update::Notify(self.notify(env, &branch, state, Some(doc)))
+        Out::Request {
+            flow: self.flow,
+            data: notify_request(env, self, branch, state, Some((doc, version))),
+            tag: ReqTag::Notify {
+                phone: self.id,
+                cseq: self.local_cseq,
+            },
+        }
+    }
+
+    /// The queued NOTIFY will not be built (its target's rendering is no
+    /// document any more): nothing is in flight. Its CSeq and version stay
+    /// used (both only have to increase).
+    pub(super) fn unqueue(&mut self) {
+        self.queued = false;
+        self.notify_in_flight = false;
     }
 
     /// Queue the final NOTIFY: sent even if one is in flight (it carries a higher
-    /// CSeq, and the subscription is gone afterwards).
+    /// CSeq, and the subscription is gone afterwards; a queued one is then
+    /// never built).
     pub(super) fn end(&mut self) {
         self.state = PhoneState::Terminating;
         self.notify_in_flight = false;
+        self.queued = false;
     }
 
     /// The next NOTIFY: a new CSeq, and the document (if any) stamped with the
@@ -581,30 +635,37 @@ fn notify_request(
 }
 
 /// The renderings of one target's current view, one per profile: a target
-/// change is rendered once per profile, and each phone gets the same document
-/// stamped with its own version.
+/// change is rendered (and its document digested) once per profile, and each
+/// phone gets the same document stamped with its own version.
 #[derive(Default)]
 pub(super) struct Renderings {
     view: Option<TargetView>,
-    by_profile: Vec<(Arc<Profile>, Rendering)>,
+    by_profile: Vec<(Arc<Profile>, Rendering, Option<DocDigest>)>,
 }
 
 impl Renderings {
-    pub(super) fn get(&mut self, profile: &Arc<Profile>, target: &Target) -> &Rendering {
+    /// The profile's rendering of the target and, for a document, its digest.
+    pub(super) fn get(
+        &mut self,
+        profile: &Arc<Profile>,
+        target: &Target,
+    ) -> (&Rendering, Option<DocDigest>) {
         let at = match self
             .by_profile
             .iter()
-            .position(|(p, _)| Arc::ptr_eq(p, profile))
+            .position(|(p, _, _)| Arc::ptr_eq(p, profile))
         {
             Some(i) => i,
             None => {
                 let view = self.view.get_or_insert_with(|| target.phone_view());
                 let r = crate::profile::render(profile, &target.aor, view);
-                self.by_profile.push((profile.clone(), r));
+                let digest = r.document().map(DocDigest::of);
+                self.by_profile.push((profile.clone(), r, digest));
                 self.by_profile.len() - 1
             }
         };
-        &self.by_profile[at].1
+        let (_, r, d) = &self.by_profile[at];
+        (r, *d)
     }
 }
 
