@@ -63,7 +63,10 @@ fn reply(req: &SipMessage, code: u16, to_tag: Option<&str>, extra: &str) -> Stri
     let hv = |n| String::from_utf8_lossy(req.header_value(n).unwrap_or_default()).into_owned();
     let mut s = format!("SIP/2.0 {code} OK\r\n");
     for h in req.headers_named(HeaderName::Via) {
-        s.push_str(&format!("Via: {}\r\n", String::from_utf8_lossy(req.value(h))));
+        s.push_str(&format!(
+            "Via: {}\r\n",
+            String::from_utf8_lossy(req.value(h))
+        ));
     }
     s.push_str(&format!("From: {}\r\n", hv(HeaderName::From)));
     match to_tag {
@@ -186,8 +189,7 @@ impl Fan {
                 Some(&tag),
                 "Contact: <sip:127.0.0.1:5070>\r\nExpires: 3600\r\n",
             );
-            self.ep
-                .handle_datagram(t.flow, Bytes::from(ok), self.now);
+            self.ep.handle_datagram(t.flow, Bytes::from(ok), self.now);
             if event.starts_with("dialog") {
                 self.dialog = Some(up);
                 self.notify(true, DIALOG_IDLE.replace("VERSION", "0"));
@@ -196,8 +198,7 @@ impl Fan {
             }
         } else {
             let ok = reply(&m, 200, None, "");
-            self.ep
-                .handle_datagram(t.flow, Bytes::from(ok), self.now);
+            self.ep.handle_datagram(t.flow, Bytes::from(ok), self.now);
         }
     }
 

@@ -163,9 +163,7 @@ fn record(phones: &mut [Phone], t: &Transmit) -> Option<(usize, SipMessage)> {
     if !is_method(&m, Method::Notify) {
         return None;
     }
-    let i = phones
-        .iter()
-        .position(|p| p.port == t.flow.remote.port())?;
+    let i = phones.iter().position(|p| p.port == t.flow.remote.port())?;
     let c = cseq(&m);
     if phones[i].got.last().is_some_and(|g| g.0 == c) {
         return None; // a retransmission
@@ -267,12 +265,21 @@ fn the_200_upstream_leaves_first_then_each_phone_notify_is_built_as_it_is_sent()
     while let Some(t) = next(&mut sim) {
         assert!(record(&mut phones, &t).is_some(), "only phone NOTIFYs");
         sent += 1;
-        assert_eq!(client_transactions(&sim), sent, "one transaction per NOTIFY made");
+        assert_eq!(
+            client_transactions(&sim),
+            sent,
+            "one transaction per NOTIFY made"
+        );
     }
     assert_eq!(sent, N as usize);
     assert_eq!(queued(&sim), 0);
     for p in &phones {
-        assert_eq!(p.got.len(), 2, "phone {}: one NOTIFY for the change", p.port);
+        assert_eq!(
+            p.got.len(),
+            2,
+            "phone {}: one NOTIFY for the change",
+            p.port
+        );
         assert_ne!(p.got[1].2, p.got[0].2, "the new document");
     }
     assert_monotonic(&phones);
@@ -306,7 +313,10 @@ fn a_second_change_mid_fanout_gives_unsent_phones_only_the_newest_document() {
     let mut late = Vec::new();
     while let Some(t) = next(&mut sim) {
         let (i, m) = record(&mut phones, &t).expect("only phone NOTIFYs");
-        assert!(!early.contains(&i), "a phone already sent waits for its answer");
+        assert!(
+            !early.contains(&i),
+            "a phone already sent waits for its answer"
+        );
         assert_eq!(first_state(&m), Some(DialogState::Confirmed), "the newest");
         late.push(i);
         unanswered.push((i, m));
@@ -393,7 +403,10 @@ fn a_phone_that_expires_mid_fanout_gets_its_final_notify_only() {
     assert_eq!(queued(&sim), 4);
     sim.advance(Duration::from_secs(2));
     let to3 = sim.take_to(&phones[3].addr());
-    let mut n3: Vec<&SipMessage> = to3.iter().filter(|m| is_method(m, Method::Notify)).collect();
+    let mut n3: Vec<&SipMessage> = to3
+        .iter()
+        .filter(|m| is_method(m, Method::Notify))
+        .collect();
     n3.dedup_by_key(|m| cseq(m)); // retransmissions
     assert_eq!(n3.len(), 1, "{to3:?}");
     assert!(hv(n3[0], HeaderName::SubscriptionState).starts_with("terminated"));
@@ -482,7 +495,11 @@ fn a_fanout_crossing_the_reserved_mark_is_durable_before_its_first_notify_and_su
     let (mut sim, mut pbx, mut phones) = watched(N, true);
     // versions 1..=62: within the first reservation (64 ahead)
     for round in 0..62 {
-        let body = if round % 2 == 0 { PIDF_CLOSED } else { PIDF_OPEN };
+        let body = if round % 2 == 0 {
+            PIDF_CLOSED
+        } else {
+            PIDF_OPEN
+        };
         pbx.notify(&mut sim, "presence", "active;expires=3600", Some(body));
         deliver_and_answer(&mut sim, &mut phones);
     }
@@ -515,7 +532,10 @@ fn a_fanout_crossing_the_reserved_mark_is_durable_before_its_first_notify_and_su
     let t = next(&mut sim).unwrap();
     let (i, _) = record(&mut phones, &t).expect("a phone NOTIFY");
     assert_eq!(phones[i].got.last().unwrap().1, 63);
-    assert!(sim.ep.poll_persist().is_none(), "building it changed nothing stored");
+    assert!(
+        sim.ep.poll_persist().is_none(),
+        "building it changed nothing stored"
+    );
 
     // crash with the rest unsent; after the restart every phone's next NOTIFY
     // carries a higher version and CSeq than anything decided before
@@ -538,6 +558,10 @@ fn a_fanout_crossing_the_reserved_mark_is_durable_before_its_first_notify_and_su
     for (p, before) in phones.iter().zip(lens) {
         assert_eq!(p.got.len(), before + 1, "phone {}: one NOTIFY", p.port);
         let (c, v, _) = p.got.last().unwrap();
-        assert!(*c > max_cseq && *v > max_version, "phone {}: {c}/{v}", p.port);
+        assert!(
+            *c > max_cseq && *v > max_version,
+            "phone {}: {c}/{v}",
+            p.port
+        );
     }
 }

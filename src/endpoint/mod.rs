@@ -926,6 +926,19 @@ impl Endpoint {
     }
 
     fn start_client(&mut self, flow: Flow, data: Bytes, owner: Owner, now: Instant) {
+        self.start_client_built(flow, data, None, owner, now)
+    }
+
+    /// [`start_client`](Self::start_client); `branch`: a NOTIFY the core just
+    /// built, whose branch it knows (not parsed again).
+    fn start_client_built(
+        &mut self,
+        flow: Flow,
+        data: Bytes,
+        branch: Option<Bytes>,
+        owner: Owner,
+        now: Instant,
+    ) {
         // a NOTIFY to a phone that has not shown its source is real (answered
         // a NOTIFY, refreshed in the dialog, or registered from that address)
         // goes out only a few times: a spoofed SUBSCRIBE must not make a
@@ -939,7 +952,13 @@ impl Endpoint {
             }
             _ => None,
         };
-        match self.txl.send_request(flow, data, now) {
+        let started = match branch {
+            Some(b) => self
+                .txl
+                .send_built_request(flow, data, b, Method::Notify, now),
+            None => self.txl.send_request(flow, data, now),
+        };
+        match started {
             Ok(key) => {
                 if let Some(n) = limit {
                     self.txl.limit_retransmits(&key, n);
@@ -1105,11 +1124,10 @@ impl Endpoint {
         if let Some(t) = self.txl.poll_transmit() {
             return Some(t);
         }
-        while let Some((o, at)) = self.subs.poll_notify(now) {
-            if let Out::Request { flow, data, tag } = o {
-                self.counters.notifies_sent += 1;
-                self.start_client(flow, data, Owner::Sub(tag), at);
-            }
+        while let Some(n) = self.subs.poll_notify(now) {
+            self.counters.notifies_sent += 1;
+            let branch = Some(n.branch);
+            self.start_client_built(n.flow, n.data, branch, Owner::Sub(n.tag), n.at);
             if let Some(t) = self.txl.poll_transmit() {
                 return Some(t);
             }

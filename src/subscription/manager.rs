@@ -179,39 +179,40 @@ impl SubscriptionManager {
     /// it was decided). Entries whose phone went away, ended, or was given a
     /// newer NOTIFY are skipped. Everything [`poll_out`](Self::poll_out) holds
     /// goes first: the endpoint drains it before asking for these.
-    pub fn poll_notify(&mut self, now: Option<Instant>) -> Option<(Out, Instant)> {
+    pub fn poll_notify(&mut self, now: Option<Instant>) -> Option<BuiltNotify> {
         while let Some(q) = self.fanout.front().copied() {
             self.fanout.pop_front();
             let Some(slot) = self.fanout_docs.get_mut(&q.target) else {
                 continue;
             };
             slot.queued = slot.queued.saturating_sub(1);
-            let built = match (self.phones.get_mut(&q.phone), self.targets.get(&q.target)) {
-                (Some(sub), Some(target)) if sub.queued && sub.local_cseq == q.cseq => {
-                    match sub.profile.get(&self.env.profiles) {
-                        Some(profile) => match slot.docs.get(profile, target) {
-                            (crate::profile::Rendering::Document(doc), Some(digest)) => {
-                                let branch = self.rng.branch();
-                                let at = now.unwrap_or(q.decided);
-                                let out =
-                                    sub.build_queued(&self.env, &branch, doc, digest, q.version, at);
-                                Some((out, at))
-                            }
-                            _ => {
-                                // no document for it any more (decided
-                                // otherwise by the latest recompute)
+            let built =
+                match (self.phones.get_mut(&q.phone), self.targets.get(&q.target)) {
+                    (Some(sub), Some(target)) if sub.queued && sub.local_cseq == q.cseq => {
+                        match sub.profile.get(&self.env.profiles) {
+                            Some(profile) => match slot.docs.get(profile, target) {
+                                (crate::profile::Rendering::Document(doc), Some(digest)) => {
+                                    let branch = self.rng.branch();
+                                    let at = now.unwrap_or(q.decided);
+                                    Some(sub.build_queued(
+                                        &self.env, &branch, doc, digest, q.version, at,
+                                    ))
+                                }
+                                _ => {
+                                    // no document for it any more (decided
+                                    // otherwise by the latest recompute)
+                                    sub.unqueue();
+                                    None
+                                }
+                            },
+                            None => {
                                 sub.unqueue();
                                 None
                             }
-                        },
-                        None => {
-                            sub.unqueue();
-                            None
                         }
                     }
-                }
-                _ => None,
-            };
+                    _ => None,
+                };
             if slot.queued == 0 {
                 self.fanout_docs.remove(&q.target);
             }

@@ -7,7 +7,7 @@
 
 use super::build;
 use super::target::Target;
-use super::types::{DialogKey, Env, Out, PhoneId, ReqTag, TargetId};
+use super::types::{BuiltNotify, DialogKey, Env, Out, PhoneId, ReqTag, TargetId};
 use crate::config::Subscriptions;
 use crate::flow::Flow;
 use crate::presence::TargetView;
@@ -496,19 +496,22 @@ impl PhoneSub {
         digest: DocDigest,
         version: u32,
         now: Instant,
-    ) -> Out {
+    ) -> BuiltNotify {
         self.queued = false;
         self.last_doc = Some(digest);
         let state = SubState::Active {
             expires: self.expires_at.saturating_duration_since(now).as_secs(),
         };
-        Out::Request {
+        let (data, at) = notify_request_lean(env, self, branch, state, doc, version);
+        BuiltNotify {
             flow: self.flow,
-            data: notify_request(env, self, branch, state, Some((doc, version))),
+            branch: data.slice(at..at + branch.len()),
+            data,
             tag: ReqTag::Notify {
                 phone: self.id,
                 cseq: self.local_cseq,
             },
+            at: now,
         }
     }
 
@@ -634,6 +637,69 @@ fn notify_request(
     }
 }
 
+/// [`notify_request`] with a document, written straight into a buffer of the
+/// right size: no intermediate strings (the bridge's Via and Contact come
+/// from [`Env::own`], the Request-URI and routes from the subscription).
+/// Returns the message and where the branch starts in it. The same bytes as
+/// `notify_request` (a unit test checks).
+fn notify_request_lean(
+    env: &Env,
+    sub: &PhoneSub,
+    branch: &str,
+    subscription_state: SubState<'_>,
+    doc: &RenderedDoc,
+    version: u32,
+) -> (Bytes, usize) {
+    let t = sub.flow.transport;
+    let (via_pre, via_post) = env.own.via(t);
+    let contact = env.own.contact(t);
+    let strict;
+    let (ruri, routes): (&str, &[String]) = if sub.route_set.is_empty() {
+        (&sub.remote_target, &[])
+    } else {
+        strict = build::in_dialog_target(&sub.remote_target, &sub.route_set);
+        (&strict.0, &strict.1)
+    };
+    let body_len = doc.len_with_version(version);
+    let routes_len: usize = routes.iter().map(|r| r.len() + 9).sum();
+    let capacity = 320
+        + ruri.len()
+        + via_pre.len()
+        + branch.len()
+        + routes_len
+        + sub.local_header.len()
+        + sub.remote_header.len()
+        + sub.call_id.len()
+        + contact.len()
+        + env.user_agent.len()
+        + body_len;
+    let mut b = MessageBuilder::request_with_capacity(&Method::Notify, ruri, capacity);
+    let branch_at = b.len() + "Via: ".len() + via_pre.len();
+    b.header_parts(
+        "Via",
+        &[via_pre.as_bytes(), branch.as_bytes(), via_post.as_bytes()],
+    )
+    .header_bytes("Max-Forwards", b"70");
+    for r in routes {
+        b.header_bytes("Route", r.as_bytes());
+    }
+    b.header_bytes("From", sub.local_header.as_bytes())
+        .header_bytes("To", sub.remote_header.as_bytes())
+        .header_bytes("Call-ID", sub.call_id.as_bytes())
+        .header("CSeq", format_args!("{} NOTIFY", sub.local_cseq))
+        .header_bytes("Contact", contact.as_bytes());
+    match &sub.event_id {
+        Some(id) => b.header_parts("Event", &[b"dialog;id=", id.as_bytes()]),
+        None => b.header_bytes("Event", b"dialog"),
+    };
+    b.header("Subscription-State", subscription_state)
+        .header_bytes("User-Agent", env.user_agent.as_bytes());
+    let data = b.finish_with_body_writer("application/dialog-info+xml", body_len, |buf| {
+        doc.write_with_version(version, buf)
+    });
+    (data, branch_at)
+}
+
 /// The renderings of one target's current view, one per profile: a target
 /// change is rendered (and its document digested) once per profile, and each
 /// phone gets the same document stamped with its own version.
@@ -689,6 +755,75 @@ mod tests {
         assert!(size <= 320, "PhoneSub grew to {size} bytes");
         assert_eq!(std::mem::size_of::<ProfileRef>(), 16);
         assert_eq!(std::mem::size_of::<Option<DocDigest>>(), 16);
+    }
+
+    /// The fan-out's NOTIFY builder writes exactly what the general one
+    /// does, over UDP and TCP, with no route, a loose and a strict route set,
+    /// with and without an Event id; the branch is where it says.
+    #[test]
+    fn the_lean_notify_is_byte_for_byte_the_general_one() {
+        use crate::presence::{MergedState, TargetView};
+        let cfg = crate::config::Config::parse(
+            "[listen]\nudp = \"192.0.2.10:5060\"\n[upstream]\nproxy = \"127.0.0.1:5070\"\ndomain = \"pbx.test\"\n",
+            "t.toml",
+            &|_| None,
+        )
+        .unwrap();
+        let local = crate::local::LocalAddrs {
+            udp: Some("192.0.2.10:5060".parse().unwrap()),
+            tcp: Some("192.0.2.10:5062".parse().unwrap()),
+            advertise_host: "bridge.example".into(),
+        };
+        let env = Env::new(
+            Arc::new(cfg),
+            Arc::new(ProfileSet::builtin()),
+            local,
+            "127.0.0.1:5070".parse().unwrap(),
+            Duration::from_millis(500),
+        );
+        let profile = env.profiles.get_shared("grandstream-gxp").unwrap().clone();
+        let view = TargetView::new(MergedState::Idle);
+        let rendering = crate::profile::render(&profile, "sip:1002@pbx.test", &view);
+        let doc = rendering.document().unwrap();
+        let routes = [
+            "",
+            "Record-Route: <sip:10.0.0.1;lr>, <sip:10.0.0.2;lr>\r\n",
+            "Record-Route: <sip:10.0.0.1>\r\nRecord-Route: <sip:10.0.0.2;lr>\r\n",
+        ];
+        let now = Instant::now();
+        for (i, rr) in routes.iter().enumerate() {
+            for event in ["dialog", "dialog;id=7"] {
+                for flow in [
+                    Flow::udp("10.1.1.1:5060".parse().unwrap()),
+                    Flow::tcp("10.1.1.1:5060".parse().unwrap(), None),
+                ] {
+                    let text = format!(
+                        "SUBSCRIBE sip:1002@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.1.1.1;branch=z9hG4bKa{i}\r\n{rr}From: <sip:1001@pbx.test>;tag=f\r\nTo: <sip:1002@pbx.test>\r\nCall-ID: c{i}@x\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:1001@10.1.1.1>\r\nEvent: {event}\r\nContent-Length: 0\r\n\r\n"
+                    );
+                    let msg = SipMessage::parse(Bytes::from(text)).unwrap();
+                    let a = Accepted {
+                        id: PhoneId(1),
+                        target: TargetId(2),
+                        profile: ProfileRef::new(&profile),
+                        remote_target: "sip:1001@10.1.1.1".into(),
+                        flow,
+                        local_tag: "ours".into(),
+                        expires: 600,
+                    };
+                    let mut sub = PhoneSub::accept(a, &msg, now);
+                    sub.local_cseq = 42;
+                    let state = SubState::Active { expires: 599 };
+                    let branch = "z9hG4bKbranch1";
+                    let general = notify_request(&env, &sub, branch, state, Some((doc, 17)));
+                    let (lean, at) = notify_request_lean(&env, &sub, branch, state, doc, 17);
+                    assert_eq!(
+                        String::from_utf8_lossy(&lean),
+                        String::from_utf8_lossy(&general)
+                    );
+                    assert_eq!(&lean[at..at + branch.len()], branch.as_bytes());
+                }
+            }
+        }
     }
 
     #[test]

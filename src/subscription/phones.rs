@@ -363,7 +363,10 @@ impl SubscriptionManager {
         let slot = self.fanout_docs.entry(sub.target).or_default();
         let (rendering, digest) = slot.docs.get(profile, target);
         let end = match rendering {
-            Rendering::Terminate { reason, retry_after } => Some((reason.clone(), *retry_after)),
+            Rendering::Terminate {
+                reason,
+                retry_after,
+            } => Some((reason.clone(), *retry_after)),
             Rendering::Document(_) => None,
         };
         if queued && end.is_none() {

@@ -121,6 +121,20 @@ pub enum Out {
     Response { key: ServerKey, data: Bytes },
 }
 
+/// A phone NOTIFY of a fan-out, built when the endpoint asked for it
+/// ([`SubscriptionManager::poll_notify`](super::SubscriptionManager::poll_notify)):
+/// send it through a new client transaction started `at`, reporting with
+/// `tag`. `branch` is its top Via branch, a slice of `data` (the transaction
+/// layer need not parse what the bridge just wrote).
+#[derive(Debug, Clone)]
+pub struct BuiltNotify {
+    pub flow: Flow,
+    pub data: Bytes,
+    pub branch: Bytes,
+    pub tag: ReqTag,
+    pub at: std::time::Instant,
+}
+
 /// Where an incoming request belongs: the one question the endpoint asks
 /// ([`SubscriptionManager::route`](super::SubscriptionManager::route)); it hands
 /// every route but [`NotOurs`](Route::NotOurs) back to
