@@ -39,6 +39,7 @@
 mod conn;
 pub mod dns;
 mod event_loop;
+mod mmsg;
 pub mod net;
 
 use crate::config::Config;

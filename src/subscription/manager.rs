@@ -26,9 +26,9 @@ use std::time::Instant;
 pub struct SubscriptionManager {
     pub(super) env: Env,
     /// Boxed: a table sized for growth holds 16-byte slots, not whole records.
-    pub(super) targets: HashMap<TargetId, Box<Target>>,
+    pub(super) targets: IdMap<TargetId, Box<Target>>,
     pub(super) by_aor: HashMap<String, TargetId>,
-    pub(super) phones: HashMap<PhoneId, Box<PhoneSub>>,
+    pub(super) phones: IdMap<PhoneId, Box<PhoneSub>>,
     /// (Call-ID, our tag) → phone subscription.
     pub(super) phone_index: HashMap<DialogKey, PhoneId>,
     /// Upstream Call-ID → (target, package).
@@ -49,7 +49,7 @@ pub struct SubscriptionManager {
     /// of its latest decision (a newer change replaces them, so a phone not
     /// yet sent gets the newest document), with how many entries of
     /// `fanout` still use them.
-    pub(super) fanout_docs: HashMap<TargetId, FanoutDocs>,
+    pub(super) fanout_docs: IdMap<TargetId, FanoutDocs>,
     pub(super) rng: Rng,
     /// Upstream SUBSCRIBEs wait here for their turn.
     pub(super) pacer: Pacer,
@@ -137,9 +137,9 @@ impl SubscriptionManager {
             log_gate: LogGate::default(),
             moved: false,
             env,
-            targets: HashMap::new(),
+            targets: IdMap::default(),
             by_aor: HashMap::new(),
-            phones: HashMap::new(),
+            phones: IdMap::default(),
             phone_index: HashMap::new(),
             upstream_index: HashMap::new(),
             retired: HashMap::new(),
@@ -147,7 +147,7 @@ impl SubscriptionManager {
             next_id: 1,
             out: VecDeque::new(),
             fanout: VecDeque::new(),
-            fanout_docs: HashMap::new(),
+            fanout_docs: IdMap::default(),
             rng,
         }
     }

@@ -7,7 +7,7 @@
 
 use super::build;
 use super::target::Target;
-use super::types::{BuiltNotify, DialogKey, Env, Out, PhoneId, ReqTag, TargetId};
+use super::types::{BuiltNotify, DialogKey, Env, Out, PhoneId, RESERVE, ReqTag, TargetId};
 use crate::config::Subscriptions;
 use crate::flow::Flow;
 use crate::presence::TargetView;
@@ -470,6 +470,17 @@ impl PhoneSub {
         }
         let (cseq, version) = self.reserve_notify();
         Update::Notify(cseq, version)
+    }
+
+    /// When CSeq or version reached the reserved marks: move them [`RESERVE`]
+    /// ahead (true: the record must be written before the NOTIFY leaves).
+    pub(super) fn move_marks(&mut self) -> bool {
+        if self.local_cseq >= self.reserved_cseq || self.next_version >= self.reserved_version {
+            self.reserved_cseq = self.local_cseq.saturating_add(RESERVE);
+            self.reserved_version = self.next_version.saturating_add(RESERVE);
+            return true;
+        }
+        false
     }
 
     /// Reserve the next NOTIFY's CSeq and document version; from now on the

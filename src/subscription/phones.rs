@@ -378,6 +378,7 @@ impl SubscriptionManager {
             Update::Notify(cseq, version) => {
                 slot.queued += 1;
                 let target = sub.target;
+                let marks_moved = sub.move_marks();
                 self.fanout.push_back(Queued {
                     phone: id,
                     target,
@@ -385,7 +386,10 @@ impl SubscriptionManager {
                     version,
                     decided: now,
                 });
-                self.reserve_counters(id);
+                if marks_moved {
+                    // written (durably) before any of the fan-out leaves
+                    self.mark_phone(id);
+                }
             }
             Update::Terminate => {
                 let (reason, retry_after) = end.unwrap_or_default();

@@ -105,11 +105,15 @@ impl TransactionLayer {
         key: ClientKey,
         now: Instant,
     ) -> Result<ClientKey, TxError> {
-        if self.clients.contains_key(&key) {
-            return Err(TxError::DuplicateTransaction);
-        }
-        let invite = *key.method() == Method::Invite;
         let id = self.new_id();
+        // one lookup: the key is hashed once
+        let slot = match self.clients.entry(key.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                return Err(TxError::DuplicateTransaction);
+            }
+            std::collections::hash_map::Entry::Vacant(v) => v,
+        };
+        let invite = *key.method() == Method::Invite;
         let t = self.timers;
         let mut tx = ClientTx {
             id,
@@ -141,7 +145,7 @@ impl TransactionLayer {
             TimerKind::Timeout,
             TxKey::Client(key.clone()),
         );
-        self.clients.insert(key.clone(), tx);
+        slot.insert(tx);
         self.out.push_back(Transmit { flow, data });
         self.maintain();
         Ok(key)
