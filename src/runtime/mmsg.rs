@@ -88,10 +88,10 @@ mod tests {
             }
         }
         let mut buf = [0u8; 64];
-        for i in 0..40 {
+        for (i, payload) in payloads.iter().enumerate() {
             let sock = if i % 2 == 0 { &a } else { &b };
             let (n, from) = sock.recv_from(&mut buf).await.unwrap();
-            assert_eq!(&buf[..n], &payloads[i][..]);
+            assert_eq!(&buf[..n], &payload[..]);
             assert_eq!(from, tx.local_addr().unwrap());
         }
     }
