@@ -186,33 +186,29 @@ impl SubscriptionManager {
                 continue;
             };
             slot.queued = slot.queued.saturating_sub(1);
-            let built =
-                match (self.phones.get_mut(&q.phone), self.targets.get(&q.target)) {
-                    (Some(sub), Some(target)) if sub.queued && sub.local_cseq == q.cseq => {
-                        match sub.profile.get(&self.env.profiles) {
-                            Some(profile) => match slot.docs.get(profile, target) {
-                                (crate::profile::Rendering::Document(doc), Some(digest)) => {
-                                    let branch = self.rng.branch();
-                                    let at = now.unwrap_or(q.decided);
-                                    Some(sub.build_queued(
-                                        &self.env, &branch, doc, digest, q.version, at,
-                                    ))
-                                }
-                                _ => {
-                                    // no document for it any more (decided
-                                    // otherwise by the latest recompute)
-                                    sub.unqueue();
-                                    None
-                                }
-                            },
-                            None => {
-                                sub.unqueue();
-                                None
-                            }
+            let built = match self.phones.get_mut(&q.phone) {
+                // still waiting for exactly this NOTIFY (not ended, not removed)
+                Some(sub) if sub.queued && sub.local_cseq == q.cseq => {
+                    let rendering = self.targets.get(&q.target).and_then(|target| {
+                        let profile = sub.profile.get(&self.env.profiles)?;
+                        Some(slot.docs.get(profile, target))
+                    });
+                    match rendering {
+                        Some((crate::profile::Rendering::Document(doc), Some(digest))) => {
+                            let branch = self.rng.branch();
+                            let at = now.unwrap_or(q.decided);
+                            Some(sub.build_queued(&self.env, &branch, doc, digest, q.version, at))
+                        }
+                        _ => {
+                            // nothing to send it any more (the latest decision
+                            // ends such a phone itself): not in flight
+                            sub.unqueue();
+                            None
                         }
                     }
-                    _ => None,
-                };
+                }
+                _ => None,
+            };
             if slot.queued == 0 {
                 self.fanout_docs.remove(&q.target);
             }
