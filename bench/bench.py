@@ -3,6 +3,7 @@
 
   bench.py freeport                      a port free on 127.0.0.1 for UDP and TCP
   bench.py proc PID                      "<cpu_ticks> <vmrss_kb>" of a process (all threads)
+  bench.py cpu_ns PID                    CPU time of a process in ns (all threads, schedstat)
   bench.py udpdrops PORT                 receive-queue drops of the UDP socket(s) on PORT
   bench.py count_rtd RTT_CSV NAME        number of rtd NAME samples in a sipp -trace_rtt file
   bench.py step DIR                      summarise one load step (sipp files + meta.json) as JSON
@@ -49,6 +50,18 @@ def proc(pid):
             if line.startswith('VmRSS:'):
                 rss = int(line.split()[1])
     return ticks, rss
+
+
+def cpu_ns(pid):
+    """Time on a CPU in ns, all threads (/proc/PID/task/*/schedstat), or 0."""
+    total = 0
+    for fn in glob.glob('/proc/%d/task/*/schedstat' % pid):
+        try:
+            with open(fn) as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
 
 
 def udpdrops(port):
@@ -320,18 +333,36 @@ def report(rdir):
         lines.append('| run | trigger | phone NOTIFYs | bridge 200 upstream ms | first ms | median ms | '
                      '**last ms** | last phone 200 ms |')
         lines.append('|---|---|---|---|---|---|---|---|')
-        alls = []
+        alls, firsts, cpus = [], [], []
         for label, rows in fans:
+            try:
+                meta = json.load(open(os.path.join(rdir, label, 'meta.json')))
+                c = meta.get('cpu_ns')
+                if c and rows:
+                    cpus.append((c['after'] - c['before']) / 1e6 / len(rows))
+            except (OSError, ValueError, KeyError):
+                pass
             for r in rows:
                 lines.append('| %s | %s | %s | %s | %s | %s | **%s** | %s |' % (
                     label, r['trigger'], r['phone_notifies'], r.get('upstream_200_ms'), r.get('first_ms'),
                     r.get('median_ms'), r.get('nth_ms', r.get('last_ms')), r.get('last_phone_200_ms')))
                 if 'nth_ms' in r:
                     alls.append(r['nth_ms'])
+                if 'first_ms' in r:
+                    firsts.append(r['first_ms'])
         lines.append('')
         if alls:
             lines.append('fan-outs: %d; to the last phone NOTIFY: median %.3f ms, min %.3f, max %.3f' % (
                 len(alls), statistics.median(alls), min(alls), max(alls)))
+            lines.append('')
+        if firsts:
+            lines.append('to the first phone NOTIFY: median %.3f ms, min %.3f, max %.3f' % (
+                statistics.median(firsts), min(firsts), max(firsts)))
+            lines.append('')
+        if cpus:
+            lines.append('bridge CPU per fan-out (all it did between the first and the last trigger, '
+                         'the phones\' 200s included, divided by the triggers): %s ms' % (
+                             ', '.join('%.2f' % c for c in cpus)))
             lines.append('')
     return '\n'.join(lines)
 
@@ -345,6 +376,8 @@ def main():
         print(freeport())
     elif cmd == 'proc':
         print('%d %d' % proc(int(a[1])))
+    elif cmd == 'cpu_ns':
+        print(cpu_ns(int(a[1])))
     elif cmd == 'udpdrops':
         print(udpdrops(int(a[1])))
     elif cmd == 'count_rtd':

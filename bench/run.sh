@@ -351,6 +351,7 @@ fanout_run() {
   local t_trig; t_trig=$(date +%s.%N)
   DROPS0=$($PY udpdrops "$BPORT")
   read -r c0 m0 < <(cpu_rss)
+  local ns0; ns0=$($PY cpu_ns "$BPID")
   for i in $(seq "$CYCLES"); do
     rport=$($PY freeport)
     CWD="$dir" start_group "$dir/register-$i.out" sipp "127.0.0.1:$KPORT" \
@@ -363,6 +364,7 @@ fanout_run() {
     sleep 3
   done
   read -r c1 m1 < <(cpu_rss)
+  local ns1; ns1=$($PY cpu_ns "$BPID")
   local d0=$DROPS0 d1; d1=$($PY udpdrops "$BPORT")
   wait "$sp"; local rc=$?; forget_group "$sp"
   sleep 1
@@ -371,6 +373,7 @@ fanout_run() {
 {"label": "$label", "phase": "fanout", "watchers": $WATCHERS, "cycles": $CYCLES, "sipp_rc": $rc,
  "bridge_port": $BPORT, "kam_port": $KPORT, "watch_port": $wport, "t_triggers": $t_trig,
  "cpu": {"before": $c0, "after": $c1}, "rss_kb": {"before": $m0, "after": $m1},
+ "cpu_ns": {"before": $ns0, "after": $ns1},
  "udp_drops_during_triggers": $((d1 - d0)), "loadavg": $(loadavg)}
 EOF
   stop_all

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::flow::Flow;
 use crate::local::{LocalAddrs, USER_AGENT};
 use crate::profile::ProfileSet;
+use crate::sip::Transport;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,63 @@ pub struct Context {
     pub t1: Duration,
     /// User-Agent (and Server) header of messages the bridge originates.
     pub user_agent: &'static str,
+    /// The bridge's own Via and Contact per transport, written once: a
+    /// fan-out writes them into every NOTIFY without formatting them again.
+    pub own: Arc<OwnHeaders>,
+}
+
+/// Header values the bridge writes into the requests it originates, per
+/// transport (UDP, TCP, TLS), from [`LocalAddrs`].
+#[derive(Debug)]
+pub struct OwnHeaders {
+    /// `SIP/2.0/<T> host:port;branch=` (the branch follows).
+    via_prefix: [String; 3],
+    /// `;rport`, `;rport;alias` over TLS (after the branch).
+    via_suffix: [&'static str; 3],
+    /// `<sip:blf-bridge@host:port[;transport=…]>`.
+    contact: [String; 3],
+}
+
+impl OwnHeaders {
+    fn new(local: &LocalAddrs) -> OwnHeaders {
+        let ts = [Transport::Udp, Transport::Tcp, Transport::Tls];
+        let via = |t: Transport| {
+            // LocalAddrs::via with an empty branch, cut where the branch goes
+            let v = local.via(t, "");
+            let at = v.find(";branch=").map_or(v.len(), |i| i + ";branch=".len());
+            v[..at].to_string()
+        };
+        OwnHeaders {
+            via_prefix: ts.map(via),
+            via_suffix: ts.map(|t| {
+                if t == Transport::Tls {
+                    ";rport;alias"
+                } else {
+                    ";rport"
+                }
+            }),
+            contact: ts.map(|t| local.contact(t)),
+        }
+    }
+
+    fn at(t: Transport) -> usize {
+        match t {
+            Transport::Udp => 0,
+            Transport::Tcp => 1,
+            Transport::Tls => 2,
+        }
+    }
+
+    /// The Via value around `branch`: (before it, after it). Together the same
+    /// as [`LocalAddrs::via`].
+    pub fn via(&self, t: Transport) -> (&str, &str) {
+        (&self.via_prefix[Self::at(t)], self.via_suffix[Self::at(t)])
+    }
+
+    /// [`LocalAddrs::contact`].
+    pub fn contact(&self, t: Transport) -> &str {
+        &self.contact[Self::at(t)]
+    }
 }
 
 impl Context {
@@ -48,6 +106,7 @@ impl Context {
             conn: None,
         };
         Context {
+            own: Arc::new(OwnHeaders::new(&local)),
             cfg,
             profiles,
             local,

@@ -420,7 +420,7 @@ impl SansIoCore for Scripted {
     fn connection_closed(&mut self, conn: ConnId, _now: Instant) {
         self.input(Seen::Closed(conn));
     }
-    fn poll_transmit(&mut self) -> Option<Transmit> {
+    fn poll_transmit(&mut self, _now: Instant) -> Option<Transmit> {
         self.ctl.out.pop_front()
     }
     fn poll_timeout(&self) -> Option<Instant> {

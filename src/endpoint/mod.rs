@@ -306,7 +306,7 @@ impl Endpoint {
                     )
             })
             .count();
-        self.txl.awaiting_final() <= pings
+        self.subs.queued_notifies() == 0 && self.txl.awaiting_final() <= pings
     }
 
     /// Live (client, server) transactions (the memory benchmark checks none is
@@ -926,6 +926,19 @@ impl Endpoint {
     }
 
     fn start_client(&mut self, flow: Flow, data: Bytes, owner: Owner, now: Instant) {
+        self.start_client_built(flow, data, None, owner, now)
+    }
+
+    /// [`start_client`](Self::start_client); `branch`: a NOTIFY the core just
+    /// built, whose branch it knows (not parsed again).
+    fn start_client_built(
+        &mut self,
+        flow: Flow,
+        data: Bytes,
+        branch: Option<Bytes>,
+        owner: Owner,
+        now: Instant,
+    ) {
         // a NOTIFY to a phone that has not shown its source is real (answered
         // a NOTIFY, refreshed in the dialog, or registered from that address)
         // goes out only a few times: a spoofed SUBSCRIBE must not make a
@@ -939,7 +952,13 @@ impl Endpoint {
             }
             _ => None,
         };
-        match self.txl.send_request(flow, data, now) {
+        let started = match branch {
+            Some(b) => self
+                .txl
+                .send_built_request(flow, data, b, Method::Notify, now),
+            None => self.txl.send_request(flow, data, now),
+        };
+        match started {
             Ok(key) => {
                 if let Some(n) = limit {
                     self.txl.limit_retransmits(&key, n);
@@ -1081,12 +1100,39 @@ impl Endpoint {
         self.subs.upstream_reconnected(now);
     }
 
-    /// Next datagram / stream write to perform.
+    /// Next datagram / stream write to perform, with the NOTIFYs of a fan-out
+    /// built as they are asked for: each client transaction's timers start
+    /// when the NOTIFY was decided. The runtime uses
+    /// [`Endpoint::poll_transmit_at`].
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.next_transmit(None)
+    }
+
+    /// Next datagram / stream write to perform at `now`. Everything queued
+    /// goes first (responses, upstream requests, retransmissions); then the
+    /// phone NOTIFYs a change decided, one at a time: each is built, given
+    /// its client transaction (timers from `now`) and handed out before the
+    /// next is made, so the first leaves without waiting for the last.
+    pub fn poll_transmit_at(&mut self, now: Instant) -> Option<Transmit> {
+        self.next_transmit(Some(now))
+    }
+
+    fn next_transmit(&mut self, now: Option<Instant>) -> Option<Transmit> {
         if let Some(t) = self.out.pop_front() {
             return Some(t);
         }
-        self.txl.poll_transmit()
+        if let Some(t) = self.txl.poll_transmit() {
+            return Some(t);
+        }
+        while let Some(n) = self.subs.poll_notify(now) {
+            self.counters.notifies_sent += 1;
+            let branch = Some(n.branch);
+            self.start_client_built(n.flow, n.data, branch, Owner::Sub(n.tag), n.at);
+            if let Some(t) = self.txl.poll_transmit() {
+                return Some(t);
+            }
+        }
+        None
     }
 
     /// When [`Endpoint::handle_timeout`] must be called next.

@@ -29,6 +29,9 @@ const UDP_BUF: usize = crate::sip::MAX_MESSAGE_SIZE + 1;
 /// dropped (the transaction layer retransmits).
 const UDP_SEND_WAIT: Duration = Duration::from_millis(100);
 
+/// Most datagrams in one `sendmmsg` (the kernel's own cap, UIO_MAXIOV, is 1024).
+const UDP_BATCH: usize = 32;
+
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the acceptor
 /// does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -570,16 +573,61 @@ impl<C: SansIoCore> EventLoop<C> {
             }
             let hold = p.degraded_until.is_none() && p.hold_until > p.committed;
             if hold || !p.held.is_empty() {
-                while let Some(t) = self.core.poll_transmit() {
+                while let Some(t) = self.core.poll_transmit(now()) {
                     p.held.push_back((p.hold_until, t));
                 }
                 p.held_since.get_or_insert_with(Instant::now);
                 return;
             }
         }
-        while let Some(t) = self.core.poll_transmit() {
-            self.send(t).await;
+        // UDP datagrams go out in batches (one sendmmsg each), growing from
+        // one: the first messages (the upstream's 200, the first NOTIFY of a
+        // fan-out) leave at once, the rest of a fan-out in few system calls
+        let mut batch: Vec<Transmit> = Vec::new();
+        let mut limit = 1;
+        while let Some(t) = self.core.poll_transmit(now()) {
+            if t.flow.transport == Transport::Udp && self.udp.is_some() {
+                batch.push(t);
+                if batch.len() >= limit {
+                    self.send_udp_batch(&mut batch).await;
+                    limit = (limit * 2).min(UDP_BATCH);
+                }
+            } else {
+                self.send_udp_batch(&mut batch).await;
+                self.send(t).await;
+            }
         }
+        self.send_udp_batch(&mut batch).await;
+    }
+
+    /// Send (and empty) `batch`, in order: as few `sendmmsg` calls as the
+    /// kernel takes; a datagram the kernel refuses (a full buffer, an error)
+    /// the usual way ([`EventLoop::send_udp`]: a bounded wait, the error
+    /// reported), then the batch goes on.
+    async fn send_udp_batch(&mut self, batch: &mut Vec<Transmit>) {
+        let mut at = 0;
+        while at < batch.len() {
+            let sent = match &self.udp {
+                Some(sock) => {
+                    let local = self.udp_local;
+                    let msgs: Vec<(SocketAddr, &[u8])> = batch[at..]
+                        .iter()
+                        .map(|t| (net::for_socket(t.flow.remote, local), &t.data[..]))
+                        .collect();
+                    super::mmsg::send_batch(sock, &msgs)
+                }
+                None => Ok(0),
+            };
+            match sent {
+                Ok(n) if n > 0 => at += n,
+                _ => {
+                    let t = batch[at].clone();
+                    self.send_udp(t).await;
+                    at += 1;
+                }
+            }
+        }
+        batch.clear();
     }
 
     async fn send(&mut self, t: Transmit) {

@@ -39,6 +39,7 @@
 mod conn;
 pub mod dns;
 mod event_loop;
+mod mmsg;
 pub mod net;
 
 use crate::config::Config;
@@ -90,8 +91,9 @@ pub trait SansIoCore {
     fn set_upstreams(&mut self, _servers: Vec<Flow>, _now: Instant) {}
     /// The host names of that resolution (SRV targets). Default: ignored.
     fn set_upstream_names(&mut self, _names: Vec<String>) {}
-    /// The next message to send.
-    fn poll_transmit(&mut self) -> Option<Transmit>;
+    /// The next message to send, at `now` (a core may build it only now: the
+    /// bridge makes a fan-out's NOTIFYs one at a time, as they are sent).
+    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit>;
     /// When `handle_timeout` is due next.
     fn poll_timeout(&self) -> Option<Instant>;
     /// A graceful stop begins (SIGINT/SIGTERM or [`ShutdownHandle::shutdown`]):
@@ -149,8 +151,8 @@ impl SansIoCore for Endpoint {
     fn set_upstream_names(&mut self, names: Vec<String>) {
         Endpoint::set_upstream_names(self, names)
     }
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        Endpoint::poll_transmit(self)
+    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        Endpoint::poll_transmit_at(self, now)
     }
     fn poll_timeout(&self) -> Option<Instant> {
         Endpoint::poll_timeout(self)

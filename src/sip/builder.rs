@@ -24,6 +24,17 @@ impl MessageBuilder {
         MessageBuilder { buf }
     }
 
+    /// `METHOD uri SIP/2.0`, with room for `capacity` bytes of message (no
+    /// reallocation while a message of known size is written).
+    pub fn request_with_capacity(method: &Method, uri: &str, capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(capacity);
+        buf.extend_from_slice(method.as_bytes());
+        buf.push(b' ');
+        buf.extend_from_slice(uri.as_bytes());
+        buf.extend_from_slice(b" SIP/2.0\r\n");
+        MessageBuilder { buf }
+    }
+
     /// `SIP/2.0 code reason`
     pub fn response(code: u16, reason: &str) -> Self {
         let mut buf = Vec::with_capacity(512);
@@ -78,6 +89,27 @@ impl MessageBuilder {
         self.buf.extend_from_slice(name.as_bytes());
         self.buf.extend_from_slice(b": ");
         self.buf.extend_from_slice(value);
+        self.buf.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Nothing written yet (never true: a builder starts with its first line).
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// A header whose value is `parts` one after the other (no formatting).
+    pub fn header_parts(&mut self, name: &str, parts: &[&[u8]]) -> &mut Self {
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.extend_from_slice(b": ");
+        for p in parts {
+            self.buf.extend_from_slice(p);
+        }
         self.buf.extend_from_slice(b"\r\n");
         self
     }

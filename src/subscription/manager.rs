@@ -26,9 +26,9 @@ use std::time::Instant;
 pub struct SubscriptionManager {
     pub(super) env: Env,
     /// Boxed: a table sized for growth holds 16-byte slots, not whole records.
-    pub(super) targets: HashMap<TargetId, Box<Target>>,
+    pub(super) targets: IdMap<TargetId, Box<Target>>,
     pub(super) by_aor: HashMap<String, TargetId>,
-    pub(super) phones: HashMap<PhoneId, Box<PhoneSub>>,
+    pub(super) phones: IdMap<PhoneId, Box<PhoneSub>>,
     /// (Call-ID, our tag) → phone subscription.
     pub(super) phone_index: HashMap<DialogKey, PhoneId>,
     /// Upstream Call-ID → (target, package).
@@ -40,6 +40,16 @@ pub struct SubscriptionManager {
     /// Phone and target ids come from one counter.
     pub(super) next_id: u64,
     pub(super) out: VecDeque<Out>,
+    /// Phone NOTIFYs decided, with their CSeq and version reserved, not yet
+    /// built: the endpoint builds and sends them one at a time
+    /// ([`SubscriptionManager::poll_notify`]), so the first leaves before the
+    /// thousandth is made. In decision order.
+    pub(super) fanout: VecDeque<Queued>,
+    /// The renderings the queued NOTIFYs of a target are built from: those
+    /// of its latest decision (a newer change replaces them, so a phone not
+    /// yet sent gets the newest document), with how many entries of
+    /// `fanout` still use them.
+    pub(super) fanout_docs: IdMap<TargetId, FanoutDocs>,
     pub(super) rng: Rng,
     /// Upstream SUBSCRIBEs wait here for their turn.
     pub(super) pacer: Pacer,
@@ -90,6 +100,25 @@ pub(super) struct AuthGate {
     pub probing: bool,
 }
 
+/// A phone NOTIFY in the fan-out queue: its phone, and the CSeq and document
+/// version reserved for it (it is built only while the phone still expects
+/// exactly this one).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Queued {
+    pub phone: PhoneId,
+    pub target: TargetId,
+    pub cseq: u32,
+    pub version: u32,
+    pub decided: Instant,
+}
+
+/// See [`SubscriptionManager::fanout_docs`].
+#[derive(Default)]
+pub(super) struct FanoutDocs {
+    pub docs: Renderings,
+    pub queued: usize,
+}
+
 /// Retry-After (seconds) of a SUBSCRIBE refused because a cap is reached.
 pub const CAP_RETRY_AFTER_S: u32 = 60;
 
@@ -108,15 +137,17 @@ impl SubscriptionManager {
             log_gate: LogGate::default(),
             moved: false,
             env,
-            targets: HashMap::new(),
+            targets: IdMap::default(),
             by_aor: HashMap::new(),
-            phones: HashMap::new(),
+            phones: IdMap::default(),
             phone_index: HashMap::new(),
             upstream_index: HashMap::new(),
             retired: HashMap::new(),
             timers: Timers::default(),
             next_id: 1,
             out: VecDeque::new(),
+            fanout: VecDeque::new(),
+            fanout_docs: IdMap::default(),
             rng,
         }
     }
@@ -141,6 +172,59 @@ impl SubscriptionManager {
 
     pub fn poll_out(&mut self) -> Option<Out> {
         crate::transaction::drained(&mut self.out)
+    }
+
+    /// The next queued phone NOTIFY, built now from its target's newest
+    /// rendering, with the time it is built at (`now`, or without one the time
+    /// it was decided). Entries whose phone went away, ended, or was given a
+    /// newer NOTIFY are skipped. Everything [`poll_out`](Self::poll_out) holds
+    /// goes first: the endpoint drains it before asking for these.
+    pub fn poll_notify(&mut self, now: Option<Instant>) -> Option<BuiltNotify> {
+        while let Some(q) = self.fanout.front().copied() {
+            self.fanout.pop_front();
+            let Some(slot) = self.fanout_docs.get_mut(&q.target) else {
+                continue;
+            };
+            slot.queued = slot.queued.saturating_sub(1);
+            let built = match self.phones.get_mut(&q.phone) {
+                // still waiting for exactly this NOTIFY (not ended, not removed)
+                Some(sub) if sub.queued && sub.local_cseq == q.cseq => {
+                    let rendering = self.targets.get(&q.target).and_then(|target| {
+                        let profile = sub.profile.get(&self.env.profiles)?;
+                        Some(slot.docs.get(profile, target))
+                    });
+                    match rendering {
+                        Some((crate::profile::Rendering::Document(doc), Some(digest))) => {
+                            let branch = self.rng.branch();
+                            let at = now.unwrap_or(q.decided);
+                            Some(sub.build_queued(&self.env, &branch, doc, digest, q.version, at))
+                        }
+                        _ => {
+                            // nothing to send it any more (the latest decision
+                            // ends such a phone itself): not in flight
+                            sub.unqueue();
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            if slot.queued == 0 {
+                self.fanout_docs.remove(&q.target);
+            }
+            if built.is_some() {
+                return built;
+            }
+        }
+        if self.fanout.capacity() > 256 {
+            self.fanout.shrink_to(64);
+        }
+        None
+    }
+
+    /// Phone NOTIFYs decided and not built yet.
+    pub fn queued_notifies(&self) -> usize {
+        self.fanout.len()
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -312,8 +396,9 @@ impl SubscriptionManager {
         id
     }
 
-    /// Recompute the merged view and notify every watcher whose document changed
-    /// (one rendering per profile, stamped per phone).
+    /// Recompute the merged view and decide for every watcher whether its
+    /// document changed (one rendering per profile; the NOTIFYs are queued with
+    /// their CSeq and version reserved, and built as the endpoint sends them).
     pub(super) fn recompute(&mut self, target: TargetId, now: Instant) {
         let Some(t) = self.targets.get_mut(&target) else {
             return;
@@ -321,17 +406,33 @@ impl SubscriptionManager {
         t.merge();
         let ready = t.ready();
         let watchers = t.watchers.clone();
-        let mut docs = Renderings::default();
+        // the new state's renderings replace those of an earlier change
+        self.fresh_docs(target);
         for w in watchers {
             let holding = self
                 .phones
                 .get(&w)
                 .is_some_and(|p| p.state == PhoneState::Holding);
             if !holding {
-                self.update_phone(w, &mut docs, now);
+                self.update_phone(w, now);
             } else if ready {
-                self.release_first_notify(w, false, &mut docs, now);
+                self.release_first_notify(w, false, now);
             }
+        }
+        self.settle_docs(target);
+    }
+
+    /// New renderings for the target's queued NOTIFYs: its state changed, or
+    /// a phone's NOTIFY is decided on its own.
+    pub(super) fn fresh_docs(&mut self, target: TargetId) {
+        let slot = self.fanout_docs.entry(target).or_default();
+        slot.docs = Renderings::default();
+    }
+
+    /// A target's renderings are kept only while NOTIFYs wait for them.
+    pub(super) fn settle_docs(&mut self, target: TargetId) {
+        if self.fanout_docs.get(&target).is_some_and(|s| s.queued == 0) {
+            self.fanout_docs.remove(&target);
         }
     }
 
@@ -385,9 +486,7 @@ impl SubscriptionManager {
                 }
                 match after {
                     AfterNotify::Nothing => {}
-                    AfterNotify::Update => {
-                        self.update_phone(phone, &mut Renderings::default(), now)
-                    }
+                    AfterNotify::Update => self.update_phone_alone(phone, now),
                     AfterNotify::Remove => self.remove_phone(phone, now),
                 }
             }
@@ -502,7 +601,12 @@ impl SubscriptionManager {
                 }
             }
             Timer::PhoneHold { phone } => {
-                self.release_first_notify(phone, true, &mut Renderings::default(), now)
+                let target = self.phones.get(&phone).map(|p| p.target);
+                if let Some(target) = target {
+                    self.fresh_docs(target);
+                    self.release_first_notify(phone, true, now);
+                    self.settle_docs(target);
+                }
             }
             Timer::Pace => self.on_pace(now),
             Timer::Up(target, package, timer) => {

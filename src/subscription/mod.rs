@@ -47,4 +47,6 @@ pub use notifier::{MAX_TARGET_USER, PhoneState, PhoneSub, ProfileRef, UNVERIFIED
 pub use persist::Restored;
 pub use subscriber::{UpState, Upstream};
 pub use target::Target;
-pub use types::{Changes, DialogKey, Env, Out, Package, PhoneId, RESERVE, ReqTag, Route, TargetId};
+pub use types::{
+    BuiltNotify, Changes, DialogKey, Env, Out, Package, PhoneId, RESERVE, ReqTag, Route, TargetId,
+};

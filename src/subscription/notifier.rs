@@ -7,13 +7,13 @@
 
 use super::build;
 use super::target::Target;
-use super::types::{DialogKey, Env, Out, PhoneId, ReqTag, TargetId};
+use super::types::{BuiltNotify, DialogKey, Env, Out, PhoneId, RESERVE, ReqTag, TargetId};
 use crate::config::Subscriptions;
 use crate::flow::Flow;
 use crate::presence::TargetView;
 use crate::profile::{OfflineStrategy, Profile, ProfileSet, RenderedDoc, Rendering, SubState};
 use crate::sip::{HeaderName, MessageBuilder, Method, SipMessage};
-use crate::util::{Rng, instant_serde};
+use crate::util::instant_serde;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -134,7 +134,15 @@ pub struct PhoneSub {
     #[serde(skip)]
     pub last_doc: Option<DocDigest>,
     /// A NOTIFY transaction is outstanding (one at a time keeps CSeq order).
+    /// Set from the moment its CSeq and version are reserved, while it still
+    /// waits in the fan-out queue ([`PhoneSub::queued`]).
     pub notify_in_flight: bool,
+    /// Its next NOTIFY has its CSeq and version reserved and waits in the
+    /// manager's fan-out queue to be built: it will carry the target's newest
+    /// rendering, whatever changed meanwhile. Not stored (a restored
+    /// subscription continues from its reserved marks).
+    #[serde(skip)]
+    pub queued: bool,
     /// The state changed while a NOTIFY was in flight: send again when it ends.
     pub dirty: bool,
     /// A refresh asked for a full-state NOTIFY even if nothing changed.
@@ -299,11 +307,13 @@ pub(super) enum AfterNotify {
 }
 
 /// What a phone does with a rendering of its target.
-pub(super) enum Update<'r> {
+pub(super) enum Update {
     Nothing,
-    Notify(Out),
-    /// End the subscription with this state.
-    Terminate(SubState<'r>),
+    /// A NOTIFY is due: its CSeq and version are reserved (`(cseq, version)`),
+    /// it is built when the endpoint asks for it ([`PhoneSub::build_queued`]).
+    Notify(u32, u32),
+    /// End the subscription (with the rendering's `Subscription-State`).
+    Terminate,
 }
 
 /// The parts of the SUBSCRIBE that a new phone subscription is made of.
@@ -356,6 +366,7 @@ impl PhoneSub {
             hold_until: None,
             last_doc: None,
             notify_in_flight: false,
+            queued: false,
             dirty: false,
             force_full: true,
             fetch: a.expires == 0,
@@ -428,9 +439,10 @@ impl PhoneSub {
     }
 
     /// Whether a NOTIFY may go out now: only when active and none is in flight
-    /// (then the change is remembered and sent when that NOTIFY ends).
+    /// (then the change is remembered and sent when that NOTIFY ends). One
+    /// still queued needs nothing more: it is built from the newest rendering.
     pub(super) fn may_notify(&mut self) -> bool {
-        if self.state != PhoneState::Active {
+        if self.state != PhoneState::Active || self.queued {
             return false;
         }
         if self.notify_in_flight {
@@ -440,39 +452,95 @@ impl PhoneSub {
         true
     }
 
-    /// What the phone gets for the target's current rendering: a NOTIFY when
-    /// the document is news (or full state was asked for), or the end of the
+    /// What the phone gets for the target's current rendering (`digest`: the
+    /// digest of its document): a NOTIFY when the document is news (or full
+    /// state was asked for) — its CSeq and version reserved now, the message
+    /// built later ([`PhoneSub::build_queued`]) — or the end of the
     /// subscription (`fail-subscription` profiles while the target is offline).
-    pub(super) fn on_rendering<'r>(
+    pub(super) fn on_rendering(
         &mut self,
-        rendering: &'r Rendering,
-        env: &Env,
-        rng: &mut Rng,
-        now: Instant,
-    ) -> Update<'r> {
-        let doc = match rendering {
-            Rendering::Terminate { .. } => {
-                return rendering
-                    .subscription_state()
-                    .map_or(Update::Nothing, Update::Terminate);
-            }
-            Rendering::Document(doc) => doc,
-        };
-        if !self.force_full && self.last_doc == Some(DocDigest::of(doc)) {
+        rendering: &Rendering,
+        digest: Option<DocDigest>,
+    ) -> Update {
+        if let Rendering::Terminate { .. } = rendering {
+            return Update::Terminate;
+        }
+        if !self.force_full && self.last_doc.is_some() && self.last_doc == digest {
             return Update::Nothing;
         }
-        let branch = rng.branch();
+        let (cseq, version) = self.reserve_notify();
+        Update::Notify(cseq, version)
+    }
+
+    /// When CSeq or version reached the reserved marks: move them [`RESERVE`]
+    /// ahead (true: the record must be written before the NOTIFY leaves).
+    pub(super) fn move_marks(&mut self) -> bool {
+        if self.local_cseq >= self.reserved_cseq || self.next_version >= self.reserved_version {
+            self.reserved_cseq = self.local_cseq.saturating_add(RESERVE);
+            self.reserved_version = self.next_version.saturating_add(RESERVE);
+            return true;
+        }
+        false
+    }
+
+    /// Reserve the next NOTIFY's CSeq and document version; from now on the
+    /// subscription counts as having a NOTIFY in flight.
+    fn reserve_notify(&mut self) -> (u32, u32) {
+        self.local_cseq += 1;
+        let version = self.next_version;
+        self.next_version = self.next_version.wrapping_add(1);
+        self.force_full = false;
+        self.dirty = false;
+        self.notify_in_flight = true;
+        self.queued = true;
+        (self.local_cseq, version)
+    }
+
+    /// The queued NOTIFY, built now (`now` starts its transaction's timers and
+    /// counts `expires` down) from the target's newest rendering `doc`,
+    /// stamped with the version reserved for it.
+    pub(super) fn build_queued(
+        &mut self,
+        env: &Env,
+        branch: &str,
+        doc: &RenderedDoc,
+        digest: DocDigest,
+        version: u32,
+        now: Instant,
+    ) -> BuiltNotify {
+        self.queued = false;
+        self.last_doc = Some(digest);
         let state = SubState::Active {
             expires: self.expires_at.saturating_duration_since(now).as_secs(),
         };
-        Update::Notify(self.notify(env, &branch, state, Some(doc)))
+        let (data, at) = notify_request_lean(env, self, branch, state, doc, version);
+        BuiltNotify {
+            flow: self.flow,
+            branch: data.slice(at..at + branch.len()),
+            data,
+            tag: ReqTag::Notify {
+                phone: self.id,
+                cseq: self.local_cseq,
+            },
+            at: now,
+        }
+    }
+
+    /// The queued NOTIFY will not be built (its target's rendering is no
+    /// document any more): nothing is in flight. Its CSeq and version stay
+    /// used (both only have to increase).
+    pub(super) fn unqueue(&mut self) {
+        self.queued = false;
+        self.notify_in_flight = false;
     }
 
     /// Queue the final NOTIFY: sent even if one is in flight (it carries a higher
-    /// CSeq, and the subscription is gone afterwards).
+    /// CSeq, and the subscription is gone afterwards; a queued one is then
+    /// never built).
     pub(super) fn end(&mut self) {
         self.state = PhoneState::Terminating;
         self.notify_in_flight = false;
+        self.queued = false;
     }
 
     /// The next NOTIFY: a new CSeq, and the document (if any) stamped with the
@@ -580,31 +648,101 @@ fn notify_request(
     }
 }
 
+/// [`notify_request`] with a document, written straight into a buffer of the
+/// right size: no intermediate strings (the bridge's Via and Contact come
+/// from [`Env::own`], the Request-URI and routes from the subscription).
+/// Returns the message and where the branch starts in it. The same bytes as
+/// `notify_request` (a unit test checks).
+fn notify_request_lean(
+    env: &Env,
+    sub: &PhoneSub,
+    branch: &str,
+    subscription_state: SubState<'_>,
+    doc: &RenderedDoc,
+    version: u32,
+) -> (Bytes, usize) {
+    let t = sub.flow.transport;
+    let (via_pre, via_post) = env.own.via(t);
+    let contact = env.own.contact(t);
+    let strict;
+    let (ruri, routes): (&str, &[String]) = if sub.route_set.is_empty() {
+        (&sub.remote_target, &[])
+    } else {
+        strict = build::in_dialog_target(&sub.remote_target, &sub.route_set);
+        (&strict.0, &strict.1)
+    };
+    let body_len = doc.len_with_version(version);
+    let routes_len: usize = routes.iter().map(|r| r.len() + 9).sum();
+    let capacity = 320
+        + ruri.len()
+        + via_pre.len()
+        + branch.len()
+        + routes_len
+        + sub.local_header.len()
+        + sub.remote_header.len()
+        + sub.call_id.len()
+        + contact.len()
+        + env.user_agent.len()
+        + body_len;
+    let mut b = MessageBuilder::request_with_capacity(&Method::Notify, ruri, capacity);
+    let branch_at = b.len() + "Via: ".len() + via_pre.len();
+    b.header_parts(
+        "Via",
+        &[via_pre.as_bytes(), branch.as_bytes(), via_post.as_bytes()],
+    )
+    .header_bytes("Max-Forwards", b"70");
+    for r in routes {
+        b.header_bytes("Route", r.as_bytes());
+    }
+    b.header_bytes("From", sub.local_header.as_bytes())
+        .header_bytes("To", sub.remote_header.as_bytes())
+        .header_bytes("Call-ID", sub.call_id.as_bytes())
+        .header("CSeq", format_args!("{} NOTIFY", sub.local_cseq))
+        .header_bytes("Contact", contact.as_bytes());
+    match &sub.event_id {
+        Some(id) => b.header_parts("Event", &[b"dialog;id=", id.as_bytes()]),
+        None => b.header_bytes("Event", b"dialog"),
+    };
+    b.header("Subscription-State", subscription_state)
+        .header_bytes("User-Agent", env.user_agent.as_bytes());
+    let data = b.finish_with_body_writer("application/dialog-info+xml", body_len, |buf| {
+        doc.write_with_version(version, buf)
+    });
+    (data, branch_at)
+}
+
 /// The renderings of one target's current view, one per profile: a target
-/// change is rendered once per profile, and each phone gets the same document
-/// stamped with its own version.
+/// change is rendered (and its document digested) once per profile, and each
+/// phone gets the same document stamped with its own version.
 #[derive(Default)]
 pub(super) struct Renderings {
     view: Option<TargetView>,
-    by_profile: Vec<(Arc<Profile>, Rendering)>,
+    by_profile: Vec<(Arc<Profile>, Rendering, Option<DocDigest>)>,
 }
 
 impl Renderings {
-    pub(super) fn get(&mut self, profile: &Arc<Profile>, target: &Target) -> &Rendering {
+    /// The profile's rendering of the target and, for a document, its digest.
+    pub(super) fn get(
+        &mut self,
+        profile: &Arc<Profile>,
+        target: &Target,
+    ) -> (&Rendering, Option<DocDigest>) {
         let at = match self
             .by_profile
             .iter()
-            .position(|(p, _)| Arc::ptr_eq(p, profile))
+            .position(|(p, _, _)| Arc::ptr_eq(p, profile))
         {
             Some(i) => i,
             None => {
                 let view = self.view.get_or_insert_with(|| target.phone_view());
                 let r = crate::profile::render(profile, &target.aor, view);
-                self.by_profile.push((profile.clone(), r));
+                let digest = r.document().map(DocDigest::of);
+                self.by_profile.push((profile.clone(), r, digest));
                 self.by_profile.len() - 1
             }
         };
-        &self.by_profile[at].1
+        let (_, r, d) = &self.by_profile[at];
+        (r, *d)
     }
 }
 
@@ -628,6 +766,75 @@ mod tests {
         assert!(size <= 320, "PhoneSub grew to {size} bytes");
         assert_eq!(std::mem::size_of::<ProfileRef>(), 16);
         assert_eq!(std::mem::size_of::<Option<DocDigest>>(), 16);
+    }
+
+    /// The fan-out's NOTIFY builder writes exactly what the general one
+    /// does, over UDP and TCP, with no route, a loose and a strict route set,
+    /// with and without an Event id; the branch is where it says.
+    #[test]
+    fn the_lean_notify_is_byte_for_byte_the_general_one() {
+        use crate::presence::{MergedState, TargetView};
+        let cfg = crate::config::Config::parse(
+            "[listen]\nudp = \"192.0.2.10:5060\"\n[upstream]\nproxy = \"127.0.0.1:5070\"\ndomain = \"pbx.test\"\n",
+            "t.toml",
+            &|_| None,
+        )
+        .unwrap();
+        let local = crate::local::LocalAddrs {
+            udp: Some("192.0.2.10:5060".parse().unwrap()),
+            tcp: Some("192.0.2.10:5062".parse().unwrap()),
+            advertise_host: "bridge.example".into(),
+        };
+        let env = Env::new(
+            Arc::new(cfg),
+            Arc::new(ProfileSet::builtin()),
+            local,
+            "127.0.0.1:5070".parse().unwrap(),
+            Duration::from_millis(500),
+        );
+        let profile = env.profiles.get_shared("grandstream-gxp").unwrap().clone();
+        let view = TargetView::new(MergedState::Idle);
+        let rendering = crate::profile::render(&profile, "sip:1002@pbx.test", &view);
+        let doc = rendering.document().unwrap();
+        let routes = [
+            "",
+            "Record-Route: <sip:10.0.0.1;lr>, <sip:10.0.0.2;lr>\r\n",
+            "Record-Route: <sip:10.0.0.1>\r\nRecord-Route: <sip:10.0.0.2;lr>\r\n",
+        ];
+        let now = Instant::now();
+        for (i, rr) in routes.iter().enumerate() {
+            for event in ["dialog", "dialog;id=7"] {
+                for flow in [
+                    Flow::udp("10.1.1.1:5060".parse().unwrap()),
+                    Flow::tcp("10.1.1.1:5060".parse().unwrap(), None),
+                ] {
+                    let text = format!(
+                        "SUBSCRIBE sip:1002@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.1.1.1;branch=z9hG4bKa{i}\r\n{rr}From: <sip:1001@pbx.test>;tag=f\r\nTo: <sip:1002@pbx.test>\r\nCall-ID: c{i}@x\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:1001@10.1.1.1>\r\nEvent: {event}\r\nContent-Length: 0\r\n\r\n"
+                    );
+                    let msg = SipMessage::parse(Bytes::from(text)).unwrap();
+                    let a = Accepted {
+                        id: PhoneId(1),
+                        target: TargetId(2),
+                        profile: ProfileRef::new(&profile),
+                        remote_target: "sip:1001@10.1.1.1".into(),
+                        flow,
+                        local_tag: "ours".into(),
+                        expires: 600,
+                    };
+                    let mut sub = PhoneSub::accept(a, &msg, now);
+                    sub.local_cseq = 42;
+                    let state = SubState::Active { expires: 599 };
+                    let branch = "z9hG4bKbranch1";
+                    let general = notify_request(&env, &sub, branch, state, Some((doc, 17)));
+                    let (lean, at) = notify_request_lean(&env, &sub, branch, state, doc, 17);
+                    assert_eq!(
+                        String::from_utf8_lossy(&lean),
+                        String::from_utf8_lossy(&general)
+                    );
+                    assert_eq!(&lean[at..at + branch.len()], branch.as_bytes());
+                }
+            }
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::notifier::{PhoneState, PhoneSub};
 use super::subscriber::UpState;
 use super::target::Target;
 use super::timers::Timer;
-use super::types::{Changes, Package, PhoneId, RESERVE, TargetId};
+use super::types::{Changes, Package, PhoneId, TargetId};
 use crate::store::{Batch, Table};
 use bytes::Bytes;
 use std::time::{Duration, Instant};
@@ -46,19 +46,6 @@ impl SubscriptionManager {
         if let Some(c) = self.changes.as_mut() {
             let d = c.targets.entry(id).or_insert(false);
             *d |= durable;
-        }
-    }
-
-    /// After a NOTIFY: when CSeq or version reached the reserved marks, move
-    /// them ahead and write the subscription (with the NOTIFY held until then).
-    pub(super) fn reserve_counters(&mut self, id: PhoneId) {
-        let Some(sub) = self.phones.get_mut(&id) else {
-            return;
-        };
-        if sub.local_cseq >= sub.reserved_cseq || sub.next_version >= sub.reserved_version {
-            sub.reserved_cseq = sub.local_cseq.saturating_add(RESERVE);
-            sub.reserved_version = sub.next_version.saturating_add(RESERVE);
-            self.mark_phone(id);
         }
     }
 

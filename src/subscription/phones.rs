@@ -4,13 +4,13 @@
 //! them (indices, per-source counts, timers).
 
 use super::build;
-use super::manager::{CAP_RETRY_AFTER_S, SubscriptionManager};
+use super::manager::{CAP_RETRY_AFTER_S, Queued, SubscriptionManager};
 use super::notifier::*;
 use super::timers::Timer;
 use super::types::*;
 use crate::flow::Flow;
 use crate::presence::MergedState;
-use crate::profile::{Profile, RenderedDoc, SubState};
+use crate::profile::{Profile, RenderedDoc, Rendering, SubState};
 use crate::sip::SipMessage;
 use crate::transaction::ServerKey;
 use std::net::IpAddr;
@@ -228,7 +228,11 @@ impl SubscriptionManager {
         }
         match hold_until {
             Some(until) => self.schedule(until, Timer::PhoneHold { phone: id }),
-            None => self.release_first_notify(id, false, &mut Renderings::default(), now),
+            None => {
+                self.fresh_docs(target);
+                self.release_first_notify(id, false, now);
+                self.settle_docs(target);
+            }
         }
     }
 
@@ -298,20 +302,14 @@ impl SubscriptionManager {
             };
             self.schedule(at, expire);
             if !holding {
-                self.update_phone(id, &mut Renderings::default(), now);
+                self.update_phone_alone(id, now);
             }
         }
     }
 
     /// Send the held first NOTIFY (`deadline`: the hold deadline passed before the
     /// upstream answered).
-    pub(super) fn release_first_notify(
-        &mut self,
-        id: PhoneId,
-        deadline: bool,
-        docs: &mut Renderings,
-        now: Instant,
-    ) {
+    pub(super) fn release_first_notify(&mut self, id: PhoneId, deadline: bool, now: Instant) {
         let Some(sub) = self.phones.get_mut(&id) else {
             return;
         };
@@ -327,17 +325,33 @@ impl SubscriptionManager {
         if sub.fetch {
             self.terminate_phone(id, SubState::TIMEOUT, true, now);
         } else {
-            self.update_phone(id, docs, now);
+            self.update_phone(id, now);
         }
     }
 
-    /// Send the phone the target's current rendering if it changed (or a full
-    /// state was asked for); `docs` renders each profile once per target change.
-    pub(super) fn update_phone(&mut self, id: PhoneId, docs: &mut Renderings, now: Instant) {
+    /// A NOTIFY decided for one phone on its own (a refresh, the end of the
+    /// NOTIFY in flight): rendered afresh.
+    pub(super) fn update_phone_alone(&mut self, id: PhoneId, now: Instant) {
+        let Some(target) = self.phones.get(&id).map(|p| p.target) else {
+            return;
+        };
+        self.fresh_docs(target);
+        self.update_phone(id, now);
+        self.settle_docs(target);
+    }
+
+    /// Decide whether the phone gets the target's current rendering: if it
+    /// changed (or a full state was asked for), a NOTIFY is queued with its
+    /// CSeq and version reserved (and the reserved marks moved ahead in the
+    /// store when reached); it is built when the endpoint sends it. The
+    /// target's renderings in [`fanout_docs`](Self::fanout_docs) render each
+    /// profile once per target change.
+    pub(super) fn update_phone(&mut self, id: PhoneId, now: Instant) {
         let Some(sub) = self.phones.get_mut(&id) else {
             return;
         };
-        if !sub.may_notify() {
+        let queued = sub.queued;
+        if !queued && !sub.may_notify() {
             return;
         }
         let Some(target) = self.targets.get(&sub.target) else {
@@ -346,15 +360,45 @@ impl SubscriptionManager {
         let Some(profile) = sub.profile.get(&self.env.profiles) else {
             return;
         };
-        let rendering = docs.get(profile, target);
-        match sub.on_rendering(rendering, &self.env, &mut self.rng, now) {
+        let slot = self.fanout_docs.entry(sub.target).or_default();
+        let (rendering, digest) = slot.docs.get(profile, target);
+        let end = match rendering {
+            Rendering::Terminate {
+                reason,
+                retry_after,
+            } => Some((reason.clone(), *retry_after)),
+            Rendering::Document(_) => None,
+        };
+        if queued && end.is_none() {
+            // its queued NOTIFY is built from the newest rendering anyway
+            return;
+        }
+        match sub.on_rendering(rendering, digest) {
             Update::Nothing => {}
-            Update::Notify(notify) => {
-                self.out.push_back(notify);
-                self.reserve_counters(id);
+            Update::Notify(cseq, version) => {
+                slot.queued += 1;
+                let target = sub.target;
+                let marks_moved = sub.move_marks();
+                self.fanout.push_back(Queued {
+                    phone: id,
+                    target,
+                    cseq,
+                    version,
+                    decided: now,
+                });
+                if marks_moved {
+                    // written (durably) before any of the fan-out leaves
+                    self.mark_phone(id);
+                }
             }
-            Update::Terminate(state) => {
-                tracing::info!(phone = %id, target = %target.aor, "target offline: failing the phone subscription ({state})");
+            Update::Terminate => {
+                let (reason, retry_after) = end.unwrap_or_default();
+                let aor = &target.aor;
+                let state = SubState::Terminated {
+                    reason: &reason,
+                    retry_after,
+                };
+                tracing::info!(phone = %id, target = %aor, "target offline: failing the phone subscription ({state})");
                 self.terminate_phone(id, state, false, now);
             }
         }

@@ -37,6 +37,43 @@ impl Package {
     }
 }
 
+/// Hashes the ids the bridge hands out itself ([`PhoneId`], [`TargetId`]:
+/// one counter, never chosen by a peer, so no one can aim keys at a bucket):
+/// a multiply and a fold instead of SipHash, for the fan-out's per-phone
+/// lookups.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IdHash;
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        // the high bits (the table's tag) and the low ones (its index) both
+        // depend on every bit of the id
+        let h = self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^ (h >> 29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8)) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = self.0.rotate_left(17) ^ n;
+    }
+}
+
+/// A map keyed by the bridge's own ids (see [`IdHash`]).
+pub type IdMap<K, V> = std::collections::HashMap<K, V, IdHash>;
+
 /// Identifies a phone subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -119,6 +156,20 @@ pub enum Out {
     },
     /// Answer a server transaction.
     Response { key: ServerKey, data: Bytes },
+}
+
+/// A phone NOTIFY of a fan-out, built when the endpoint asked for it
+/// ([`SubscriptionManager::poll_notify`](super::SubscriptionManager::poll_notify)):
+/// send it through a new client transaction started `at`, reporting with
+/// `tag`. `branch` is its top Via branch, a slice of `data` (the transaction
+/// layer need not parse what the bridge just wrote).
+#[derive(Debug, Clone)]
+pub struct BuiltNotify {
+    pub flow: Flow,
+    pub data: Bytes,
+    pub branch: Bytes,
+    pub tag: ReqTag,
+    pub at: std::time::Instant,
 }
 
 /// Where an incoming request belongs: the one question the endpoint asks

@@ -62,11 +62,58 @@ impl TransactionLayer {
         }
         let data = msg.message_bytes();
         let key = ClientKey::new(key::sub_bytes(msg.buffer(), branch), method);
-        if self.clients.contains_key(&key) {
-            return Err(TxError::DuplicateTransaction);
+        self.start_client(flow, data, key, now)
+    }
+
+    /// [`send_request`](Self::send_request) for a request the bridge built
+    /// itself (a fan-out's NOTIFY): its top Via branch (`branch`, a slice of
+    /// `request`, with the magic cookie) and its method are known, so it is not
+    /// parsed again.
+    pub fn send_built_request(
+        &mut self,
+        flow: Flow,
+        request: Bytes,
+        branch: Bytes,
+        method: Method,
+        now: Instant,
+    ) -> Result<ClientKey, TxError> {
+        if method == Method::Ack {
+            return Err(TxError::AckIsNotATransaction);
         }
-        let invite = *key.method() == Method::Invite;
+        if !key::has_magic_cookie(&branch) {
+            return Err(TxError::NoRfc3261Branch);
+        }
+        #[cfg(debug_assertions)]
+        {
+            // what send_request would have found
+            let msg = SipMessage::parse(request.clone()).expect("a built request parses");
+            debug_assert_eq!(msg.method(), Some(&method));
+            debug_assert_eq!(msg.branch(), Some(&branch[..]));
+            debug_assert!(
+                msg.cseq()
+                    .and_then(|c| c.ok())
+                    .is_some_and(|c| c.method == method.as_bytes())
+            );
+        }
+        self.start_client(flow, request, ClientKey::new(branch, method), now)
+    }
+
+    fn start_client(
+        &mut self,
+        flow: Flow,
+        data: Bytes,
+        key: ClientKey,
+        now: Instant,
+    ) -> Result<ClientKey, TxError> {
         let id = self.new_id();
+        // one lookup: the key is hashed once
+        let slot = match self.clients.entry(key.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                return Err(TxError::DuplicateTransaction);
+            }
+            std::collections::hash_map::Entry::Vacant(v) => v,
+        };
+        let invite = *key.method() == Method::Invite;
         let t = self.timers;
         let mut tx = ClientTx {
             id,
@@ -98,7 +145,7 @@ impl TransactionLayer {
             TimerKind::Timeout,
             TxKey::Client(key.clone()),
         );
-        self.clients.insert(key.clone(), tx);
+        slot.insert(tx);
         self.out.push_back(Transmit { flow, data });
         self.maintain();
         Ok(key)

@@ -445,6 +445,31 @@ impl FakePbx {
         sub_state: &str,
         body: Option<&str>,
     ) -> Vec<SipMessage> {
+        let msg = self.notify_text(i, sub_state, body);
+        // the NOTIFY's To is the bridge's From (with its tag) - s.watcher holds it
+        sim.raw_from(Flow::udp(addr(self.addr())), msg.as_bytes());
+        self.take(sim)
+    }
+
+    /// The NOTIFY the PBX would send next for the last subscription with this
+    /// event, delivered to the bridge without taking anything it sends (a test
+    /// then polls the endpoint itself, one transmit at a time).
+    pub fn notify_undrained(&mut self, sim: &mut Sim, event: &str, body: Option<&str>) {
+        let i = self
+            .subs
+            .iter()
+            .rposition(|s| s.event == event)
+            .expect("no upstream subscription for that event");
+        let msg = self.notify_text(i, "active;expires=600", body);
+        sim.ep.handle_datagram(
+            Flow::udp(addr(self.addr())),
+            Bytes::from(msg.into_bytes()),
+            sim.now,
+        );
+    }
+
+    /// The text of the next NOTIFY for subscription `i`.
+    pub fn notify_text(&mut self, i: usize, sub_state: &str, body: Option<&str>) -> String {
         self.n += 1;
         let at = self.addr();
         let s = &mut self.subs[i];
@@ -473,8 +498,6 @@ impl FakePbx {
             s.event,
             b.len()
         );
-        // the NOTIFY's To is the bridge's From (with its tag) - s.watcher holds it
-        sim.raw_from(Flow::udp(addr(self.addr())), msg.as_bytes());
-        self.take(sim)
+        msg
     }
 }
