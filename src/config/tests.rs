@@ -154,7 +154,10 @@ fn every_error_of_a_file_names_its_own_line() {
         let key = err.message.split(':').next().unwrap_or("");
         let leaf = key.rsplit('.').next().unwrap_or("");
         if ["udp", "tcp", "proxy"].contains(&leaf) {
-            assert!(key_line.starts_with(leaf), "{err} is not on its line: {key_line:?}");
+            assert!(
+                key_line.starts_with(leaf),
+                "{err} is not on its line: {key_line:?}"
+            );
         }
     }
 }
