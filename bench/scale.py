@@ -358,6 +358,50 @@ def snap(run, name):
         return None
 
 
+def sipp_periods(run):
+    """[(epoch at the end of the period, {column: value})] from SIPp's stat.csv (-fd)."""
+    out = []
+    try:
+        with open(os.path.join(run, 'phones', 'stat.csv')) as f:
+            rows = [x.rstrip('\n').split(';') for x in f if x.strip()]
+    except OSError:
+        return out
+    hdr = rows[0]
+    for r in rows[1:]:
+        d = dict(zip(hdr, r))
+        try:
+            t = float(d.get('CurrentTime', '').split()[-1])
+        except (ValueError, IndexError):
+            continue
+        v = {}
+        for k, x in d.items():
+            if k.endswith('(P)'):
+                try:
+                    v[k] = int(x)
+                except ValueError:
+                    pass
+        out.append((t, v))
+    return out
+
+
+def notify_timeouts(run):
+    """Epochs of the bridge's 'NOTIFY timed out: removing the phone subscription' lines."""
+    import datetime
+    out = []
+    try:
+        for line in open(os.path.join(run, 'bridge', 'bridge.log'), errors='replace'):
+            if 'NOTIFY timed out' in line:
+                ts = line.split()[0].rstrip('Z')
+                try:
+                    out.append(datetime.datetime.fromisoformat(ts).replace(
+                        tzinfo=datetime.timezone.utc).timestamp())
+                except ValueError:
+                    pass
+    except OSError:
+        pass
+    return out
+
+
 def malloc_totals(run, name):
     """(arenas, system bytes, in use bytes) from RUN/malloc-NAME.txt (glibc malloc_stats)."""
     try:
@@ -437,20 +481,21 @@ def report(run):
                 name, fmt(n), fmt(round((s['rss_kb'] - b['rss_kb']) * 1024.0 / n)),
                 fmt(round((s['pss_kb'] - b['pss_kb']) * 1024.0 / n)),
                 fmt(round((s['anon_kb'] - b['anon_kb']) * 1024.0 / n))))
-        ms = {k: malloc_totals(run, k) for k in ('before', 'established', 'end')}
-        if all(ms.values()):
-            L.append('| malloc: in use (live heap, chunks) / taken from the system (glibc malloc_stats, %d arenas at '
-                     'the end) | %s | %s MB in use | %s MB system |' % (
-                         ms['end'][0], ' / '.join(fmt(ms[k][2] / 1048576.0) + ' MB' for k in ('before', 'established', 'end')),
-                         ' / '.join(fmt(ms[k][2] / 1048576.0) for k in ('established', 'end')),
-                         ' / '.join(fmt(ms[k][1] / 1048576.0) for k in ('established', 'end'))))
-            for k, name in (('established', 'all established'), ('end', 'end of the hold')):
-                L.append('| live heap per held phone subscription, %s (in use growth / %s) | %s B | (malloc holds %s B) | |' % (
-                    name, fmt(n), fmt(round((ms[k][2] - ms['before'][2]) / float(n))),
-                    fmt(round((ms[k][1] - ms['before'][1]) / float(n)))))
         pk = max((r['rss_kb'] for r in rows if r.get('rss_kb')), default=None)
         if pk:
             L.append('| peak VmRSS (samples every %s s) | %s MB | | |' % (meta['sample_s'], fmt(pk / 1024.0)))
+        L.append('')
+    ms = {k: malloc_totals(run, k) for k in ('before', 'established', 'end')}
+    if all(ms.values()):
+        L.append('| glibc malloc_stats() (gdb) | in use (live heap, chunk bytes) | taken from the system | per held phone: '
+                 'in use / taken |')
+        L.append('|---|---:|---:|---:|')
+        for k, name in (('before', 'started, nothing held'), ('established', 'all established'),
+                        ('end', 'end of the hold')):
+            per = '–' if k == 'before' else '%s B / %s B' % (
+                fmt(round((ms[k][2] - ms['before'][2]) / float(n))), fmt(round((ms[k][1] - ms['before'][1]) / float(n))))
+            L.append('| %s (%d arenas) | %s MB | %s MB | %s |' % (
+                name, ms[k][0], fmt(ms[k][2] / 1048576.0), fmt(ms[k][1] / 1048576.0), per))
         L.append('')
     # ---------------- CPU
     if e and h and b:
@@ -458,8 +503,12 @@ def report(run):
         est_s = e['t'] - b['t']
         L.append('| CPU of the bridge process (utime+stime, /proc) | |')
         L.append('|---|---|')
-        L.append('| establishment (%s s) | %s CPU s = %s ms per phone subscription |' % (
-            fmt(est_s), fmt((e['cpu'] - b['cpu']) / HZ, 2), fmt((e['cpu'] - b['cpu']) * 1000.0 / HZ / n, 3)))
+        per = sipp_periods(run)
+        refr = sum(v.get('refresh(P)', 0) for t, v in per if b['t'] <= t - 2.5 < e['t'])
+        L.append('| establishment (%s s; the phones already held refreshed %s times meanwhile) | %s CPU s = %s ms per '
+                 'phone subscription, refreshes included |' % (
+                     fmt(est_s), fmt(refr), fmt((e['cpu'] - b['cpu']) / HZ, 2),
+                     fmt((e['cpu'] - b['cpu']) * 1000.0 / HZ / n, 3)))
         L.append('| **the hold** (%s s, refreshes only) | **%s CPU s per s** (%s CPU s) |' % (
             fmt(hold_s), fmt((h['cpu'] - e['cpu']) / HZ / hold_s, 4), fmt((h['cpu'] - e['cpu']) / HZ, 2)))
         # per-minute windows of the hold
@@ -518,46 +567,69 @@ def report(run):
             L.append('| other packets in the hold (count) | %s |' % ', '.join(
                 '%s: %s' % (k, fmt(v)) for k, v in sorted(other.items())))
         L.append('')
-    # ---------------- health
-    L.append('| health | |')
-    L.append('|---|---|')
+    # ---------------- health, per window
+    t_est, t_end = ev.get('established'), ev.get('hold_end')
+    wins = [('establishment', t0, t_est), ('hold', t_est, t_end)]
+    L.append('| health | establishment | hold |')
+    L.append('|---|---:|---:|')
     if st:
-        L.append('| SIPp phones: created / failed / retransmissions | %s / %s / %s (timeouts %s, unexpected %s, max UDP '
-                 'retrans %s) |' % (fmt(st.get('created')), fmt(st.get('failed')), fmt(st.get('retrans')),
-                                    fmt(st.get('failed_timeout')), fmt(st.get('failed_unexpected')),
-                                    fmt(st.get('failed_retrans'))))
+        L.append('| SIPp phones: created / failed (whole run) | %s / %s (timeouts %s, unexpected %s, max UDP retrans %s) | |' % (
+            fmt(st.get('created')), fmt(st.get('failed')), fmt(st.get('failed_timeout')),
+            fmt(st.get('failed_unexpected')), fmt(st.get('failed_retrans'))))
+    per = sipp_periods(run)
+    if per and t0 and t_est and t_end:
+        def in_win(key, a, b):
+            # a period of SIPp's statistics (-fd 5) ends at t: counted where its middle is
+            return sum(v.get(key, 0) for t, v in per if a <= t - 2.5 < b)
+        L.append('| SIPp retransmissions | %s | %s |' % tuple(fmt(in_win('Retransmissions(P)', a, b)) for _, a, b in wins))
+        L.append('| SIPp: refreshes sent / their NOTIFYs / NOTIFYs during a pause / refreshes refused | %s | %s |' % tuple(
+            ' / '.join(fmt(in_win(k, a, b)) for k in ('refresh(P)', 'refresh_notify(P)', 'hold_notify(P)',
+                                                       'refresh_refused(P)')) for _, a, b in wins))
+    r3 = rtd.get('3', [])
+    if r3 and t0 and t_est and t_end:
+        cells = []
+        for _, a, b in wins:
+            v = [r for t, r in r3 if a <= t0 + t / 1000.0 < b]
+            cells.append('%s / %s / %s ms (%s; %s > 1 s)' % (fmt(bench.pct(v, 50), 0), fmt(bench.pct(v, 99), 0),
+                                                              fmt(max(v), 0), fmt(len(v)), fmt(sum(1 for x in v if x > 1000)))
+                         if v else '–')
+        L.append('| refresh SUBSCRIBE → 200 p50 / p99 / max | %s | %s |' % tuple(cells))
+    if rows and t0 and t_est and t_end:
+        def at(t):
+            before = [r for r in rows if r['t'] <= t]
+            return before[-1] if before else rows[0]
+
+        def delta(col, a, b):
+            return (at(b)[col] or 0) - (at(a)[col] or 0)
+        L.append('| UDP receive drops (/proc/net/udp) at the bridge / upstream Kamailio / SIPp | %s | %s |' % tuple(
+            ' / '.join(fmt(delta(c, a, b)) for c in ('drops', 'up_drops', 'sipp_drops')) for _, a, b in wins))
+        L.append('| CPU pressure seen by the sampler: its 2 s sample late by > 1 s (count) | %s | %s |' % tuple(
+            fmt(sum(1 for x, y in zip(rows, rows[1:]) if a <= y['t'] <= b and y['t'] - x['t'] > meta['sample_s'] + 1.0))
+            for _, a, b in wins))
+        to = notify_timeouts(run)
+        if to:
+            L.append('| phone subscriptions the bridge removed after a NOTIFY timed out (bridge log), in / after | %s | %s '
+                     '(after the hold: %s) |' % (fmt(sum(1 for t in to if t0 <= t < t_est)),
+                                                 fmt(sum(1 for t in to if t_est <= t < t_end)),
+                                                 fmt(sum(1 for t in to if t >= t_end))))
+    L.append('')
+    L.append('| at the end of the hold | |')
+    L.append('|---|---|')
     try:
-        last = {}
-        with open(glob.glob(os.path.join(run, 'phones', 'stat.csv'))[0]) as f:
-            lines = [x.rstrip('\n') for x in f if x.strip()]
-        last = dict(zip(lines[0].split(';'), lines[-1].split(';')))
-        L.append('| SIPp: refreshes sent / NOTIFYs of refreshes / NOTIFYs during the pause / refreshes refused | '
-                 '%s / %s / %s / %s |' % tuple(last.get(k, '–') for k in (
-                     'refresh(C)', 'refresh_notify(C)', 'hold_notify(C)', 'refresh_refused(C)')))
-    except (OSError, IndexError):
+        me = json.load(open(os.path.join(run, 'metrics-end.json')))
+        up = me.get('up', {})
+        L.append('| /metrics: phone subscriptions / targets / upstream active (dialog, presence) / not active / '
+                 'transaction timeouts | %s / %s / %s, %s / %s / %s |' % (
+                     fmt(me.get('phones')), fmt(sum(me.get('targets', {}).values())),
+                     fmt(up.get('dialog', {}).get('active')), fmt(up.get('presence', {}).get('active')),
+                     fmt(sum(v for pk in up.values() for k, v in pk.items() if k != 'active')), fmt(me.get('tx_timeouts'))))
+    except (OSError, ValueError):
         pass
-    r3 = [r for _, r in rtd.get('3', [])]
-    if r3:
-        L.append('| refresh SUBSCRIBE → 200 p50 / p99 / max (%s refreshes) | %s / %s / %s ms |' % (
-            fmt(len(r3)), fmt(bench.pct(r3, 50), 1), fmt(bench.pct(r3, 99), 1), fmt(max(r3), 1)))
-    if rows:
-        f0, f1 = rows[0], rows[-1]
-        L.append('| UDP receive drops (/proc/net/udp): bridge / upstream Kamailio / SIPp | %s / %s / %s |' % (
-            fmt((f1['drops'] or 0) - (f0['drops'] or 0)), fmt((f1['up_drops'] or 0) - (f0['up_drops'] or 0)),
-            fmt(max((r['sipp_drops'] or 0) for r in rows))))
-        mr = [r for r in rows if r.get('m_ok')]
-        if mr:
-            lm = mr[-1]
-            L.append('| at the end (/metrics): phone subscriptions / targets / upstream active dialog, presence / not '
-                     'active / transaction timeouts | %s / %s / %s, %s / %s / %s |' % (
-                         fmt(lm.get('phones')), fmt(lm.get('targets')), fmt(lm.get('dlg_active')),
-                         fmt(lm.get('pres_active')), fmt(lm.get('up_not_active')), fmt(lm.get('tx_timeouts'))))
-            if e and h:
-                he = [r for r in mr if r['t'] >= e['t']]
-                if len(he) > 1:
-                    L.append('| during the hold (/metrics): NOTIFYs sent to phones / received from upstream | %s / %s |' % (
-                        fmt((he[-1]['notifies_sent'] or 0) - (he[0]['notifies_sent'] or 0)),
-                        fmt((he[-1]['notifies_received'] or 0) - (he[0]['notifies_received'] or 0))))
+    mr = [r for r in rows if r.get('m_ok') and e and h and e['t'] <= r['t'] <= h['t'] + 1]
+    if len(mr) > 1:
+        L.append('| /metrics during the hold: NOTIFYs sent to phones / received from upstream | %s / %s |' % (
+            fmt((mr[-1]['notifies_sent'] or 0) - (mr[0]['notifies_sent'] or 0)),
+            fmt((mr[-1]['notifies_received'] or 0) - (mr[0]['notifies_received'] or 0))))
     try:
         shm = json.load(open(os.path.join(run, 'up-shm.json')))
         if shm.get('end') is not None and shm.get('before') is not None:

@@ -201,19 +201,22 @@ while (( $(date +%s) < end )); do
 done
 event hold_end
 $PY proc "$SGROUP" >"$RUN/proc-end.json"
-malloc_stats end
 shm1=$(up_shm)
 echo "{\"before\": $shm0, \"end\": $shm1}" >"$RUN/up-shm.json"
 $PY metrics "127.0.0.1:$HPORT" >"$RUN/metrics-end.json"
+sleep 6                                  # SIPp's last statistics line (-fd 5)
+# the phones stop before gdb stops the bridge for malloc_stats (a second without
+# answers would make SIPp retransmit and overflow the sockets after the hold)
+stop_group "$PGROUP"
+[[ -n "${DGROUP:-}" ]] && stop_group "$DGROUP"
+malloc_stats end
 if [[ "$HEAPTRACK" == 1 ]]; then
   # the live heap now, by allocation site: no shutdown, so nothing is freed first
   kill -KILL "$BPID"
   for i in $(seq 1200); do kill -0 -- "-$SGROUP" 2>/dev/null || break; sleep 0.1; done
   heaptrack_print -f "$RUN"/heaptrack.*zst --print-peaks=1 --print-allocators=0 --print-temporary=0 --print-leaks=1 --peak-limit=40 --sub-peak-limit=12 >"$RUN/heaptrack.txt" 2>&1
 fi
-sleep 6                                  # SIPp's last statistics line (-fd 5)
 touch "$RUN/samples.stop"; sleep "$SAMPLE_S"; stop_group "$SAMPLER"
-[[ -n "${DGROUP:-}" ]] && stop_group "$DGROUP"
 if [[ -n "${PERFGROUP:-}" ]]; then
   wait "$PERFGROUP" 2>/dev/null; forget_group "$PERFGROUP"
   perf report -i "$RUN/perf.data" --stdio --no-children --sort symbol 2>/dev/null | grep -v '^$' | head -80 >"$RUN/perf.txt"
