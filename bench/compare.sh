@@ -48,7 +48,7 @@
 #   P99_MS (50) FAIL_PCT (0.1): the "sustained" criterion (and achieved >= 95 % of offered)
 #   KAM_CHILDREN (4)  KAM_SHM (2048 MB)   UP_SHM (256 MB: the bridge's upstream Kamailio)
 #   SUB_AUTH (1: the upstream Kamailio challenges the bridge's SUBSCRIBEs with 407)
-#   UPSTREAM_RATE (""; the product default, 50/s)  FIRST_NOTIFY_MS ("": default, 2000)
+#   UPSTREAM_RATE (""; the product default, 20/s)  FIRST_NOTIFY_MS ("": default, 2000)
 #   MEM_COUNT (20000) MEM_RATE (1000) SETTLE_S (35)
 #   WATCHERS (1000) WATCH_RATE (500) FAN_CYCLES (3)
 #   INSTR_COUNT (1000) INSTR_RATE (50)
@@ -104,103 +104,14 @@ echo "results in $BENCH_DIR" >&2
       printf '%s="%s" ' "$v" "${!v}"; done)bench/compare.sh"
 } >"$BENCH_DIR/command.txt"
 
-# ----------------------------------------------------------------- processes
-GROUPS_STARTED=()        # process-group ids of everything started in the background
-
-# start_group LOG CMD...: CMD in a new process group (setsid), bounded by timeout(1),
-# stdout+stderr to LOG, working directory $CWD (default: the current one) -> BG.
-start_group() {
-  local log=$1; shift
-  ( cd "${CWD:-.}" && exec setsid timeout -s TERM -k 5 "$LIFETIME" "$@" ) </dev/null >"$log" 2>&1 &
-  BG=$!
-  GROUPS_STARTED+=("$BG")
-}
-
-forget_group() {
-  local g keep=()
-  for g in "${GROUPS_STARTED[@]}"; do [[ "$g" == "$1" ]] || keep+=("$g"); done
-  GROUPS_STARTED=("${keep[@]}")
-}
-
-# TERM a process group, wait up to 5 s, then KILL what is left.
-stop_group() {
-  local g=$1 i
-  kill -TERM -- "-$g" 2>/dev/null || { forget_group "$g"; return 0; }
-  for i in $(seq 50); do
-    kill -0 -- "-$g" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL -- "-$g" 2>/dev/null
-  wait "$g" 2>/dev/null
-  forget_group "$g"
-  return 0
-}
-
-# TERM every group at once, wait up to 5 s for all, then KILL what is left.
-cleanup() {
-  local g i alive
-  for g in "${GROUPS_STARTED[@]}"; do kill -TERM -- "-$g" 2>/dev/null; done
-  for i in $(seq 50); do
-    alive=0
-    for g in "${GROUPS_STARTED[@]}"; do kill -0 -- "-$g" 2>/dev/null && { alive=1; break; }; done
-    (( alive )) || break
-    sleep 0.1
-  done
-  for g in "${GROUPS_STARTED[@]}"; do kill -KILL -- "-$g" 2>/dev/null; wait "$g" 2>/dev/null; done
-  GROUPS_STARTED=()
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# The pid of the program `timeout` runs (its only child).
-child_of() {
-  local i c
-  for i in $(seq 50); do
-    c=$(cat "/proc/$1/task/$1/children" 2>/dev/null | awk '{print $1}')
-    [[ -n "$c" ]] && { echo "$c"; return 0; }
-    sleep 0.1
-  done
-  return 1
-}
-
-need() { command -v "$1" >/dev/null || { echo "missing $1 (apt-get install -y $2)" >&2; exit 1; }; }
-
-loadavg() { cut -d' ' -f1 /proc/loadavg; }
+# process groups (start_group, stop_group, cleanup on EXIT, ...), kam_db, kam_up,
+# start_bridge (the harness Kamailio + the bridge in front of it)
+. "$HERE/lib.sh"
 
 # ----------------------------------------------------------------- servers
 # Every start_* sets SPORT (where phones send), SGROUP (the process group of the server
 # measured: Kamailio alone, or the bridge), UPORT/UGROUP (the bridge's upstream Kamailio,
 # empty for Kamailio alone). WRAP (optional) is prefixed to the server's command line.
-
-# kam_db FILE [users]: the SQLite DB Kamailio's presence module insists on
-kam_db() {
-  local db=$1 sql=/usr/share/kamailio/db_sqlite
-  rm -f "$db" "$db-journal" "$db-wal" "$db-shm"
-  {
-    cat "$sql/standard-create.sql" "$sql/presence-create.sql"
-    if [[ "${2:-}" == users ]]; then
-      cat "$sql/auth_db-create.sql" "$sql/usrloc-create.sql"
-      grep -vE '^\s*(#|$)' "$REPO/tests/harness/users.txt" | while read -r u p; do
-        echo "INSERT INTO subscriber (username, domain, password) VALUES ('$u','pbx.test','$p');"
-      done
-    fi
-  } | timeout 20 sqlite3 "$db"
-}
-
-# kam_up DIR PORT LOG: wait until Kamailio on PORT answers OPTIONS and its ctl socket
-kam_up() {
-  local dir=$1 port=$2 grp=$3 i
-  for i in $(seq 150); do
-    if "$BIN" health --addr "127.0.0.1:$port" --timeout-ms 300 >/dev/null 2>&1 \
-       && timeout 5 kamcmd -s "unix:$dir/ctl" core.uptime >/dev/null 2>&1; then
-      return 0
-    fi
-    kill -0 "$grp" 2>/dev/null || break
-    sleep 0.2
-  done
-  echo "kamailio on $port did not come up; log:" >&2; tail -20 "$dir/kamailio.log" >&2
-  return 1
-}
 
 # start_kamailio DIR: Kamailio alone, bench/kamailio-presence.cfg
 start_kamailio() {
@@ -217,82 +128,6 @@ start_kamailio() {
   start_group "$dir/kam/kamailio.log" ${WRAP:-} kamailio "${args[@]}"
   SGROUP=$BG; SCTL="unix:$dir/kam/ctl"
   kam_up "$dir/kam" "$SPORT" "$SGROUP"
-}
-
-# start_bridge DIR: harness Kamailio (upstream) + the bridge in front of it
-start_bridge() {
-  local dir=$1 args i
-  mkdir -p "$dir/up" "$dir/bridge"
-  UPORT=$($PY freeport)
-  kam_db "$dir/up/kamailio.sqlite" users || return 1
-  args=(-f "$REPO/tests/harness/kamailio.cfg" -DD -E -Y "$dir/up" -w "$dir/up" -m "$UP_SHM" -M 8
-        -A "SIP_PORT=$UPORT" -A "SERVER_ADDR=\"sip:127.0.0.1:$UPORT\""
-        -A "DBURL=\"sqlite:///$dir/up/kamailio.sqlite\"" -A "CTLSOCK=\"unix:$dir/up/ctl\""
-        -A "SUB_AUTH_DEFAULT=$SUB_AUTH" -A "SUB_AUTH_INDLG_DEFAULT=0"
-        -A "DUMMY_DIALOG=1" -A "DUMMY_PRESENCE=0")
-  timeout 10 kamailio "${args[@]}" -c >/dev/null 2>"$dir/up/check.log" || {
-    cat "$dir/up/check.log" >&2; return 1; }
-  start_group "$dir/up/kamailio.log" kamailio "${args[@]}"
-  UGROUP=$BG
-  kam_up "$dir/up" "$UPORT" "$UGROUP" || return 1
-  SPORT=$($PY freeport); HPORT=$($PY freeport)
-  cat >"$dir/bridge/bridge.toml" <<EOF
-[listen]
-udp = "127.0.0.1:$SPORT"
-
-[upstream]
-proxy = "127.0.0.1:$UPORT"
-domain = "pbx.test"
-transport = "udp"
-
-[[account]]
-user = "1001"
-password = "pass1001"
-
-[[account]]
-user = "1002"
-password = "pass1002"
-
-[[account]]
-user = "1003"
-password = "pass1003"
-
-[subscriptions]
-# phones ask for 3600 s; a run lasts minutes, so nothing expires or refreshes
-max_expires = 3600
-default_expires = 3600
-upstream_expires = 600
-$( [[ -n "$FIRST_NOTIFY_MS" ]] && echo "first_notify_timeout_ms = $FIRST_NOTIFY_MS" )
-$( [[ -n "$UPSTREAM_RATE" ]] && echo "upstream_rate = $UPSTREAM_RATE" )
-
-[security]
-# every simulated phone is on 127.0.0.1: one source for the per-source caps and the
-# rate limit of issue 9; open them so the run measures the bridge, not the limiter
-watchers = "allowed"
-max_targets = 1000000
-max_subscriptions_per_source = 1000000
-max_subscriptions_per_target = 1000000
-max_tcp_per_source = 100000
-max_pending_registrations = 1000000
-rate_per_source = 1000000
-
-[state]
-dir = ""
-
-[http]
-listen = "127.0.0.1:$HPORT"
-EOF
-  "$BIN" check --config "$dir/bridge/bridge.toml" >"$dir/bridge/check.log" 2>&1 || {
-    cat "$dir/bridge/check.log" >&2; return 1; }
-  CWD="$dir/bridge" start_group "$dir/bridge/bridge.log" ${WRAP:-} "$BIN" run --config "$dir/bridge/bridge.toml"
-  SGROUP=$BG
-  for i in $(seq 150); do
-    "$BIN" health --addr "127.0.0.1:$SPORT" --timeout-ms 300 >/dev/null 2>&1 && return 0
-    kill -0 "$SGROUP" 2>/dev/null || break
-    sleep 0.2
-  done
-  echo "bridge did not answer; log:" >&2; tail -20 "$dir/bridge/bridge.log" >&2
-  return 1
 }
 
 start_server() {   # start_server SERVER DIR

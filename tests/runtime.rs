@@ -837,3 +837,129 @@ async fn tcp_unfinished_message_is_closed_after_the_message_timeout() {
     expect_closed(&mut silent).await;
     rt.shutdown().await.unwrap();
 }
+
+// ------------------------------------------------------------ the operator's window
+
+/// A core that counts the datagrams it saw and the statuses the runtime asked
+/// it to build (the counts for /metrics, the full list for /api/targets).
+struct Counting {
+    seen: mpsc::UnboundedSender<()>,
+    datagrams: usize,
+    summaries: Arc<std::sync::atomic::AtomicUsize>,
+    fulls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SansIoCore for Counting {
+    fn handle_datagram(&mut self, _from: Flow, _data: Bytes, _now: Instant) {
+        self.datagrams += 1;
+        let _ = self.seen.send(());
+    }
+    fn handle_message(&mut self, _from: Flow, _msg: SipMessage, _now: Instant) {}
+    fn handle_keepalive_ping(&mut self, _from: Flow) {}
+    fn handle_timeout(&mut self, _now: Instant) {}
+    fn connection_closed(&mut self, _conn: ConnId, _now: Instant) {}
+    fn poll_transmit(&mut self, _now: Instant) -> Option<Transmit> {
+        None
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+    fn status(&self, _now: Instant, full: bool) -> Option<blf_bridge::endpoint::status::Status> {
+        use std::sync::atomic::Ordering;
+        if full { &self.fulls } else { &self.summaries }.fetch_add(1, Ordering::SeqCst);
+        let mut st = blf_bridge::endpoint::status::Status::empty();
+        st.phone_subscriptions = self.datagrams;
+        st.phones_by_profile
+            .insert("scripted".into(), self.datagrams);
+        st.full = full;
+        Some(st)
+    }
+}
+
+/// GET over HTTP/1.1 (Connection: close): the whole answer, headers included.
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = timeout(WAIT, TcpStream::connect(addr))
+        .await
+        .unwrap()
+        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// At 50,000 phones a status snapshot is tens of megabytes of allocations: the
+/// core builds one only when the HTTP side asks (the counts for /metrics, the
+/// full list for /api/targets and an open /events stream), never because
+/// something happened.
+#[tokio::test]
+async fn status_is_built_only_when_someone_looks() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let text = "[listen]\nudp = \"127.0.0.1:0\"\n\
+                [upstream]\nproxy = \"127.0.0.1:9\"\ndomain = \"pbx.test\"\n\
+                [http]\nlisten = \"127.0.0.1:0\"\n";
+    let cfg = Arc::new(Config::parse(text, "t.toml", &|_| None).unwrap());
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let summaries = Arc::new(AtomicUsize::new(0));
+    let fulls = Arc::new(AtomicUsize::new(0));
+    let (s2, f2) = (summaries.clone(), fulls.clone());
+    let rt = Runtime::start_with(cfg, opts(), move |_cfg, _local, _up, _now| Counting {
+        seen: tx,
+        datagrams: 0,
+        summaries: s2,
+        fulls: f2,
+    })
+    .await
+    .unwrap();
+    let http = rt.http_addr().expect("HTTP bound");
+    // the one status taken when the HTTP side starts (the counts)
+    assert_eq!(summaries.load(Ordering::SeqCst), 1);
+    let c = udp_client().await;
+    for _ in 0..20 {
+        c.send_to(b"x", rt.udp_addr().unwrap()).await.unwrap();
+    }
+    for _ in 0..20 {
+        timeout(WAIT, seen.recv()).await.unwrap().unwrap();
+    }
+    assert_eq!(
+        (
+            summaries.load(Ordering::SeqCst),
+            fulls.load(Ordering::SeqCst)
+        ),
+        (1, 0),
+        "twenty datagrams, nobody looking: nothing built"
+    );
+    // past the freshness of the start's snapshot, /metrics asks for the counts
+    tokio::time::sleep(blf_bridge::http::FRESH + Duration::from_millis(50)).await;
+    let m = http_get(http, "/metrics").await;
+    assert!(
+        m.contains("blf_bridge_phone_subscriptions{profile=\"scripted\"} 20"),
+        "{m}"
+    );
+    assert_eq!(summaries.load(Ordering::SeqCst), 2);
+    assert_eq!(fulls.load(Ordering::SeqCst), 0, "/metrics needs no list");
+    let api = http_get(http, "/api/targets").await;
+    assert!(api.contains("\"phone_subscriptions\":20"), "{api}");
+    assert_eq!(fulls.load(Ordering::SeqCst), 1);
+    // the panel's stream: while it is open, the core publishes in full
+    let mut s = TcpStream::connect(http).await.unwrap();
+    s.write_all(format!("GET /events HTTP/1.1\r\nHost: {http}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while got.matches("event: status").count() < 2 {
+        let n = timeout(WAIT, s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "stream closed: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(fulls.load(Ordering::SeqCst) >= 2);
+    rt.shutdown().await.unwrap();
+}

@@ -322,32 +322,55 @@ impl Endpoint {
     /// The operator's window: every target with its lamp, upstream
     /// subscriptions and watching phones, plus the counters.
     pub fn status(&self, now: Instant) -> status::Status {
+        self.status_of(now, true)
+    }
+
+    /// The counts and counters behind `/metrics` and `/readyz`, without the
+    /// list of targets and their watchers: one pass over the targets and one
+    /// over the phones, nothing allocated per phone.
+    pub fn status_summary(&self, now: Instant) -> status::Status {
+        self.status_of(now, false)
+    }
+
+    fn status_of(&self, now: Instant, full: bool) -> status::Status {
         let mut by_target: std::collections::HashMap<_, Vec<status::WatcherStatus>> =
             std::collections::HashMap::new();
-        let mut by_profile = std::collections::BTreeMap::new();
+        // a handful of profiles: counted by name without a String per phone
+        let mut by_profile: Vec<(&str, usize)> = Vec::new();
         let mut phones = 0;
         for p in self.subs.phones() {
             phones += 1;
-            *by_profile.entry(p.profile.name().to_string()).or_insert(0) += 1;
-            by_target
-                .entry(p.target)
-                .or_default()
-                .push(status::WatcherStatus {
-                    address: p.flow.to_string(),
-                    profile: p.profile.name().to_string(),
-                    user_agent: p.user_agent.as_deref().map(str::to_string),
-                    expires_in_s: status::secs_until(p.expires_at, now),
-                });
+            let name = p.profile.name();
+            match by_profile.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, c)) => *c += 1,
+                None => by_profile.push((name, 1)),
+            }
+            if full {
+                by_target
+                    .entry(p.target)
+                    .or_default()
+                    .push(status::WatcherStatus {
+                        address: p.flow.to_string(),
+                        profile: name.to_string(),
+                        user_agent: p.user_agent.as_deref().map(str::to_string),
+                        expires_in_s: status::secs_until(p.expires_at, now),
+                    });
+            }
         }
-        let mut targets: Vec<status::TargetStatus> = self
-            .subs
-            .targets()
-            .map(|t| {
+        let by_profile = by_profile
+            .into_iter()
+            .map(|(n, c)| (n.to_string(), c))
+            .collect();
+        let mut summary = status::Summary::default();
+        let mut targets = Vec::new();
+        for t in self.subs.targets() {
+            summary.count(t);
+            if full {
                 let mut s = status::target_status(t);
                 s.watchers = by_target.remove(&t.id).unwrap_or_default();
-                s
-            })
-            .collect();
+                targets.push(s);
+            }
+        }
         targets.sort_by(|a, b| a.aor.cmp(&b.aor));
         let mut counters = self.counters.clone();
         for (code, n) in &self.proxy.stats().rejected_by_code {
@@ -373,6 +396,8 @@ impl Endpoint {
             upstream_server: self.failover.current().remote.to_string(),
             upstream_servers: self.failover.len(),
             counters,
+            summary,
+            full,
         }
     }
 

@@ -1,7 +1,9 @@
 //! What the operator's window shows: a plain-data snapshot of the endpoint
 //! (targets, their upstream subscriptions and watching phones) and the counters
-//! behind the metrics. Built by the core task on demand; the runtime hands it
-//! to the HTTP side, which never touches the core.
+//! behind the metrics. Built by the core task on demand — only when someone
+//! looks: the counts for `/metrics` and `/readyz` without a record per phone,
+//! the full list for `/api/targets` and the panel — and the runtime hands it to
+//! the HTTP side, which never touches the core.
 
 use crate::presence::{MergedState, PresenceStatus};
 use crate::subscription::{Target, UpState, Upstream};
@@ -108,9 +110,43 @@ pub struct TargetStatus {
     pub watchers: Vec<WatcherStatus>,
 }
 
+/// Merged target states, in the order [`Summary::targets_by_state`] counts them.
+pub const TARGET_STATES: [&str; 6] = ["unknown", "offline", "idle", "ringing", "busy", "held"];
+/// Upstream subscription states, in the order [`Summary::upstream_by_state`]
+/// counts them.
+pub const UP_STATES: [&str; 6] = [
+    "idle",
+    "subscribing",
+    "active",
+    "backoff",
+    "stopped",
+    "unsubscribing",
+];
+
+/// The counts behind `/metrics`: one pass over the targets, nothing allocated
+/// per phone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Targets by merged state ([`TARGET_STATES`]).
+    pub targets_by_state: [usize; 6],
+    /// Upstream subscriptions by package (`[dialog, presence]`) and state
+    /// ([`UP_STATES`]).
+    pub upstream_by_state: [[usize; 6]; 2],
+}
+
+impl Summary {
+    pub(super) fn count(&mut self, t: &Target) {
+        self.targets_by_state[target_state_index(t.phone_view().state)] += 1;
+        self.upstream_by_state[0][up_state_index(t.dialog.state)] += 1;
+        self.upstream_by_state[1][up_state_index(t.presence.state)] += 1;
+    }
+}
+
 /// The whole snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Status {
+    /// Every target with its watchers — only in a full status (`full`); the
+    /// counts alone (for `/metrics`, `/readyz`) leave it empty.
     pub targets: Vec<TargetStatus>,
     pub phone_subscriptions: usize,
     /// Phone subscriptions by profile name.
@@ -126,6 +162,13 @@ pub struct Status {
     pub upstream_server: String,
     pub upstream_servers: usize,
     pub counters: Counters,
+    /// Targets and upstream subscriptions by state (not in the JSON: the
+    /// list has them).
+    #[serde(skip)]
+    pub summary: Summary,
+    /// Whether `targets` lists every target (false: the counts only).
+    #[serde(skip)]
+    pub full: bool,
 }
 
 impl Status {
@@ -141,31 +184,41 @@ impl Status {
             upstream_server: String::new(),
             upstream_servers: 0,
             counters: Counters::default(),
+            summary: Summary::default(),
+            full: true,
         }
     }
 }
 
-pub(super) fn state_name(s: MergedState) -> &'static str {
+fn target_state_index(s: MergedState) -> usize {
     match s {
-        MergedState::Unknown => "unknown",
-        MergedState::Offline => "offline",
-        MergedState::Idle => "idle",
-        MergedState::Ringing => "ringing",
-        MergedState::Busy => "busy",
-        MergedState::Held => "held",
+        MergedState::Unknown => 0,
+        MergedState::Offline => 1,
+        MergedState::Idle => 2,
+        MergedState::Ringing => 3,
+        MergedState::Busy => 4,
+        MergedState::Held => 5,
     }
+}
+
+fn up_state_index(s: UpState) -> usize {
+    match s {
+        UpState::Idle => 0,
+        UpState::Subscribing => 1,
+        UpState::Active => 2,
+        UpState::Backoff => 3,
+        UpState::Stopped => 4,
+        UpState::Unsubscribing => 5,
+    }
+}
+
+pub(super) fn state_name(s: MergedState) -> &'static str {
+    TARGET_STATES[target_state_index(s)]
 }
 
 fn up_status(u: &Upstream) -> UpstreamStatus {
     UpstreamStatus {
-        state: match u.state {
-            UpState::Idle => "idle",
-            UpState::Subscribing => "subscribing",
-            UpState::Active => "active",
-            UpState::Backoff => "backoff",
-            UpState::Stopped => "stopped",
-            UpState::Unsubscribing => "unsubscribing",
-        },
+        state: UP_STATES[up_state_index(u.state)],
         last_error: u.last_error.clone(),
     }
 }

@@ -9,11 +9,16 @@
 //! - `/readyz` — the SIP listeners are bound and the upstream answered within
 //!   the last keep-alive interval; 503 with the reason otherwise.
 //!
-//! Runtime side: the core task publishes a [`Snapshot`] (at most every 250 ms,
-//! when something happened) into a `watch` channel; the handlers only read it,
-//! so a slow or hostile HTTP client can never stall SIP.
+//! Runtime side: the core task publishes a [`Snapshot`] into a `watch`
+//! channel only when someone looks ([`Demand`]): a request whose snapshot is
+//! older than [`FRESH`] asks for one (the counts, or the full list for
+//! `/api/targets`), an open `/events` stream gets every change in full. At most
+//! one snapshot per 250 ms is built whatever the clients do, and the handlers
+//! only read the channel, so a slow or hostile HTTP client can never stall SIP;
+//! with nobody looking, the core builds nothing (at 50,000 phones a full
+//! snapshot four times a second was most of the CPU of a quiet bridge).
 
-use crate::endpoint::status::Status;
+use crate::endpoint::status::{Status, TARGET_STATES, UP_STATES};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -27,7 +32,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
@@ -35,6 +40,66 @@ use tokio_stream::wrappers::WatchStream;
 
 /// The lamp panel, compiled in (no CDN, no files at run time).
 const PANEL: &str = include_str!("panel.html");
+
+/// A snapshot younger than this answers a request as it is.
+pub const FRESH: Duration = Duration::from_millis(250);
+/// How long a request waits for the core's new snapshot before it answers with
+/// the last one.
+pub const WAIT_FOR_CORE: Duration = Duration::from_secs(1);
+
+/// What the HTTP side asks of the core task, which builds a status only when
+/// asked: a request waiting (the counts, or the full list), or open `/events`
+/// streams (then every change, in full).
+#[derive(Debug, Default)]
+pub struct Demand {
+    streams: AtomicUsize,
+    /// 0: nothing asked; 1: the counts; 2: the full list.
+    wanted: AtomicU8,
+    /// Wakes the core task.
+    pub notify: tokio::sync::Notify,
+}
+
+impl Demand {
+    /// A request needs a new snapshot (`full`: with every target and watcher).
+    pub fn ask(&self, full: bool) {
+        self.wanted
+            .fetch_max(if full { 2 } else { 1 }, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    /// What to publish now (`Some(full)`), taking the requests; `None`: nobody
+    /// asked and no stream is open.
+    pub fn take(&self) -> Option<bool> {
+        let wanted = self.wanted.swap(0, Ordering::SeqCst);
+        match (wanted, self.streams() > 0) {
+            (_, true) | (2, _) => Some(true),
+            (0, false) => None,
+            _ => Some(false),
+        }
+    }
+
+    /// Open `/events` streams.
+    pub fn streams(&self) -> usize {
+        self.streams.load(Ordering::SeqCst)
+    }
+
+    /// An `/events` stream opens: every change is published in full until the
+    /// guard is dropped.
+    pub fn open_stream(self: &Arc<Self>) -> StreamGuard {
+        self.streams.fetch_add(1, Ordering::SeqCst);
+        self.ask(true);
+        StreamGuard(self.clone())
+    }
+}
+
+/// Counts one open `/events` stream (see [`Demand::open_stream`]).
+pub struct StreamGuard(Arc<Demand>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// What the HTTP side knows: the core's last status and how fresh it is.
 #[derive(Debug, Clone)]
@@ -55,6 +120,9 @@ pub struct Snapshot {
 #[derive(Clone)]
 pub struct HttpState {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// Where requests ask the core for a new snapshot (`None`: the channel is
+    /// all there is, e.g. a fixed snapshot in a test).
+    pub demand: Option<Arc<Demand>>,
     /// `Basic <base64(user:password)>` when authentication is configured.
     pub auth: Option<Arc<String>>,
     pub started_unix_s: f64,
@@ -63,6 +131,7 @@ pub struct HttpState {
 impl HttpState {
     pub fn new(
         snapshots: watch::Receiver<Arc<Snapshot>>,
+        demand: Option<Arc<Demand>>,
         user: Option<&str>,
         password: Option<&str>,
     ) -> HttpState {
@@ -75,11 +144,34 @@ impl HttpState {
         };
         HttpState {
             snapshots,
+            demand,
             auth,
             started_unix_s: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0),
+        }
+    }
+}
+
+impl HttpState {
+    /// A snapshot at most [`FRESH`] old, with the full list when `full`: the
+    /// last one if it will do, else one asked of the core (waiting at most
+    /// [`WAIT_FOR_CORE`], then the last one as it is).
+    pub async fn snapshot(&self, full: bool) -> Arc<Snapshot> {
+        let mut rx = self.snapshots.clone();
+        let deadline = tokio::time::Instant::now() + WAIT_FOR_CORE;
+        loop {
+            let snap = rx.borrow_and_update().clone();
+            let will_do = (snap.status.full || !full) && snap.taken_at.elapsed() < FRESH;
+            let Some(demand) = self.demand.as_ref().filter(|_| !will_do) else {
+                return snap;
+            };
+            demand.ask(full);
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return rx.borrow().clone(),
+            }
         }
     }
 }
@@ -136,22 +228,28 @@ async fn targets(State(s): State<HttpState>, headers: HeaderMap) -> Response {
     if !authorized(&s, &headers) {
         return unauthorized();
     }
-    let snap = s.snapshots.borrow().clone();
-    axum::Json(snap.status.clone()).into_response()
+    let snap = s.snapshot(true).await;
+    axum::Json(&snap.status).into_response()
 }
 
 async fn events(State(s): State<HttpState>, headers: HeaderMap) -> Response {
     if !authorized(&s, &headers) {
         return unauthorized();
     }
-    let stream = WatchStream::new(s.snapshots.clone()).map(|snap| {
-        Ok::<Event, Infallible>(
-            Event::default()
-                .event("status")
-                .json_data(&snap.status)
-                .unwrap_or_else(|_| Event::default().comment("unserialisable")),
-        )
-    });
+    // while the stream is open the core publishes every change in full; the
+    // snapshots taken for /metrics in between (counts only) are skipped
+    let guard = s.demand.as_ref().map(Demand::open_stream);
+    let stream = WatchStream::new(s.snapshots.clone())
+        .filter(|snap| snap.status.full)
+        .map(move |snap| {
+            let _open = &guard;
+            Ok::<Event, Infallible>(
+                Event::default()
+                    .event("status")
+                    .json_data(&snap.status)
+                    .unwrap_or_else(|_| Event::default().comment("unserialisable")),
+            )
+        });
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
@@ -190,7 +288,7 @@ async fn readyz(State(s): State<HttpState>, headers: HeaderMap) -> Response {
     if !authorized(&s, &headers) {
         return unauthorized();
     }
-    let snap = s.snapshots.borrow().clone();
+    let snap = s.snapshot(false).await;
     match readiness(&snap) {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()).into_response(),
         Err(why) => (
@@ -205,7 +303,7 @@ async fn metrics(State(s): State<HttpState>, headers: HeaderMap) -> Response {
     if !authorized(&s, &headers) {
         return unauthorized();
     }
-    let snap = s.snapshots.borrow().clone();
+    let snap = s.snapshot(false).await;
     match render_metrics(&snap.status, s.started_unix_s) {
         Ok(text) => (
             [(
@@ -251,8 +349,7 @@ pub fn render_metrics(st: &Status, started_unix_s: f64) -> Result<String, String
         "blf_bridge_targets",
         "Watched targets by merged state",
     );
-    for state in ["unknown", "offline", "idle", "ringing", "busy", "held"] {
-        let n = st.targets.iter().filter(|t| t.state == state).count();
+    for (state, n) in TARGET_STATES.iter().zip(st.summary.targets_by_state) {
         targets.get_or_create(&label("state", state)).set(n as i64);
     }
     let phones = gauge_family(
@@ -270,24 +367,11 @@ pub fn render_metrics(st: &Status, started_unix_s: f64) -> Result<String, String
         "blf_bridge_upstream_subscriptions",
         "Upstream subscriptions by package and state",
     );
-    let states = [
-        "idle",
-        "subscribing",
-        "active",
-        "backoff",
-        "stopped",
-        "unsubscribing",
-    ];
-    for (package, pick) in [("dialog", 0), ("presence", 1)] {
-        for state in states {
-            let n = st
-                .targets
-                .iter()
-                .filter(|t| {
-                    let u = if pick == 0 { &t.dialog } else { &t.presence };
-                    u.state == state
-                })
-                .count();
+    for (package, counts) in ["dialog", "presence"]
+        .iter()
+        .zip(st.summary.upstream_by_state)
+    {
+        for (state, n) in UP_STATES.iter().zip(counts) {
             ups.get_or_create(&vec![
                 ("package".to_string(), package.to_string()),
                 ("state".to_string(), state.to_string()),

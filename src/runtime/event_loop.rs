@@ -173,12 +173,17 @@ pub type Reloader = Arc<
         + Sync,
 >;
 
-/// The link to the HTTP side: the core's status is published into `tx` at
-/// most every [`STATUS_EVERY`], when something happened since.
+/// The link to the HTTP side: the core's status is published into `tx` when
+/// the HTTP side asks (`demand`: a request, or an open `/events` stream and
+/// something happened since), at most every [`STATUS_EVERY`]. Nobody looking,
+/// nothing is built.
 pub(crate) struct StatusLink {
     tx: watch::Sender<Arc<crate::http::Snapshot>>,
     task: AbortHandle,
+    pub(crate) demand: Arc<crate::http::Demand>,
     dirty: bool,
+    /// A request came (`demand.notify`) and is not served yet.
+    requested: bool,
     next: Instant,
 }
 
@@ -186,13 +191,24 @@ pub(crate) struct StatusLink {
 const STATUS_EVERY: Duration = Duration::from_millis(250);
 
 impl StatusLink {
-    pub fn new(tx: watch::Sender<Arc<crate::http::Snapshot>>, task: AbortHandle) -> StatusLink {
+    pub fn new(
+        tx: watch::Sender<Arc<crate::http::Snapshot>>,
+        demand: Arc<crate::http::Demand>,
+        task: AbortHandle,
+    ) -> StatusLink {
         StatusLink {
             tx,
             task,
+            demand,
             dirty: true,
+            requested: false,
             next: Instant::now(),
         }
+    }
+
+    /// When to publish next (`None`: nobody is waiting for a snapshot).
+    fn publish_at(&self) -> Option<Instant> {
+        (self.requested || (self.dirty && self.demand.streams() > 0)).then_some(self.next)
     }
 }
 
@@ -298,6 +314,7 @@ impl<C: SansIoCore> EventLoop<C> {
         let mut drain_until: Option<Instant> = None;
         let mut hup = hangup_signal(self.reloader.is_some());
         let mut published = false;
+        let demand = self.status.as_ref().map(|s| s.demand.clone());
         loop {
             self.flush().await;
             if !std::mem::take(&mut published) {
@@ -308,7 +325,7 @@ impl<C: SansIoCore> EventLoop<C> {
             }
             let draining = drain_until.is_some();
             let deadline = self.core.poll_timeout().map(Instant::from_std);
-            let publish_at = self.status.as_ref().filter(|s| s.dirty).map(|s| s.next);
+            let publish_at = self.status.as_ref().and_then(StatusLink::publish_at);
             let hold_deadline = self.persist.as_ref().and_then(Persistence::hold_deadline);
             let reconnect_at = self
                 .upstream_link
@@ -350,6 +367,11 @@ impl<C: SansIoCore> EventLoop<C> {
                     self.publish_status();
                     published = true;
                 }
+                _ = status_asked(demand.as_deref()) => {
+                    if let Some(s) = self.status.as_mut() {
+                        s.requested = true;
+                    }
+                }
             }
         }
         self.stop().await;
@@ -372,14 +394,20 @@ impl<C: SansIoCore> EventLoop<C> {
         let Some(link) = self.status.as_mut() else {
             return;
         };
+        link.requested = false;
+        let Some(full) = link.demand.take() else {
+            return;
+        };
         link.dirty = false;
         link.next = Instant::now() + STATUS_EVERY;
-        if let Some(st) = self.core.status(now()) {
+        if let Some(st) = self.core.status(now(), full) {
             let old = link.tx.borrow().clone();
             link.tx.send_replace(Arc::new(crate::http::Snapshot {
                 status: st,
                 taken_at: std::time::Instant::now(),
-                ..(*old).clone()
+                listening: old.listening,
+                keepalive_interval_s: old.keepalive_interval_s,
+                keepalive_options: old.keepalive_options,
             }));
         }
     }
@@ -936,6 +964,14 @@ async fn recv_hangup(h: Option<&mut Hangup>) {
 #[cfg(not(unix))]
 async fn recv_hangup(_h: Option<&mut Hangup>) {
     std::future::pending().await
+}
+
+/// An HTTP request asked for a new status (never, without the HTTP side).
+async fn status_asked(demand: Option<&crate::http::Demand>) {
+    match demand {
+        Some(d) => d.notify.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn recv_upstreams(

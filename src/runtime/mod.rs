@@ -112,8 +112,9 @@ pub trait SansIoCore {
     fn poll_persist(&mut self) -> Option<crate::store::Batch> {
         None
     }
-    /// The operator's window: a snapshot of the state (none by default).
-    fn status(&self, _now: Instant) -> Option<crate::endpoint::status::Status> {
+    /// The operator's window: a snapshot of the state (none by default);
+    /// `full`: with every target and its watchers, else the counts only.
+    fn status(&self, _now: Instant, _full: bool) -> Option<crate::endpoint::status::Status> {
         None
     }
     /// SIGHUP: a new configuration and profile set were loaded. Default: ignored.
@@ -166,8 +167,12 @@ impl SansIoCore for Endpoint {
     fn poll_persist(&mut self) -> Option<crate::store::Batch> {
         Endpoint::poll_persist(self)
     }
-    fn status(&self, now: Instant) -> Option<crate::endpoint::status::Status> {
-        Some(Endpoint::status(self, now))
+    fn status(&self, now: Instant, full: bool) -> Option<crate::endpoint::status::Status> {
+        Some(if full {
+            Endpoint::status(self, now)
+        } else {
+            Endpoint::status_summary(self, now)
+        })
     }
     fn reload(
         &mut self,
@@ -627,7 +632,7 @@ async fn start_http<C: SansIoCore>(
     let snap = crate::http::Snapshot {
         status: event_loop
             .core
-            .status(now)
+            .status(now, false)
             .unwrap_or_else(crate::endpoint::status::Status::empty),
         listening: true,
         taken_at: std::time::Instant::now(),
@@ -635,10 +640,15 @@ async fn start_http<C: SansIoCore>(
         keepalive_options: cfg.upstream.keepalive == crate::config::Keepalive::Options,
     };
     let (tx, rx) = watch::channel(Arc::new(snap));
-    let state =
-        crate::http::HttpState::new(rx, cfg.http.user.as_deref(), cfg.http.password.as_deref());
+    let demand = Arc::new(crate::http::Demand::default());
+    let state = crate::http::HttpState::new(
+        rx,
+        Some(demand.clone()),
+        cfg.http.user.as_deref(),
+        cfg.http.password.as_deref(),
+    );
     let task = tokio::spawn(crate::http::serve(listener, state));
-    event_loop.status = Some(event_loop::StatusLink::new(tx, task.abort_handle()));
+    event_loop.status = Some(event_loop::StatusLink::new(tx, demand, task.abort_handle()));
     tracing::info!(http = %display_opt(bound), "operator's window: lamp panel, /metrics, /healthz, /readyz, /api/targets");
     bound
 }

@@ -61,7 +61,11 @@ impl TransactionLayer {
             _ => return Err(TxError::CSeqMismatch),
         }
         let data = msg.message_bytes();
-        let key = ClientKey::new(key::sub_bytes(msg.buffer(), branch), method);
+        // The key owns a copy of the branch: a slice would pin the whole request
+        // for as long as any copy of the key lives — in the map until Timer K,
+        // and in the timer heap's stale Timer F entry for 64·T1 after the
+        // request, long after the transaction dropped `data`.
+        let key = ClientKey::new(Bytes::copy_from_slice(branch), method);
         self.start_client(flow, data, key, now)
     }
 
@@ -95,7 +99,9 @@ impl TransactionLayer {
                     .is_some_and(|c| c.method == method.as_bytes())
             );
         }
-        self.start_client(flow, request, ClientKey::new(branch, method), now)
+        // (a copy, not the slice: see send_request)
+        let key = ClientKey::new(Bytes::copy_from_slice(&branch), method);
+        self.start_client(flow, request, key, now)
     }
 
     fn start_client(

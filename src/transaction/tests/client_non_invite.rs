@@ -33,6 +33,36 @@ fn nict_udp_timer_e_doubles_to_t2_and_timer_f_times_out() {
 }
 
 #[test]
+fn nict_completed_holds_no_reference_to_the_request() {
+    // At a large site's refresh rate, every NOTIFY answered at once must leave
+    // memory when its transaction completes, not 64·T1 after it was sent: the
+    // map keeps the key until Timer K and the timer heap a stale Timer F entry,
+    // so a key sliced from the request would pin the whole message that long.
+    let mut s = Sim::new();
+    let text = request("NOTIFY", OUR_VIA, "z9hG4bKnict-pin", 7);
+    let req = Bytes::copy_from_slice(text.as_bytes());
+    let key = s
+        .layer
+        .send_request(peer_udp(), req.clone(), s.now)
+        .unwrap();
+    s.drain();
+    s.take_sent();
+    assert!(!req.is_unique(), "kept for retransmissions while Trying");
+    assert_eq!(
+        s.on_response(&response(&text, 200, "")),
+        ResponseDisposition::PassUp(key.clone())
+    );
+    assert_eq!(s.layer.client_state(&key), Some(ClientState::Completed));
+    assert!(
+        req.is_unique(),
+        "Completed: neither the transaction, nor its key, nor a timer entry holds the request"
+    );
+    assert_eq!(key.branch(), b"z9hG4bKnict-pin");
+    s.run_until(ms(40_000));
+    assert_eq!(s.layer.len(), (0, 0));
+}
+
+#[test]
 fn nict_udp_proceeding_retransmits_every_t2() {
     let mut s = Sim::new();
     let text = request("NOTIFY", OUR_VIA, "z9hG4bKnict2", 2);
