@@ -96,14 +96,13 @@ fn srv_failover_to_the_second_pbx_and_back_after_the_ttl() {
     k1.kill();
     p1002.kill();
     let killed = Instant::now();
-    let moved = wait_until(secs(35), POLL, || {
-        lamp(GXP, &gxp).ends_with(&["offline"]) && !k2.watchers_of("1002", "dialog").is_empty()
-    });
-    assert!(
-        moved,
-        "on the second PBX within 35 s: lamps {:?}\n{}",
-        lamp(GXP, &gxp),
-        tail(&bridge.log(), 40)
+    wait_on_server(
+        &k2,
+        &gxp,
+        &["offline"],
+        secs(35),
+        &bridge,
+        "on the second PBX",
     );
     eprintln!("failover took {:?}", killed.elapsed());
     assert!(bridge.log().contains("upstream failover"));
@@ -119,16 +118,9 @@ fn srv_failover_to_the_second_pbx_and_back_after_the_ttl() {
         .limit(secs(150))
         .spawn();
     assert!(wait_until(secs(10), POLL, || k1.is_registered("1002")));
-    let returned = wait_until(secs(25), POLL, || {
-        lamp(GXP, &gxp).ends_with(&["offline", "idle"])
-            && !k1.watchers_of("1002", "dialog").is_empty()
-    });
-    assert!(
-        returned,
-        "back on the first PBX within the TTL and a probe: lamps {:?}\n{}",
-        lamp(GXP, &gxp),
-        tail(&bridge.log(), 40)
-    );
+    let (lamps, within) = (&["offline", "idle"], secs(25));
+    let what = "back on the first PBX within the TTL and a probe";
+    wait_on_server(&k1, &gxp, lamps, within, &bridge, what);
     eprintln!("failback took {:?}", back.elapsed());
     assert!(bridge.log().contains("upstream failback"));
     // re-resolution happened at the TTL (10 s): dnsmasq saw repeated queries

@@ -550,14 +550,13 @@ fn srv_failover_in_the_site(transport: &str) {
     k1.kill();
     p1002.kill();
     let killed = Instant::now();
-    let moved = wait_until(secs(35), POLL, || {
-        lamp(GXP, &gxp).ends_with(&["offline"]) && !k2.watchers_of("1002", "dialog").is_empty()
-    });
-    assert!(
-        moved,
-        "on the second server within 35 s: lamps {:?}\n{}",
-        lamp(GXP, &gxp),
-        tail(&bridge.log(), 40)
+    wait_on_server(
+        &k2,
+        &gxp,
+        &["offline"],
+        secs(35),
+        &bridge,
+        "on the second server",
     );
     eprintln!("{transport}: failover took {:?}", killed.elapsed());
     assert!(bridge.log().contains("upstream failover"));
@@ -567,15 +566,14 @@ fn srv_failover_in_the_site(transport: &str) {
     let back = Instant::now();
     let k1 = Kamailio::start(opts(PBX1));
     let _p1002 = register_at_first(&k1);
-    let returned = wait_until(secs(30), POLL, || {
-        lamp(GXP, &gxp).ends_with(&["offline", "idle"])
-            && !k1.watchers_of("1002", "dialog").is_empty()
-    });
-    assert!(
-        returned,
-        "back on the first server after the TTL: lamps {:?}\n{}",
-        lamp(GXP, &gxp),
-        tail(&bridge.log(), 40)
+    let (lamps, within) = (&["offline", "idle"], secs(30));
+    wait_on_server(
+        &k1,
+        &gxp,
+        lamps,
+        within,
+        &bridge,
+        "back on the first server after the TTL",
     );
     eprintln!("{transport}: failback took {:?}", back.elapsed());
     assert!(bridge.log().contains("upstream failback"));

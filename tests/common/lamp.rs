@@ -99,3 +99,27 @@ pub fn wait_lamp(profile: &str, sipp: &Sipp, want: &[&str], timeout: Duration) {
         sipp.diagnostics()
     );
 }
+
+/// SRV failover tests: wait until the GXP `gxp` watching 1002 shows a lamp
+/// sequence ending with `lamps` AND `server` holds the bridge's `dialog`
+/// subscription to 1002 (so the bridge listens to that server); panics after
+/// `within` with `what`, the lamps and the bridge's log.
+pub fn wait_on_server(
+    server: &super::Kamailio,
+    gxp: &Sipp,
+    lamps: &[&str],
+    within: Duration,
+    bridge: &super::Bridge,
+    what: &str,
+) {
+    const GXP: &str = "grandstream-gxp";
+    let done = wait_until(within, POLL, || {
+        lamp(GXP, gxp).ends_with(lamps) && !server.watchers_of("1002", "dialog").is_empty()
+    });
+    assert!(
+        done,
+        "{what} within {within:?}: lamps {:?}\n{}",
+        lamp(GXP, gxp),
+        super::tail(&bridge.log(), 40)
+    );
+}
