@@ -376,6 +376,9 @@ enum Seen {
     Timeout,
     Closed(ConnId),
     ShutdownBegun,
+    /// The runtime asked for a transmit and got none: the end of one flush
+    /// (reported only when [`Ctl::report_flushes`] is set).
+    Flushed,
 }
 
 /// What a script may change in the scripted core.
@@ -385,6 +388,8 @@ struct Ctl {
     deadline: Option<Instant>,
     /// Reported by `is_drained` (starts true: nothing to wind down).
     busy: bool,
+    /// Report every end of a flush as [`Seen::Flushed`].
+    report_flushes: bool,
 }
 
 type Script = Box<dyn FnMut(&Seen, &mut Ctl) + Send>;
@@ -421,7 +426,11 @@ impl SansIoCore for Scripted {
         self.input(Seen::Closed(conn));
     }
     fn poll_transmit(&mut self, _now: Instant) -> Option<Transmit> {
-        self.ctl.out.pop_front()
+        let t = self.ctl.out.pop_front();
+        if t.is_none() && self.ctl.report_flushes {
+            let _ = self.seen.send(Seen::Flushed);
+        }
+        t
     }
     fn poll_timeout(&self) -> Option<Instant> {
         self.ctl.deadline
@@ -620,6 +629,65 @@ async fn timer_fires_and_its_transmit_is_sent() {
     let (msg, from) = recv_msg(&target).await;
     assert_eq!(call_id(&msg), b"from-timer");
     assert_eq!(from, local.udp.unwrap(), "sent from the listening socket");
+    rt.shutdown().await.unwrap();
+}
+
+/// Datagrams already queued in the socket are read in one pass of the loop (up
+/// to 32), in order, before anything is flushed; none is lost, and what is left
+/// over is read in the next pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_datagrams_are_read_in_one_pass_before_the_flush() {
+    const N: usize = 41;
+    // the core stays busy with the first datagram until the other 40 are sent
+    let (busy_tx, busy_rx) = tokio::sync::oneshot::channel::<()>();
+    let busy_tx = std::sync::Mutex::new(Some(busy_tx));
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel::<()>();
+    let sent_rx = std::sync::Mutex::new(sent_rx);
+    let script: Script = Box::new(move |s, ctl| {
+        ctl.report_flushes = true;
+        if let Seen::Datagram(_, d) = s
+            && d.ends_with(b"call-0\r\nCSeq: 1 NOTIFY\r\nContent-Length: 0\r\n\r\n")
+        {
+            if let Some(tx) = busy_tx.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+            let _ = sent_rx.lock().unwrap().recv_timeout(WAIT);
+            // (the last datagram sent may still be on its way through lo)
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let (rt, mut seen, local) = start_scripted(opts(), None, script).await;
+    let bridge = local.udp.unwrap();
+    let phone = udp_client().await;
+    phone.send_to(&notify("call-0"), bridge).await.unwrap();
+    timeout(WAIT, busy_rx).await.unwrap().unwrap();
+    for i in 1..N {
+        phone
+            .send_to(&notify(&format!("call-{i}")), bridge)
+            .await
+            .unwrap();
+    }
+    sent_tx.send(()).unwrap();
+    // what the core saw, flushes marked: "D" per datagram (in order), "F" per flush
+    let mut trace = String::new();
+    let mut next = 0;
+    while next < N {
+        match next_seen(&mut seen).await {
+            Seen::Datagram(_, d) => {
+                let want = notify(&format!("call-{next}"));
+                assert_eq!(d, want, "datagram {next} in order, whole");
+                next += 1;
+                trace.push('D');
+            }
+            Seen::Flushed => trace.push('F'),
+            other => panic!("{other:?}"),
+        }
+    }
+    let first_pass = format!("D{}F", "D".repeat(31));
+    assert!(
+        trace.contains(&first_pass),
+        "the 31 datagrams queued behind the first are read before the flush: {trace}"
+    );
     rt.shutdown().await.unwrap();
 }
 

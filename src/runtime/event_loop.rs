@@ -32,6 +32,13 @@ const UDP_SEND_WAIT: Duration = Duration::from_millis(100);
 /// Most datagrams in one `sendmmsg` (the kernel's own cap, UIO_MAXIOV, is 1024).
 const UDP_BATCH: usize = 32;
 
+/// Most datagrams read in one wake-up: after the one that woke the loop, what
+/// is already queued in the socket is read without waiting (`try_recv_from`)
+/// before anything is flushed, so a burst costs one pass of the loop (its
+/// timers, its flush, one `sendmmsg` of the answers) per batch instead of per
+/// datagram. Bounded so timers and TCP events still get their turn.
+const UDP_RECV_BATCH: usize = 32;
+
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the acceptor
 /// does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -347,7 +354,10 @@ impl<C: SansIoCore> EventLoop<C> {
                 }
                 Some(seq) = recv_committed(self.persist.as_mut()) => self.on_committed(seq),
                 _ = recv_hangup(hup.as_mut()), if !draining => self.on_hangup(),
-                r = recv_udp(self.udp.as_ref(), &mut buf), if !draining || self.core_takes_requests_while_draining() => self.on_datagram(r, &buf),
+                r = recv_udp(self.udp.as_ref(), &mut buf), if !draining || self.core_takes_requests_while_draining() => {
+                    self.on_datagram(r, &buf);
+                    self.read_queued_datagrams(&mut buf);
+                }
                 Some(ev) = self.events_rx.recv() => self.on_event(ev),
                 Some((servers, names)) = recv_upstreams(self.upstreams_rx.as_mut()) => {
                     self.limits.upstream_ips = servers.iter().map(|f| f.remote.ip()).collect();
@@ -441,6 +451,21 @@ impl<C: SansIoCore> EventLoop<C> {
     fn begin_drain(&mut self) -> Instant {
         self.core.begin_shutdown(now());
         Instant::now() + self.limits.shutdown_grace
+    }
+
+    /// Reads what is already waiting in the UDP socket, up to
+    /// [`UDP_RECV_BATCH`] - 1 datagrams, without waiting.
+    fn read_queued_datagrams(&mut self, buf: &mut [u8]) {
+        for _ in 1..UDP_RECV_BATCH {
+            let r = match self.udp.as_ref() {
+                Some(sock) => sock.try_recv_from(buf),
+                None => return,
+            };
+            if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                return;
+            }
+            self.on_datagram(r, buf);
+        }
     }
 
     fn on_datagram(&mut self, r: io::Result<(usize, SocketAddr)>, buf: &[u8]) {
