@@ -22,6 +22,7 @@ impl RunArgs {
             Err(code) => return code,
         };
         init_logging(global.log_format);
+        crate::runtime::tune_allocator();
         let rt = match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

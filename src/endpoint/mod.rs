@@ -352,7 +352,7 @@ impl Endpoint {
                     .push(status::WatcherStatus {
                         address: p.flow.to_string(),
                         profile: name.to_string(),
-                        user_agent: p.user_agent.as_deref().map(str::to_string),
+                        user_agent: p.user_agent().map(str::to_string),
                         expires_in_s: status::secs_until(p.expires_at, now),
                     });
             }

@@ -330,9 +330,9 @@ impl SubscriptionManager {
         // the index holds digests: the subscription's own Call-ID and tag decide
         let id = self.phone_index.get(&DialogKey::new(cid, to_tag)).copied();
         match id.filter(|id| {
-            self.phones
-                .get(id)
-                .is_some_and(|p| p.call_id.as_bytes() == cid && p.local_tag.as_bytes() == to_tag)
+            self.phones.get(id).is_some_and(|p| {
+                p.call_id().as_bytes() == cid && p.local_tag().as_bytes() == to_tag
+            })
         }) {
             Some(id) => Route::PhoneDialog(id),
             None => Route::NotOurs,

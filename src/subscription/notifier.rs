@@ -94,44 +94,140 @@ impl std::fmt::Debug for ProfileRef {
     }
 }
 
+/// The strings of a phone's dialog, in one heap block: eight strings made
+/// one allocation instead of eight (each block costs glibc's malloc 8 bytes of
+/// header and up to 15 of rounding, and each `Box<str>` 16 bytes of handle).
+/// Read by field ([`DialogText::get`]); replacing one rebuilds the block,
+/// which happens only when a refresh brings a new Contact.
+#[derive(Clone, Default)]
+pub struct DialogText {
+    /// The strings, one after the other.
+    buf: Box<str>,
+    /// Where each field ends in `buf` (by `Field as usize`).
+    ends: [u32; FIELDS],
+    /// Which fields are present (a bit per field): `None` is not `Some("")`.
+    present: u8,
+}
+
+/// The fields of a [`DialogText`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    CallId,
+    LocalTag,
+    RemoteTag,
+    LocalHeader,
+    RemoteHeader,
+    RemoteTarget,
+    EventId,
+    UserAgent,
+}
+
+const FIELDS: usize = 8;
+
+impl DialogText {
+    /// The block of `parts`, in [`Field`] order. A block longer than 4 GiB
+    /// cannot come from one SIP message; its excess is cut.
+    pub fn new(parts: [Option<&str>; FIELDS]) -> DialogText {
+        let len: usize = parts.iter().flatten().map(|p| p.len()).sum();
+        let mut buf = String::with_capacity(len.min(u32::MAX as usize));
+        let mut ends = [0u32; FIELDS];
+        let mut present = 0u8;
+        for (i, part) in parts.iter().enumerate() {
+            if let Some(p) = part {
+                if buf.len() + p.len() <= u32::MAX as usize {
+                    buf.push_str(p);
+                }
+                present |= 1 << i;
+            }
+            ends[i] = buf.len() as u32;
+        }
+        DialogText {
+            buf: buf.into_boxed_str(),
+            ends,
+            present,
+        }
+    }
+
+    /// A field; `None` when it was not given.
+    pub fn get(&self, f: Field) -> Option<&str> {
+        let i = f as usize;
+        if self.present & (1 << i) == 0 {
+            return None;
+        }
+        let start = match i {
+            0 => 0,
+            _ => self.ends[i - 1] as usize,
+        };
+        self.buf.get(start..self.ends[i] as usize)
+    }
+
+    /// A field that is always given (the empty string otherwise).
+    pub fn text(&self, f: Field) -> &str {
+        self.get(f).unwrap_or_default()
+    }
+
+    /// The same block with `f` replaced.
+    pub fn with(&self, f: Field, value: Option<&str>) -> DialogText {
+        let mut parts = self.parts();
+        parts[f as usize] = value;
+        DialogText::new(parts)
+    }
+
+    fn parts(&self) -> [Option<&str>; FIELDS] {
+        use Field::*;
+        [
+            CallId,
+            LocalTag,
+            RemoteTag,
+            LocalHeader,
+            RemoteHeader,
+            RemoteTarget,
+            EventId,
+            UserAgent,
+        ]
+        .map(|f| self.get(f))
+    }
+}
+
+impl std::fmt::Debug for DialogText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.parts()).finish()
+    }
+}
+
 /// A phone's subscription to a target, terminated at the bridge.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+///
+/// Stored (and restored) as a flat record with one field per string
+/// ([`PhoneRecord`]): the layout in memory is not the store's format.
+#[derive(Debug, Clone)]
 pub struct PhoneSub {
     pub id: PhoneId,
     pub target: TargetId,
     pub profile: ProfileRef,
-    pub call_id: Box<str>,
-    /// Our tag (the To-tag of our 200; From-tag of our NOTIFYs).
-    pub local_tag: Box<str>,
-    /// The phone's From-tag.
-    pub remote_tag: Box<str>,
-    /// The SUBSCRIBE's To header value plus our tag: the From of our NOTIFYs.
-    pub local_header: Box<str>,
-    /// The SUBSCRIBE's From header value (with its tag): the To of our NOTIFYs.
-    pub remote_header: Box<str>,
-    /// Request-URI of our NOTIFYs (the phone's Contact).
-    pub remote_target: Box<str>,
+    /// Call-ID; our tag (the To-tag of our 200, From-tag of our NOTIFYs); the
+    /// phone's From-tag; the SUBSCRIBE's To header value plus our tag (the
+    /// From of our NOTIFYs); its From header value with its tag (the To of our
+    /// NOTIFYs); the Request-URI of our NOTIFYs (the phone's Contact); the
+    /// `id` parameter of the Event header, echoed in every NOTIFY; the phone's
+    /// User-Agent (for the operator's window), as sent, cut to 128 bytes.
+    /// Read with the accessors ([`PhoneSub::call_id`] …).
+    pub text: DialogText,
     /// Record-Route of the SUBSCRIBE, in order (RFC 3261 §12.1.1).
     pub route_set: Vec<String>,
     /// The flow the SUBSCRIBE came on: NOTIFYs go back over it (NAT, TCP).
     pub flow: Flow,
-    /// `id` parameter of the Event header, echoed in every NOTIFY.
-    pub event_id: Option<Box<str>>,
     /// CSeq of the last NOTIFY we sent (strictly increasing).
     pub local_cseq: u32,
     /// CSeq of the last SUBSCRIBE accepted from the phone.
     pub remote_cseq: u32,
     /// dialog-info `version` of the next document (starts at 0, +1 per document).
     pub next_version: u32,
-    #[serde(with = "instant_serde")]
     pub expires_at: Instant,
     pub state: PhoneState,
-    #[serde(with = "instant_serde::option")]
     pub hold_until: Option<Instant>,
     /// The digest of the last document sent (without version), to send only
     /// on changes: 8 bytes instead of a copy of the document per phone. Not
     /// stored: after a restore the next update sends full state anyway.
-    #[serde(skip)]
     pub last_doc: Option<DocDigest>,
     /// A NOTIFY transaction is outstanding (one at a time keeps CSeq order).
     /// Set from the moment its CSeq and version are reserved, while it still
@@ -141,7 +237,6 @@ pub struct PhoneSub {
     /// manager's fan-out queue to be built: it will carry the target's newest
     /// rendering, whatever changed meanwhile. Not stored (a restored
     /// subscription continues from its reserved marks).
-    #[serde(skip)]
     pub queued: bool,
     /// The state changed while a NOTIFY was in flight: send again when it ends.
     pub dirty: bool,
@@ -154,19 +249,160 @@ pub struct PhoneSub {
     /// High-water marks reserved ahead in the store: a restored subscription
     /// continues from them, so CSeq and version never go backwards after a
     /// crash, and a NOTIFY costs a disk write only when it reaches them.
-    #[serde(default)]
     pub reserved_cseq: u32,
-    #[serde(default)]
     pub reserved_version: u32,
-    /// The phone's User-Agent (for the operator's window), as sent, cut to 128
-    /// bytes.
-    #[serde(default)]
-    pub user_agent: Option<Box<str>>,
     /// The phone has answered one of our NOTIFYs or refreshed in the dialog:
     /// its source is real. Until then a NOTIFY is retransmitted only a few
     /// times ([`UNVERIFIED_RETRANSMITS`]), so a spoofed SUBSCRIBE reflects little.
-    #[serde(default)]
     pub verified: bool,
+}
+
+/// The store's record of a [`PhoneSub`] (JSON): one field per string, the
+/// names and order they have had since the store was introduced, so records
+/// written by earlier versions restore and later ones read these.
+#[derive(Serialize)]
+struct PhoneRecordRef<'a> {
+    id: PhoneId,
+    target: TargetId,
+    profile: &'a ProfileRef,
+    call_id: &'a str,
+    local_tag: &'a str,
+    remote_tag: &'a str,
+    local_header: &'a str,
+    remote_header: &'a str,
+    remote_target: &'a str,
+    route_set: &'a [String],
+    flow: &'a Flow,
+    event_id: Option<&'a str>,
+    local_cseq: u32,
+    remote_cseq: u32,
+    next_version: u32,
+    #[serde(with = "instant_serde")]
+    expires_at: Instant,
+    state: PhoneState,
+    #[serde(with = "instant_serde::option")]
+    hold_until: Option<Instant>,
+    notify_in_flight: bool,
+    dirty: bool,
+    force_full: bool,
+    fetch: bool,
+    timer_gen: u32,
+    reserved_cseq: u32,
+    reserved_version: u32,
+    user_agent: Option<&'a str>,
+    verified: bool,
+}
+
+/// [`PhoneRecordRef`], owned, as read back.
+#[derive(Deserialize)]
+struct PhoneRecord {
+    id: PhoneId,
+    target: TargetId,
+    profile: ProfileRef,
+    call_id: String,
+    local_tag: String,
+    remote_tag: String,
+    local_header: String,
+    remote_header: String,
+    remote_target: String,
+    route_set: Vec<String>,
+    flow: Flow,
+    event_id: Option<String>,
+    local_cseq: u32,
+    remote_cseq: u32,
+    next_version: u32,
+    #[serde(with = "instant_serde")]
+    expires_at: Instant,
+    state: PhoneState,
+    #[serde(with = "instant_serde::option")]
+    hold_until: Option<Instant>,
+    notify_in_flight: bool,
+    dirty: bool,
+    force_full: bool,
+    fetch: bool,
+    timer_gen: u32,
+    #[serde(default)]
+    reserved_cseq: u32,
+    #[serde(default)]
+    reserved_version: u32,
+    #[serde(default)]
+    user_agent: Option<String>,
+    #[serde(default)]
+    verified: bool,
+}
+
+impl Serialize for PhoneSub {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        PhoneRecordRef {
+            id: self.id,
+            target: self.target,
+            profile: &self.profile,
+            call_id: self.call_id(),
+            local_tag: self.local_tag(),
+            remote_tag: self.remote_tag(),
+            local_header: self.local_header(),
+            remote_header: self.remote_header(),
+            remote_target: self.remote_target(),
+            route_set: &self.route_set,
+            flow: &self.flow,
+            event_id: self.event_id(),
+            local_cseq: self.local_cseq,
+            remote_cseq: self.remote_cseq,
+            next_version: self.next_version,
+            expires_at: self.expires_at,
+            state: self.state,
+            hold_until: self.hold_until,
+            notify_in_flight: self.notify_in_flight,
+            dirty: self.dirty,
+            force_full: self.force_full,
+            fetch: self.fetch,
+            timer_gen: self.timer_gen,
+            reserved_cseq: self.reserved_cseq,
+            reserved_version: self.reserved_version,
+            user_agent: self.user_agent(),
+            verified: self.verified,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for PhoneSub {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = PhoneRecord::deserialize(d)?;
+        Ok(PhoneSub {
+            id: r.id,
+            target: r.target,
+            profile: r.profile,
+            text: DialogText::new([
+                Some(r.call_id.as_str()),
+                Some(r.local_tag.as_str()),
+                Some(r.remote_tag.as_str()),
+                Some(r.local_header.as_str()),
+                Some(r.remote_header.as_str()),
+                Some(r.remote_target.as_str()),
+                r.event_id.as_deref(),
+                r.user_agent.as_deref(),
+            ]),
+            route_set: r.route_set,
+            flow: r.flow,
+            local_cseq: r.local_cseq,
+            remote_cseq: r.remote_cseq,
+            next_version: r.next_version,
+            expires_at: r.expires_at,
+            state: r.state,
+            hold_until: r.hold_until,
+            last_doc: None,
+            notify_in_flight: r.notify_in_flight,
+            queued: false,
+            dirty: r.dirty,
+            force_full: r.force_full,
+            fetch: r.fetch,
+            timer_gen: r.timer_gen,
+            reserved_cseq: r.reserved_cseq,
+            reserved_version: r.reserved_version,
+            verified: r.verified,
+        })
+    }
 }
 
 /// A document as a phone last got it, for "is this news?": a 64-bit SipHash
@@ -341,23 +577,30 @@ impl PhoneSub {
         let event_id = msg
             .event()
             .and_then(|e| e.ok())
-            .and_then(|e| e.id().map(|i| String::from_utf8_lossy(i).into()));
+            .and_then(|e| e.id().map(|i| String::from_utf8_lossy(i).into_owned()));
+        let local_header = format!("{to_value};tag={}", a.local_tag);
+        let call_id = text(msg.call_id());
+        let remote_tag = text(msg.from_tag());
+        let remote_header = text(msg.header_value(HeaderName::From));
+        let user_agent = msg
+            .user_agent()
+            .map(|ua| String::from_utf8_lossy(&ua[..ua.len().min(128)]).into_owned());
         PhoneSub {
             id: a.id,
             target: a.target,
             profile: a.profile,
-            call_id: text(msg.call_id()).into(),
-            local_header: format!("{to_value};tag={}", a.local_tag).into(),
-            local_tag: a.local_tag.into(),
-            remote_tag: text(msg.from_tag()).into(),
-            remote_header: text(msg.header_value(HeaderName::From)).into(),
-            user_agent: msg
-                .user_agent()
-                .map(|ua| String::from_utf8_lossy(&ua[..ua.len().min(128)]).into()),
-            remote_target: a.remote_target.into(),
+            text: DialogText::new([
+                Some(call_id.as_str()),
+                Some(a.local_tag.as_str()),
+                Some(remote_tag.as_str()),
+                Some(local_header.as_str()),
+                Some(remote_header.as_str()),
+                Some(a.remote_target.as_str()),
+                event_id.as_deref(),
+                user_agent.as_deref(),
+            ]),
             route_set,
             flow: a.flow,
-            event_id,
             local_cseq: 0,
             remote_cseq: msg.cseq().and_then(|c| c.ok()).map(|c| c.seq).unwrap_or(0),
             next_version: 0,
@@ -379,7 +622,46 @@ impl PhoneSub {
 
     /// The key of its dialog in the registry's index.
     pub fn key(&self) -> DialogKey {
-        DialogKey::new(self.call_id.as_bytes(), self.local_tag.as_bytes())
+        DialogKey::new(self.call_id().as_bytes(), self.local_tag().as_bytes())
+    }
+
+    pub fn call_id(&self) -> &str {
+        self.text.text(Field::CallId)
+    }
+
+    /// Our tag (the To-tag of our 200; From-tag of our NOTIFYs).
+    pub fn local_tag(&self) -> &str {
+        self.text.text(Field::LocalTag)
+    }
+
+    /// The phone's From-tag.
+    pub fn remote_tag(&self) -> &str {
+        self.text.text(Field::RemoteTag)
+    }
+
+    /// The SUBSCRIBE's To header value plus our tag: the From of our NOTIFYs.
+    pub fn local_header(&self) -> &str {
+        self.text.text(Field::LocalHeader)
+    }
+
+    /// The SUBSCRIBE's From header value (with its tag): the To of our NOTIFYs.
+    pub fn remote_header(&self) -> &str {
+        self.text.text(Field::RemoteHeader)
+    }
+
+    /// Request-URI of our NOTIFYs (the phone's Contact).
+    pub fn remote_target(&self) -> &str {
+        self.text.text(Field::RemoteTarget)
+    }
+
+    /// `id` parameter of the Event header, echoed in every NOTIFY.
+    pub fn event_id(&self) -> Option<&str> {
+        self.text.get(Field::EventId)
+    }
+
+    /// The phone's User-Agent, as sent, cut to 128 bytes.
+    pub fn user_agent(&self) -> Option<&str> {
+        self.text.get(Field::UserAgent)
     }
 
     /// Checks an in-dialog SUBSCRIBE: the same package and `id` (RFC 6665
@@ -393,7 +675,7 @@ impl PhoneSub {
         let ev = msg.event().and_then(|e| e.ok());
         let same_event = ev.is_some_and(|e| {
             e.is("dialog")
-                && e.id().map(|i| String::from_utf8_lossy(i)).as_deref() == self.event_id.as_deref()
+                && e.id().map(|i| String::from_utf8_lossy(i)).as_deref() == self.event_id()
         });
         if !same_event {
             return Err((489, "Bad Event", vec![("Allow-Events", "dialog".into())]));
@@ -419,7 +701,10 @@ impl PhoneSub {
         self.verified = true;
         // SUBSCRIBE is a target-refresh request
         if let Some(c) = msg.contacts().next().and_then(|(_, c)| c.ok()) {
-            self.remote_target = String::from_utf8_lossy(c.uri).into();
+            let contact = String::from_utf8_lossy(c.uri);
+            if contact != self.remote_target() {
+                self.text = self.text.with(Field::RemoteTarget, Some(&contact));
+            }
         }
         self.flow = flow;
         self.timer_gen += 1;
@@ -620,19 +905,19 @@ fn notify_request(
     subscription_state: SubState<'_>,
     body: Option<(&RenderedDoc, u32)>,
 ) -> Bytes {
-    let (ruri, routes) = build::in_dialog_target(&sub.remote_target, &sub.route_set);
+    let (ruri, routes) = build::in_dialog_target(sub.remote_target(), &sub.route_set);
     let mut b = MessageBuilder::request(&Method::Notify, &ruri);
     b.header("Via", env.local.via(sub.flow.transport, branch))
         .header("Max-Forwards", 70);
     for r in &routes {
         b.header("Route", r);
     }
-    b.header("From", &sub.local_header)
-        .header("To", &sub.remote_header)
-        .header("Call-ID", &sub.call_id)
+    b.header("From", sub.local_header())
+        .header("To", sub.remote_header())
+        .header("Call-ID", sub.call_id())
         .header("CSeq", format_args!("{} NOTIFY", sub.local_cseq))
         .header("Contact", build::contact(env, sub.flow.transport));
-    match &sub.event_id {
+    match sub.event_id() {
         Some(id) => b.header("Event", format_args!("dialog;id={id}")),
         None => b.header("Event", "dialog"),
     };
@@ -666,9 +951,9 @@ fn notify_request_lean(
     let contact = env.own.contact(t);
     let strict;
     let (ruri, routes): (&str, &[String]) = if sub.route_set.is_empty() {
-        (&sub.remote_target, &[])
+        (sub.remote_target(), &[])
     } else {
-        strict = build::in_dialog_target(&sub.remote_target, &sub.route_set);
+        strict = build::in_dialog_target(sub.remote_target(), &sub.route_set);
         (&strict.0, &strict.1)
     };
     let body_len = doc.len_with_version(version);
@@ -678,9 +963,9 @@ fn notify_request_lean(
         + via_pre.len()
         + branch.len()
         + routes_len
-        + sub.local_header.len()
-        + sub.remote_header.len()
-        + sub.call_id.len()
+        + sub.local_header().len()
+        + sub.remote_header().len()
+        + sub.call_id().len()
         + contact.len()
         + env.user_agent.len()
         + body_len;
@@ -694,12 +979,12 @@ fn notify_request_lean(
     for r in routes {
         b.header_bytes("Route", r.as_bytes());
     }
-    b.header_bytes("From", sub.local_header.as_bytes())
-        .header_bytes("To", sub.remote_header.as_bytes())
-        .header_bytes("Call-ID", sub.call_id.as_bytes())
+    b.header_bytes("From", sub.local_header().as_bytes())
+        .header_bytes("To", sub.remote_header().as_bytes())
+        .header_bytes("Call-ID", sub.call_id().as_bytes())
         .header("CSeq", format_args!("{} NOTIFY", sub.local_cseq))
         .header_bytes("Contact", contact.as_bytes());
-    match &sub.event_id {
+    match sub.event_id() {
         Some(id) => b.header_parts("Event", &[b"dialog;id=", id.as_bytes()]),
         None => b.header_bytes("Event", b"dialog"),
     };
@@ -758,12 +1043,12 @@ mod tests {
     /// The held subscription's own record stays compact (issue 12: bytes per
     /// held subscription; docs/benchmarks.md "Memory per held subscription").
     /// (It was larger with `String` fields, a copy of the last document and
-    /// the profile's name.)
+    /// the profile's name, and — 320 bytes — with a `Box<str>` per string.)
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn the_record_stays_compact() {
         let size = std::mem::size_of::<PhoneSub>();
-        assert!(size <= 320, "PhoneSub grew to {size} bytes");
+        assert!(size <= 248, "PhoneSub grew to {size} bytes");
         assert_eq!(std::mem::size_of::<ProfileRef>(), 16);
         assert_eq!(std::mem::size_of::<Option<DocDigest>>(), 16);
     }
@@ -835,6 +1120,99 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The dialog's strings live in one block, but the store's record keeps
+    /// one named field per string (records of earlier versions restore, and
+    /// these read back the same); `None` stays distinct from the empty string;
+    /// a refresh with a new Contact replaces only the Request-URI.
+    #[test]
+    fn the_strings_of_a_subscription_are_one_block_and_the_record_is_flat() {
+        let set = ProfileSet::builtin();
+        let profile = set.get_shared("grandstream-gxp").unwrap().clone();
+        let text = "SUBSCRIBE sip:1002@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.1.1.1;branch=z9hG4bKa\r\nFrom: \"Desk\" <sip:1001@pbx.test>;tag=ft\r\nTo: <sip:1002@pbx.test>\r\nCall-ID: c1@x\r\nCSeq: 5 SUBSCRIBE\r\nContact: <sip:1001@10.1.1.1>\r\nEvent: dialog;id=7\r\nUser-Agent: Grandstream GXP2170 1.0.11.3\r\nContent-Length: 0\r\n\r\n";
+        let msg = SipMessage::parse(Bytes::from(text)).unwrap();
+        let accepted = || Accepted {
+            id: PhoneId(1),
+            target: TargetId(2),
+            profile: ProfileRef::new(&profile),
+            remote_target: "sip:1001@10.1.1.1".into(),
+            flow: Flow::udp("10.1.1.1:5060".parse().unwrap()),
+            local_tag: "ours".into(),
+            expires: 600,
+        };
+        let now = Instant::now();
+        let mut sub = PhoneSub::accept(accepted(), &msg, now);
+        let strings = [
+            sub.call_id(),
+            sub.local_tag(),
+            sub.remote_tag(),
+            sub.local_header(),
+            sub.remote_header(),
+            sub.remote_target(),
+        ];
+        assert_eq!(
+            strings,
+            [
+                "c1@x",
+                "ours",
+                "ft",
+                "<sip:1002@pbx.test>;tag=ours",
+                "\"Desk\" <sip:1001@pbx.test>;tag=ft",
+                "sip:1001@10.1.1.1",
+            ]
+        );
+        assert_eq!(sub.event_id(), Some("7"));
+        assert_eq!(sub.user_agent(), Some("Grandstream GXP2170 1.0.11.3"));
+
+        let json: serde_json::Value = serde_json::to_value(&sub).unwrap();
+        for (k, v) in [
+            ("call_id", "c1@x"),
+            ("local_tag", "ours"),
+            ("remote_tag", "ft"),
+            ("local_header", "<sip:1002@pbx.test>;tag=ours"),
+            ("remote_header", "\"Desk\" <sip:1001@pbx.test>;tag=ft"),
+            ("remote_target", "sip:1001@10.1.1.1"),
+            ("event_id", "7"),
+            ("user_agent", "Grandstream GXP2170 1.0.11.3"),
+            ("profile", "grandstream-gxp"),
+        ] {
+            assert_eq!(json[k], v, "{k}");
+        }
+        assert_eq!(json["remote_cseq"], 5);
+        assert!(json.get("text").is_none(), "the block is not the format");
+        let back: PhoneSub = serde_json::from_value(json.clone()).unwrap();
+        let mut again = serde_json::to_value(&back).unwrap();
+        // (instants are stored as wall-clock milliseconds: ±1 ms on the way back)
+        let mut same = json.clone();
+        again.as_object_mut().unwrap().remove("expires_at");
+        same.as_object_mut().unwrap().remove("expires_at");
+        assert_eq!(again, same);
+        assert_eq!(back.key(), sub.key());
+
+        // a record without the optional strings (or from before they existed)
+        let mut old = json.clone();
+        old["event_id"] = serde_json::Value::Null;
+        old.as_object_mut().unwrap().remove("user_agent");
+        let back: PhoneSub = serde_json::from_value(old).unwrap();
+        assert_eq!((back.event_id(), back.user_agent()), (None, None));
+        assert_eq!(back.remote_header(), "\"Desk\" <sip:1001@pbx.test>;tag=ft");
+        let empty = DialogText::new([Some(""), None, None, None, None, None, Some(""), None]);
+        assert_eq!(empty.get(Field::CallId), Some(""));
+        assert_eq!(empty.get(Field::EventId), Some(""));
+        assert_eq!(empty.get(Field::UserAgent), None);
+
+        // a refresh with a new Contact: only the Request-URI of our NOTIFYs moves
+        let refresh = text
+            .replace("CSeq: 5", "CSeq: 6")
+            .replace("<sip:1001@10.1.1.1>", "<sip:1001@10.1.1.9:5062>");
+        let msg = SipMessage::parse(Bytes::from(refresh)).unwrap();
+        sub.refresh(&msg, 6, sub.flow, 600, now);
+        assert_eq!(sub.remote_target(), "sip:1001@10.1.1.9:5062");
+        assert_eq!(sub.call_id(), "c1@x");
+        assert_eq!(sub.remote_header(), "\"Desk\" <sip:1001@pbx.test>;tag=ft");
+        assert_eq!(sub.user_agent(), Some("Grandstream GXP2170 1.0.11.3"));
+        assert_eq!(sub.event_id(), Some("7"));
     }
 
     #[test]

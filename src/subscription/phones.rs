@@ -291,7 +291,7 @@ impl SubscriptionManager {
             c.phones.insert(id, true);
         }
         if expires == 0 {
-            tracing::info!(phone = %flow, call_id = %sub.call_id, "phone unsubscribed");
+            tracing::info!(phone = %flow, call_id = %sub.call_id(), "phone unsubscribed");
             self.terminate_phone(id, SubState::TIMEOUT, true, now);
         } else {
             let (at, generation) = (sub.expires_at, sub.timer_gen);

@@ -311,6 +311,45 @@ pub struct TransactionLayer {
     next_id: u64,
     out: VecDeque<Transmit>,
     events: VecDeque<TxEvent>,
+    /// Where completed non-INVITE server transactions keep their response.
+    retained: Retained,
+}
+
+/// The final responses that non-INVITE server transactions keep over UDP for
+/// Timer J (64·T1, 32 s by default), to answer retransmissions of their
+/// request: copied one after the other into shared blocks of [`Retained::BLOCK`]
+/// bytes instead of each staying in its own heap block.
+///
+/// Their lifetimes are first in, first out (Timer J is the same for all), so a
+/// block is freed whole about 32 s after it filled. One heap block per
+/// response instead would leave, after a burst (thousands of phones
+/// subscribing at once), 32 s worth of responses' holes between the
+/// subscriptions made meanwhile, which live for hours: the allocator could
+/// not give those pages back, and the bridge's memory would stay at the size
+/// of its busiest half-minute. A block is large enough for glibc's malloc to
+/// map it apart from the heap, and to give it back to the system when freed.
+#[derive(Debug, Default)]
+struct Retained {
+    block: bytes::BytesMut,
+}
+
+impl Retained {
+    /// 256 KiB: above glibc's mmap threshold (128 KiB, fixed at start by
+    /// `runtime::tune_allocator`); ~500 SUBSCRIBE responses.
+    const BLOCK: usize = 256 << 10;
+
+    /// `data`, copied into the current block (a new one when it is full). A
+    /// response larger than a sixteenth of a block keeps its own allocation.
+    fn keep(&mut self, data: &bytes::Bytes) -> bytes::Bytes {
+        if data.len() > Self::BLOCK / 16 {
+            return data.clone();
+        }
+        if self.block.capacity() - self.block.len() < data.len() {
+            self.block = bytes::BytesMut::with_capacity(Self::BLOCK);
+        }
+        self.block.extend_from_slice(data);
+        self.block.split().freeze()
+    }
 }
 
 /// What to do with a transaction once its map borrow has ended.
@@ -331,6 +370,7 @@ impl TransactionLayer {
             next_id: 0,
             out: VecDeque::new(),
             events: VecDeque::new(),
+            retained: Retained::default(),
         }
     }
 

@@ -234,11 +234,12 @@ impl TransactionLayer {
                     }
                     tx.state = ServerState::Completed;
                     tx.request = Bytes::new();
-                    tx.response = response.clone();
                     if reliable {
                         tx.timeout_at = None;
                         after = After::Terminate;
                     } else {
+                        // kept 64·T1: in the layer's FIFO blocks, not on its own
+                        tx.response = self.retained.keep(&response);
                         let at = now + t.t1x64();
                         tx.timeout_at = Some(at);
                         self.queue

@@ -223,3 +223,54 @@ fn a_burst_gives_its_room_back_after_timer_j() {
     assert!(s.layer.events.capacity() <= SHRINK_MIN);
     assert!(s.layer.out.capacity() <= SHRINK_MIN);
 }
+
+/// The responses kept for Timer J share the layer's blocks: hundreds of
+/// completed transactions' responses lie one after the other in one
+/// allocation, each still answered byte for byte, and a large response keeps
+/// its own.
+#[test]
+fn responses_kept_for_timer_j_share_blocks_and_stay_byte_identical() {
+    let mut s = Sim::new();
+    let mut kept = Vec::new();
+    for i in 0..300u32 {
+        let text = request("SUBSCRIBE", PHONE_VIA, &format!("z9hG4bKblk{i}"), i + 1);
+        let key = new_key(s.on_request(&text));
+        let ok = MessageBuilder::response_to(&parse(&text), 200, "OK", Some("srv"))
+            .header("Expires", 600 + i)
+            .finish();
+        s.respond(&key, ok.clone()).unwrap();
+        kept.push((text, ok));
+    }
+    s.take_sent();
+    let mut answers = Vec::new();
+    for (text, ok) in &kept {
+        assert_eq!(s.on_request(text), RequestDisposition::Retransmission);
+        let sent = s.take_sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(&sent[0].1.data, ok, "answered byte-identically");
+        answers.push(sent[0].1.data.clone());
+    }
+    // consecutive responses follow each other in memory (one block, not 300)
+    let adjacent = answers
+        .windows(2)
+        .filter(|w| w[0].as_ptr().wrapping_add(w[0].len()) == w[1].as_ptr())
+        .count();
+    assert!(adjacent >= 290, "{adjacent} of 299 pairs adjacent");
+
+    let big_text = request("SUBSCRIBE", PHONE_VIA, "z9hG4bKbig", 1);
+    let key = new_key(s.on_request(&big_text));
+    let big = MessageBuilder::response_to(&parse(&big_text), 200, "OK", Some("srv"))
+        .header("X-Pad", "x".repeat(20_000))
+        .finish();
+    s.respond(&key, big.clone()).unwrap();
+    let sent = s.take_sent();
+    assert_eq!(sent[0].1.data.as_ptr(), big.as_ptr(), "sent as given");
+    assert_eq!(s.on_request(&big_text), RequestDisposition::Retransmission);
+    let again = s.take_sent();
+    assert_eq!(again[0].1.data, big);
+    assert_eq!(
+        again[0].1.data.as_ptr(),
+        big.as_ptr(),
+        "a large one kept as is"
+    );
+}
