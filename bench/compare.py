@@ -151,7 +151,9 @@ def step(d):
         # the first 2 s of phones (cold start: the phones that wait for their target)
         early = [r for t, r in est if t - r < start + 2000]
         res.update(first2s_p99=bench.pct(early, 99), first2s_max=max(early), first2s_n=len(early))
-        ts = sorted(t for t, _ in est)
+        # the rate the phones' SUBSCRIBEs went out at (not their NOTIFYs' arrivals, which
+        # a cold start's wait for first_notify_timeout_ms would stretch)
+        ts = sorted(t - r for t, r in est)
         if len(ts) > 10 and ts[-1] > ts[0]:
             res['achieved_rate'] = round((len(ts) - 1) / ((ts[-1] - ts[0]) / 1000.0), 1)
     created = res.get('created') or 0
@@ -203,7 +205,8 @@ def step(d):
     ach = res.get('achieved_rate') or 0
     res['pass'] = bool(created and created >= meta['count'] and res.get('failed_pct', 100) < meta['fail_pct']
                        and res.get('p99') is not None and res['p99'] <= meta['p99_ms']
-                       and ach >= 0.95 * meta['rate'])
+                       and ach >= 0.95 * meta['rate']
+                       and (meta.get('mode') != 'cold' or (meta.get('drops') or 0) + (meta.get('up_drops') or 0) == 0))
     return res
 
 
@@ -355,15 +358,20 @@ def report(rdir):
     instrs = {i['server']: i for i in load_json(os.path.join(rdir, 'instr-*/instr.json'))}
     crit = None
     if steps:
-        crit = (steps[0]['p99_ms'], steps[0]['fail_pct'])
-        s0 = steps[0]
+        s0 = next((s for s in steps if s['mode'] == 'steady'), steps[0])
+        crit = (s0['p99_ms'], s0['fail_pct'])
+        cold = next((s for s in steps if s['mode'] == 'cold'), None)
         lines.append('### Kamailio alone vs the bridge: the same workload, one run (`bench/compare.sh`)')
         lines.append('')
         lines.append('Workload: SIPp Grandstream Wave phones, SUBSCRIBE → hold %d s → unsubscribe, over %d targets; '
                      '%d s of new subscriptions per step, fresh processes per step, the two servers alternating '
                      'at each rate. Sustained = < %g %% failed calls, p99 SUBSCRIBE→first NOTIFY ≤ %g ms, '
-                     'achieved ≥ 95 %% of offered; one run per step.' % (
-                         s0['hold_s'], s0['targets'], s0['step_secs'], crit[1], crit[0]))
+                     'achieved ≥ 95 %% of offered (SUBSCRIBEs sent per s); one run per step.' % (
+                         s0['hold_s'], s0['targets'], s0['step_secs'], crit[1], crit[0])
+                     + (' Cold start (nothing established upstream: a phone waits for its target, at most '
+                        'first_notify_timeout_ms): p99 ≤ %g ms (that timeout + one 4 ms tick of SIPp\'s clock) '
+                        'and no UDP datagram dropped at either socket instead of the %g ms.' % (cold['p99_ms'], crit[0])
+                        if cold else ''))
         lines.append('')
     if cmd:
         lines.append('Command: `%s`' % cmd)

@@ -46,6 +46,10 @@
 #   subscriptions per step)   STOP_AFTER (2: a server that missed the criterion at this
 #   many consecutive rates is not offered higher ones; 0 = never skip)
 #   P99_MS (50) FAIL_PCT (0.1): the "sustained" criterion (and achieved >= 95 % of offered)
+#   COLD_P99_MS (FIRST_NOTIFY_MS or 2000, + 4: SIPp's clock tick): the cold phase's p99
+#          bound instead of P99_MS (phones of a target not yet known upstream wait, by
+#          design, first_notify_timeout_ms); a cold step also needs 0 UDP drops at the
+#          server's and the upstream's socket
 #   KAM_CHILDREN (4)  KAM_SHM (2048 MB)   UP_SHM (256 MB: the bridge's upstream Kamailio)
 #   SUB_AUTH (1: the upstream Kamailio challenges the bridge's SUBSCRIBEs with 407)
 #   UPSTREAM_RATE (""; the product default, 20/s)  FIRST_NOTIFY_MS ("": default, 2000)
@@ -72,6 +76,10 @@ TARGETS=${TARGETS:-500}
 STEP_SECS=${STEP_SECS:-20}
 STOP_AFTER=${STOP_AFTER:-2}
 P99_MS=${P99_MS:-50}
+# cold start: a phone whose target is not yet known upstream waits (by design) for
+# first_notify_timeout_ms; the criterion is that wait plus one tick of SIPp's clock (its
+# response times come in 4 ms steps here), and no datagram dropped at either socket
+COLD_P99_MS=${COLD_P99_MS:-$(( ${FIRST_NOTIFY_MS:-2000} + 4 ))}
 FAIL_PCT=${FAIL_PCT:-0.1}
 KAM_CHILDREN=${KAM_CHILDREN:-4}
 KAM_SHM=${KAM_SHM:-2048}
@@ -100,7 +108,7 @@ BENCH_DIR="$(cd "$BENCH_DIR" && pwd)"
 echo "results in $BENCH_DIR" >&2
 # the command line and knobs, for the report
 {
-  echo "$(for v in PHASES SERVERS RATES HOLD TARGETS STEP_SECS KAM_CHILDREN SUB_AUTH UPSTREAM_RATE FIRST_NOTIFY_MS MEM_COUNT MEM_RATE SETTLE_S WATCHERS FAN_CYCLES; do
+  echo "$(for v in PHASES SERVERS RATES HOLD TARGETS STEP_SECS COLD_P99_MS KAM_CHILDREN SUB_AUTH UPSTREAM_RATE FIRST_NOTIFY_MS MEM_COUNT MEM_RATE SETTLE_S WATCHERS FAN_CYCLES; do
       printf '%s="%s" ' "$v" "${!v}"; done)bench/compare.sh"
 } >"$BENCH_DIR/command.txt"
 
@@ -254,7 +262,7 @@ load_step() {
  "targets": $TARGETS, "hold_s": $HOLD, "step_secs": $STEP_SECS, "sipp_rc": $rc,
  "t0": $t0, "t1": $t1, "cpu_ticks": [$c0, $c1], "up_cpu_ticks": [$uc0, $uc1],
  "drops": $((d1 - d0)), "up_drops": $((u1 - u0)), "loadavg": $load0,
- "p99_ms": $P99_MS, "fail_pct": $FAIL_PCT}
+ "p99_ms": $( [[ "$mode" == cold ]] && echo "$COLD_P99_MS" || echo "$P99_MS" ), "fail_pct": $FAIL_PCT}
 EOF
   cleanup
   $PY step "$dir" >"$dir/step.json"
