@@ -243,10 +243,19 @@ fn assert_monotonic(phones: &[Phone]) {
 fn the_200_upstream_leaves_first_then_each_phone_notify_is_built_as_it_is_sent() {
     const N: u16 = 50;
     let (mut sim, mut pbx, mut phones) = watched(N, false);
+    let cseqs = |sim: &Sim| -> Vec<u32> {
+        sim.ep
+            .subscriptions()
+            .phones()
+            .map(|p| p.local_cseq)
+            .collect()
+    };
+    let before = cseqs(&sim);
     pbx.notify_undrained(&mut sim, "presence", Some(PIDF_CLOSED));
-    // decided, numbered, not built
-    assert_eq!(queued(&sim), N as usize, "one NOTIFY per watcher decided");
+    // one NOTIFY per watcher to come, none decided (numbered) or built yet
+    assert_eq!(queued(&sim), N as usize, "one NOTIFY per watcher pending");
     assert_eq!(client_transactions(&sim), 0, "none built yet");
+    assert_eq!(cseqs(&sim), before, "no phone decided yet");
 
     let first = next(&mut sim).expect("something to send");
     assert!(is_200_upstream(&first), "the upstream's 200 goes first");
@@ -259,6 +268,12 @@ fn the_200_upstream_leaves_first_then_each_phone_notify_is_built_as_it_is_sent()
         1,
         "the first phone NOTIFY leaves before the others are made"
     );
+    let decided = cseqs(&sim)
+        .iter()
+        .zip(&before)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(decided, 1, "the others are not even decided yet");
     assert_eq!(queued(&sim), N as usize - 1);
 
     let mut sent = 1;
@@ -512,12 +527,18 @@ fn a_fanout_crossing_the_reserved_mark_is_durable_before_its_first_notify_and_su
         sim.store.as_mut().unwrap().apply(&b);
     }
 
-    // version 63 reaches the mark: the moved marks are in a durable batch
-    // taken before any NOTIFY is built
+    // version 63 reaches the mark: the first phone decided moves its marks,
+    // the others' move with it, and no NOTIFY is built before the store has
+    // taken them (in a durable batch)
     pbx.notify_undrained(&mut sim, "presence", Some(PIDF_CLOSED));
     assert_eq!(queued(&sim), N as usize);
     assert_eq!(client_transactions(&sim), 0);
+    assert!(is_200_upstream(&next(&mut sim).unwrap()));
+    assert!(next(&mut sim).is_none(), "held until the store takes the marks");
+    assert!(sim.ep.waits_for_persist());
+    assert_eq!(client_transactions(&sim), 0);
     let batch = sim.ep.poll_persist().expect("the marks moved");
+    assert!(!sim.ep.waits_for_persist());
     assert!(batch.durable, "the NOTIFYs wait for the disk");
     let store = sim.store.as_mut().unwrap();
     store.apply(&batch);
@@ -528,7 +549,6 @@ fn a_fanout_crossing_the_reserved_mark_is_durable_before_its_first_notify_and_su
             "reserved ahead of the queued version: {rec}"
         );
     }
-    assert!(is_200_upstream(&next(&mut sim).unwrap()));
     let t = next(&mut sim).unwrap();
     let (i, _) = record(&mut phones, &t).expect("a phone NOTIFY");
     assert_eq!(phones[i].got.last().unwrap().1, 63);

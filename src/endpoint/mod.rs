@@ -1143,21 +1143,38 @@ impl Endpoint {
     }
 
     fn next_transmit(&mut self, now: Option<Instant>) -> Option<Transmit> {
-        if let Some(t) = self.out.pop_front() {
-            return Some(t);
-        }
-        if let Some(t) = self.txl.poll_transmit() {
-            return Some(t);
-        }
-        while let Some(n) = self.subs.poll_notify(now) {
-            self.counters.notifies_sent += 1;
-            let branch = Some(n.branch);
-            self.start_client_built(n.flow, n.data, branch, Owner::Sub(n.tag), n.at);
+        loop {
+            if let Some(t) = self.out.pop_front() {
+                return Some(t);
+            }
             if let Some(t) = self.txl.poll_transmit() {
                 return Some(t);
             }
+            if let Some(n) = self.subs.poll_notify(now) {
+                self.counters.notifies_sent += 1;
+                let branch = Some(n.branch);
+                self.start_client_built(n.flow, n.data, branch, Owner::Sub(n.tag), n.at);
+                continue;
+            }
+            // a phone decided in a fan-out queued something else (its
+            // subscription ended): through the usual path, then on
+            if self.subs.has_out() {
+                let at = now.or_else(|| self.subs.sweep_time());
+                if let Some(at) = at {
+                    self.pump(at);
+                    continue;
+                }
+            }
+            return None;
         }
-        None
+    }
+
+    /// NOTIFYs wait until [`Endpoint::poll_persist`] has taken the latest
+    /// changes: a phone decided in a fan-out moved what the store keeps, and
+    /// that must be durable before its NOTIFY leaves. The runtime takes the
+    /// batch and then polls on.
+    pub fn waits_for_persist(&self) -> bool {
+        self.persistence && self.subs.waits_for_persist()
     }
 
     /// When [`Endpoint::handle_timeout`] must be called next.

@@ -613,6 +613,20 @@ impl<C: SansIoCore> EventLoop<C> {
         for t in ready {
             self.send(t).await;
         }
+        // a core may stop handing out messages until it has given its latest
+        // changes to the store (a fan-out's phone moved its marks): then take
+        // them and go on, holding what follows until they are durable
+        loop {
+            self.flush_pass().await;
+            if !(self.persist.is_some() && self.core.waits_for_persist()) {
+                break;
+            }
+        }
+    }
+
+    /// One round of [`EventLoop::flush`]: the core's changes to the store,
+    /// then what it sends, held back while an earlier change is not durable.
+    async fn flush_pass(&mut self) {
         if let Some(p) = self.persist.as_mut() {
             if let Some(batch) = self.core.poll_persist() {
                 p.submitted += 1;

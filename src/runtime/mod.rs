@@ -112,6 +112,12 @@ pub trait SansIoCore {
     fn poll_persist(&mut self) -> Option<crate::store::Batch> {
         None
     }
+    /// `poll_transmit` returned `None` only because the next message waits
+    /// for `poll_persist` to take a change first (the runtime takes it and
+    /// polls on). Default: never.
+    fn waits_for_persist(&self) -> bool {
+        false
+    }
     /// The operator's window: a snapshot of the state (none by default);
     /// `full`: with every target and its watchers, else the counts only.
     fn status(&self, _now: Instant, _full: bool) -> Option<crate::endpoint::status::Status> {
@@ -166,6 +172,9 @@ impl SansIoCore for Endpoint {
     }
     fn poll_persist(&mut self) -> Option<crate::store::Batch> {
         Endpoint::poll_persist(self)
+    }
+    fn waits_for_persist(&self) -> bool {
+        Endpoint::waits_for_persist(self)
     }
     fn status(&self, now: Instant, full: bool) -> Option<crate::endpoint::status::Status> {
         Some(if full {

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The subscription translator. See the module docs.
 pub struct SubscriptionManager {
@@ -50,6 +50,16 @@ pub struct SubscriptionManager {
     /// yet sent gets the newest document), with how many entries of
     /// `fanout` still use them.
     pub(super) fanout_docs: IdMap<TargetId, FanoutDocs>,
+    /// Targets whose state changed and whose phones are not all decided yet:
+    /// each phone is decided when the endpoint asks for the next NOTIFY
+    /// ([`SubscriptionManager::poll_notify`]), so the first NOTIFY of a large
+    /// fan-out leaves after one decision, not after a thousand. In change order.
+    pub(super) sweeps: VecDeque<Sweep>,
+    /// A phone decided in a sweep changed what the store keeps (its reserved
+    /// CSeq/version marks moved): no NOTIFY is handed out until the store has
+    /// taken that change ([`SubscriptionManager::persist_into`]), so it is
+    /// written before the NOTIFY leaves, as for a change decided at once.
+    pub(super) persist_barrier: bool,
     pub(super) rng: Rng,
     /// Upstream SUBSCRIBEs wait here for their turn.
     pub(super) pacer: Pacer,
@@ -117,7 +127,27 @@ pub(super) struct Queued {
 pub(super) struct FanoutDocs {
     pub docs: Renderings,
     pub queued: usize,
+    /// A sweep of the target's phones is pending (see
+    /// [`SubscriptionManager::sweeps`]): keep the renderings.
+    pub sweeping: bool,
 }
+
+/// The phones of one target still to be decided after its state changed
+/// (a snapshot of its watchers at the change; a phone gone by its turn is
+/// skipped).
+pub(super) struct Sweep {
+    pub target: TargetId,
+    pub phones: Vec<PhoneId>,
+    pub next: usize,
+    /// When the change was decided.
+    pub at: Instant,
+}
+
+/// How much earlier than `first_notify_timeout_ms` a held phone's first
+/// NOTIFY is released: the time the NOTIFY takes to be on the wire (the
+/// timer's tick, the rest of the loop's pass, the send), so the phone has it
+/// within the timeout. At most a tenth of the timeout.
+pub const HOLD_MARGIN: Duration = Duration::from_millis(20);
 
 /// Retry-After (seconds) of a SUBSCRIBE refused because a cap is reached.
 pub const CAP_RETRY_AFTER_S: u32 = 60;
@@ -148,8 +178,17 @@ impl SubscriptionManager {
             out: VecDeque::new(),
             fanout: VecDeque::new(),
             fanout_docs: IdMap::default(),
+            sweeps: VecDeque::new(),
+            persist_barrier: false,
             rng,
         }
+    }
+
+    /// How long a phone waits for its target's state before its first NOTIFY
+    /// renders what is known: `first_notify_timeout_ms` less [`HOLD_MARGIN`].
+    pub(super) fn first_notify_hold(&self) -> Duration {
+        let timeout = Duration::from_millis(self.env.cfg.subscriptions.first_notify_timeout_ms);
+        timeout.saturating_sub(HOLD_MARGIN.min(timeout / 10))
     }
 
     // ----------------------------------------------------------- introspection
@@ -170,6 +209,11 @@ impl SubscriptionManager {
         self.phones.get(&id).map(|p| &**p)
     }
 
+    /// Whether [`poll_out`](Self::poll_out) has something.
+    pub fn has_out(&self) -> bool {
+        !self.out.is_empty()
+    }
+
     pub fn poll_out(&mut self) -> Option<Out> {
         crate::transaction::drained(&mut self.out)
     }
@@ -180,8 +224,18 @@ impl SubscriptionManager {
     /// newer NOTIFY are skipped. Everything [`poll_out`](Self::poll_out) holds
     /// goes first: the endpoint drains it before asking for these.
     pub fn poll_notify(&mut self, now: Option<Instant>) -> Option<BuiltNotify> {
-        while let Some(q) = self.fanout.front().copied() {
-            self.fanout.pop_front();
+        loop {
+            // a sweep's decision queued something for `poll_out` (a phone
+            // ended) or must reach the store first: the endpoint does that
+            if self.persist_barrier || !self.out.is_empty() {
+                return None;
+            }
+            let Some(q) = self.fanout.pop_front() else {
+                if self.advance_sweep() {
+                    continue;
+                }
+                break;
+            };
             let Some(slot) = self.fanout_docs.get_mut(&q.target) else {
                 continue;
             };
@@ -209,7 +263,7 @@ impl SubscriptionManager {
                 }
                 _ => None,
             };
-            if slot.queued == 0 {
+            if slot.queued == 0 && !slot.sweeping {
                 self.fanout_docs.remove(&q.target);
             }
             if built.is_some() {
@@ -222,9 +276,60 @@ impl SubscriptionManager {
         None
     }
 
+    /// Decide the next phone of the oldest pending sweep (or end that sweep).
+    /// False when no sweep is pending.
+    fn advance_sweep(&mut self) -> bool {
+        let Some(s) = self.sweeps.front_mut() else {
+            return false;
+        };
+        let (target, at) = (s.target, s.at);
+        let Some(&phone) = s.phones.get(s.next) else {
+            self.sweeps.pop_front();
+            if let Some(slot) = self.fanout_docs.get_mut(&target) {
+                slot.sweeping = false;
+            }
+            self.settle_docs(target);
+            return true;
+        };
+        s.next += 1;
+        self.decide_watcher(target, phone, at);
+        if self.changes.as_ref().is_some_and(|c| !c.is_empty()) {
+            // the decision changed what the store keeps (typically the
+            // phone's reserved marks moved, and its neighbours' are about to):
+            // the rest of the target's phones are decided now, so one durable
+            // batch covers them all, and no NOTIFY leaves before it is taken
+            while let Some(s) = self.sweeps.front_mut() {
+                let Some(&phone) = s.phones.get(s.next) else {
+                    break;
+                };
+                s.next += 1;
+                self.decide_watcher(target, phone, at);
+            }
+            self.persist_barrier = true;
+        }
+        true
+    }
+
+    /// Whether NOTIFYs wait until the store has taken the latest changes
+    /// ([`SubscriptionManager::persist_into`]).
+    pub fn waits_for_persist(&self) -> bool {
+        self.persist_barrier
+    }
+
+    /// When the pending decisions were made: the time for what a sweep's
+    /// decision queued (see [`SubscriptionManager::poll_out`]).
+    pub fn sweep_time(&self) -> Option<Instant> {
+        self.sweeps.front().map(|s| s.at)
+    }
+
     /// Phone NOTIFYs decided and not built yet.
     pub fn queued_notifies(&self) -> usize {
         self.fanout.len()
+            + self
+                .sweeps
+                .iter()
+                .map(|s| s.phones.len().saturating_sub(s.next))
+                .sum::<usize>()
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -404,22 +509,42 @@ impl SubscriptionManager {
             return;
         };
         t.merge();
-        let ready = t.ready();
-        let watchers = t.watchers.clone();
+        let phones = t.watchers.clone();
         // the new state's renderings replace those of an earlier change
         self.fresh_docs(target);
-        for w in watchers {
-            let holding = self
-                .phones
-                .get(&w)
-                .is_some_and(|p| p.state == PhoneState::Holding);
-            if !holding {
-                self.update_phone(w, now);
-            } else if ready {
-                self.release_first_notify(w, false, now);
-            }
+        if let Some(slot) = self.fanout_docs.get_mut(&target) {
+            slot.sweeping = true;
         }
-        self.settle_docs(target);
+        // each phone is decided when its turn to be sent comes; a sweep still
+        // pending for the target starts over with the new state
+        match self.sweeps.iter_mut().find(|s| s.target == target) {
+            Some(s) => {
+                s.phones = phones;
+                s.next = 0;
+                s.at = now;
+            }
+            None => self.sweeps.push_back(Sweep {
+                target,
+                phones,
+                next: 0,
+                at: now,
+            }),
+        }
+    }
+
+    /// One watcher of a changed target: a phone holding its first NOTIFY is
+    /// released once the target's state is known, the others get the new
+    /// rendering if it changed for them.
+    fn decide_watcher(&mut self, target: TargetId, w: PhoneId, now: Instant) {
+        let holding = self
+            .phones
+            .get(&w)
+            .is_some_and(|p| p.state == PhoneState::Holding);
+        if !holding {
+            self.update_phone(w, now);
+        } else if self.targets.get(&target).is_some_and(|t| t.ready()) {
+            self.release_first_notify(w, false, now);
+        }
     }
 
     /// New renderings for the target's queued NOTIFYs: its state changed, or
@@ -431,7 +556,11 @@ impl SubscriptionManager {
 
     /// A target's renderings are kept only while NOTIFYs wait for them.
     pub(super) fn settle_docs(&mut self, target: TargetId) {
-        if self.fanout_docs.get(&target).is_some_and(|s| s.queued == 0) {
+        if self
+            .fanout_docs
+            .get(&target)
+            .is_some_and(|s| s.queued == 0 && !s.sweeping)
+        {
             self.fanout_docs.remove(&target);
         }
     }

@@ -52,6 +52,7 @@ impl SubscriptionManager {
     /// The changes since the last call as store operations. Returns whether
     /// any of them must be durable before the bridge says more.
     pub fn persist_into(&mut self, batch: &mut Batch) -> bool {
+        self.persist_barrier = false;
         let Some(c) = self.changes.as_mut() else {
             return false;
         };
@@ -235,7 +236,7 @@ impl SubscriptionManager {
         let Some(t) = self.targets.get(&target) else {
             return;
         };
-        let until = now + Duration::from_millis(self.env.cfg.subscriptions.first_notify_timeout_ms);
+        let until = now + self.first_notify_hold();
         let mut holds = Vec::new();
         for w in &t.watchers {
             if let Some(p) = self.phones.get_mut(w)

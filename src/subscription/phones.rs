@@ -211,8 +211,7 @@ impl SubscriptionManager {
             "phone subscription accepted"
         );
         let ready = self.targets.get_mut(&target).is_some_and(|t| t.watch(id));
-        let hold_ms = self.env.cfg.subscriptions.first_notify_timeout_ms;
-        sub.hold_until = (!ready).then(|| now + Duration::from_millis(hold_ms));
+        sub.hold_until = (!ready).then(|| now + self.first_notify_hold());
         let hold_until = sub.hold_until;
         self.phone_index.insert(sub.key(), id);
         self.count_source(flow.remote.ip(), true);

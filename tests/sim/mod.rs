@@ -132,13 +132,22 @@ impl Sim {
         self.drain();
     }
 
+    /// Everything the endpoint sends now, and its changes into the store;
+    /// as the runtime does, the changes are taken whenever the endpoint
+    /// holds its NOTIFYs until they are.
     fn drain(&mut self) {
-        while let Some(t) = self.ep.poll_transmit() {
-            self.pending.push(t);
-        }
-        if let Some(s) = self.store.as_mut() {
-            while let Some(b) = self.ep.poll_persist() {
-                s.apply(&b);
+        loop {
+            while let Some(t) = self.ep.poll_transmit() {
+                self.pending.push(t);
+            }
+            let waits = self.ep.waits_for_persist();
+            if let Some(s) = self.store.as_mut() {
+                while let Some(b) = self.ep.poll_persist() {
+                    s.apply(&b);
+                }
+            }
+            if !waits {
+                break;
             }
         }
     }
