@@ -385,6 +385,9 @@ enum Seen {
 #[derive(Default)]
 struct Ctl {
     out: VecDeque<Transmit>,
+    /// Sent after `out`, reported as independent of each other (a fan-out's
+    /// NOTIFYs).
+    fanout: VecDeque<Transmit>,
     deadline: Option<Instant>,
     /// Reported by `is_drained` (starts true: nothing to wind down).
     busy: bool,
@@ -399,6 +402,7 @@ struct Scripted {
     seen: mpsc::UnboundedSender<Seen>,
     script: Script,
     ctl: Ctl,
+    last_independent: bool,
 }
 
 impl Scripted {
@@ -426,11 +430,19 @@ impl SansIoCore for Scripted {
         self.input(Seen::Closed(conn));
     }
     fn poll_transmit(&mut self, _now: Instant) -> Option<Transmit> {
-        let t = self.ctl.out.pop_front();
+        self.last_independent = false;
+        let mut t = self.ctl.out.pop_front();
+        if t.is_none() {
+            t = self.ctl.fanout.pop_front();
+            self.last_independent = t.is_some();
+        }
         if t.is_none() && self.ctl.report_flushes {
             let _ = self.seen.send(Seen::Flushed);
         }
         t
+    }
+    fn transmit_is_independent(&self) -> bool {
+        self.last_independent
     }
     fn poll_timeout(&self) -> Option<Instant> {
         self.ctl.deadline
@@ -456,6 +468,7 @@ async fn start_scripted(
             deadline: deadline.map(|d| now + d),
             ..Ctl::default()
         },
+        last_independent: false,
     })
     .await
     .unwrap();
@@ -687,6 +700,69 @@ async fn queued_datagrams_are_read_in_one_pass_before_the_flush() {
     assert!(
         trace.contains(&first_pass),
         "the 31 datagrams queued behind the first are read before the flush: {trace}"
+    );
+    rt.shutdown().await.unwrap();
+}
+
+/// A large fan-out (its messages marked independent) is shared between the
+/// loop and the second sender: every datagram arrives exactly once, whole,
+/// and what the core sends in its next pass arrives after all of them (the
+/// flush ends only when the second sender is done).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_fanout_arrives_whole_and_before_what_the_core_sends_next() {
+    const N: usize = 700;
+    let mut phone_flow = None;
+    let script: Script = Box::new(move |s, ctl| match s {
+        Seen::Datagram(from, d) if d.starts_with(b"go") => {
+            phone_flow = Some(*from);
+            ctl.out.push_back(Transmit {
+                flow: *from,
+                data: Bytes::from_static(b"before"),
+            });
+            for i in 0..N {
+                ctl.fanout.push_back(Transmit {
+                    flow: *from,
+                    data: Bytes::from(format!("notify {i:04} {}", "x".repeat(600))),
+                });
+            }
+            // the next pass of the loop (a timer due now) sends one more
+            ctl.deadline = Some(Instant::now());
+        }
+        Seen::Timeout => {
+            if let Some(to) = phone_flow {
+                ctl.out.push_back(Transmit {
+                    flow: to,
+                    data: Bytes::from_static(b"after"),
+                });
+            }
+        }
+        _ => {}
+    });
+    let (rt, _seen, local) = start_scripted(opts(), None, script).await;
+    let phone = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket2::SockRef::from(&phone)
+        .set_recv_buffer_size(8 << 20)
+        .unwrap();
+    phone.set_read_timeout(Some(WAIT)).unwrap();
+    phone.send_to(b"go", local.udp.unwrap()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 2048];
+    while got.len() < N + 2 {
+        let n = phone
+            .recv(&mut buf)
+            .expect("every datagram within the wait");
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert_eq!(got[0], "before");
+    assert_eq!(got[N + 1], "after", "after the whole fan-out");
+    let mut notifies: Vec<&String> = got[1..=N].iter().collect();
+    notifies.sort();
+    notifies.dedup();
+    assert_eq!(notifies.len(), N, "each fan-out datagram exactly once");
+    assert!(
+        notifies
+            .iter()
+            .all(|d| d.len() == "notify 0000 ".len() + 600)
     );
     rt.shutdown().await.unwrap();
 }

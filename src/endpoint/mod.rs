@@ -89,6 +89,8 @@ pub struct Endpoint {
     next_ping: Option<Instant>,
     /// Changes are tracked for a state store.
     persistence: bool,
+    /// See [`Endpoint::transmit_is_fanout`].
+    last_fanout: bool,
     /// For the metrics.
     counters: status::Counters,
     /// A graceful stop is under way: new requests are not taken.
@@ -189,6 +191,7 @@ impl Endpoint {
             stats: Stats::default(),
             next_ping,
             persistence: false,
+            last_fanout: false,
             counters: status::Counters::default(),
             draining: false,
             liveness: Liveness::default(),
@@ -1143,17 +1146,23 @@ impl Endpoint {
     }
 
     fn next_transmit(&mut self, now: Option<Instant>) -> Option<Transmit> {
+        let mut built = false;
         loop {
             if let Some(t) = self.out.pop_front() {
+                self.last_fanout = false;
                 return Some(t);
             }
             if let Some(t) = self.txl.poll_transmit() {
+                // what the transaction layer had before was taken above: this
+                // is the NOTIFY just built
+                self.last_fanout = built;
                 return Some(t);
             }
             if let Some(n) = self.subs.poll_notify(now) {
                 self.counters.notifies_sent += 1;
                 let branch = Some(n.branch);
                 self.start_client_built(n.flow, n.data, branch, Owner::Sub(n.tag), n.at);
+                built = true;
                 continue;
             }
             // a phone decided in a fan-out queued something else (its
@@ -1162,11 +1171,19 @@ impl Endpoint {
                 let at = now.or_else(|| self.subs.sweep_time());
                 if let Some(at) = at {
                     self.pump(at);
+                    built = false;
                     continue;
                 }
             }
             return None;
         }
+    }
+
+    /// Whether the transmit last handed out is a phone NOTIFY of a fan-out
+    /// (its first sending): one per dialog, so such messages may leave in any
+    /// order among themselves.
+    pub fn transmit_is_fanout(&self) -> bool {
+        self.last_fanout
     }
 
     /// NOTIFYs wait until [`Endpoint::poll_persist`] has taken the latest

@@ -32,6 +32,16 @@ const UDP_SEND_WAIT: Duration = Duration::from_millis(100);
 /// Most datagrams in one `sendmmsg` (the kernel's own cap, UIO_MAXIOV, is 1024).
 const UDP_BATCH: usize = 32;
 
+/// A burst's first datagrams of fan-out NOTIFYs leave from the loop itself;
+/// past this many, part of them go to the second sender ([`super::lane`]).
+const LANE_AFTER: usize = 64;
+
+/// Past [`LANE_AFTER`], of every this many batches of fan-out NOTIFYs one is
+/// sent by the loop (which also builds them all) and the others by the lane.
+/// Measured on 2 cores (docs/benchmarks.md): a third sent by the loop gives
+/// the earliest last NOTIFY; sharing by the lane's backlog instead was slower.
+const LANE_ROUND: usize = 3;
+
 /// Most datagrams read in one wake-up: after the one that woke the loop, what
 /// is already queued in the socket is read without waiting (`try_recv_from`)
 /// before anything is flushed, so a burst costs one pass of the loop (its
@@ -276,6 +286,8 @@ pub(crate) struct EventLoop<C> {
     acceptor: Option<AbortHandle>,
     /// Refused connections are logged once per source and interval.
     log_gate: crate::util::LogGate,
+    /// The second UDP sender for large fan-outs (Linux).
+    lane: Option<super::lane::Lane>,
 }
 
 impl<C: SansIoCore> EventLoop<C> {
@@ -287,6 +299,7 @@ impl<C: SansIoCore> EventLoop<C> {
         params: ConnParams,
     ) -> Self {
         let udp_local = udp.as_ref().and_then(|s| s.local_addr().ok());
+        let lane = udp.as_ref().and_then(start_lane);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (guard_tx, guard_rx) = mpsc::channel(1);
         let acceptor = tcp.map(|l| tokio::spawn(accept_loop(l, events_tx.clone())).abort_handle());
@@ -308,6 +321,7 @@ impl<C: SansIoCore> EventLoop<C> {
             guard_rx,
             acceptor,
             log_gate: crate::util::LogGate::default(),
+            lane,
         }
     }
 
@@ -652,8 +666,34 @@ impl<C: SansIoCore> EventLoop<C> {
         // fan-out) leave at once, the rest of a fan-out in few system calls
         let mut batch: Vec<Transmit> = Vec::new();
         let mut limit = 1;
+        // a large fan-out's NOTIFYs are shared with the lane (a second
+        // thread); the flush ends when the lane is idle again, so whatever
+        // the core sends next keeps its order
+        let mut fanout = 0usize;
+        let mut job: Vec<super::lane::Datagram> = Vec::new();
+        let mut lane_used = false;
         while let Some(t) = self.core.poll_transmit(now()) {
             if t.flow.transport == Transport::Udp && self.udp.is_some() {
+                // past the first LANE_AFTER, two batches of fan-out NOTIFYs
+                // in every LANE_ROUND go to the lane, the other is sent here
+                if let Some(lane) = &self.lane
+                    && self.core.transmit_is_independent()
+                {
+                    fanout += 1;
+                    let past = fanout.saturating_sub(LANE_AFTER + 1);
+                    if fanout > LANE_AFTER && !(past / UDP_BATCH).is_multiple_of(LANE_ROUND) {
+                        job.push(super::lane::Datagram {
+                            dest: net::for_socket(t.flow.remote, self.udp_local),
+                            data: t.data,
+                            flow: t.flow,
+                        });
+                        if job.len() >= UDP_BATCH {
+                            lane.submit(std::mem::take(&mut job));
+                            lane_used = true;
+                        }
+                        continue;
+                    }
+                }
                 batch.push(t);
                 if batch.len() >= limit {
                     self.send_udp_batch(&mut batch).await;
@@ -665,6 +705,18 @@ impl<C: SansIoCore> EventLoop<C> {
             }
         }
         self.send_udp_batch(&mut batch).await;
+        if let Some(lane) = &self.lane {
+            if !job.is_empty() {
+                lane.submit(job);
+                lane_used = true;
+            }
+            if lane_used {
+                let idle = lane.wait_idle();
+                for flow in idle.failed {
+                    self.core.transport_failed(flow, now());
+                }
+            }
+        }
     }
 
     /// Send (and empty) `batch`, in order: as few `sendmmsg` calls as the
@@ -950,6 +1002,26 @@ impl<C: SansIoCore> EventLoop<C> {
             tracing::warn!("some TCP connections did not finish writing in time");
         }
         tracing::info!("stopped");
+    }
+}
+
+/// The lane on a duplicate of the UDP socket (none where it cannot be made).
+fn start_lane(sock: &UdpSocket) -> Option<super::lane::Lane> {
+    #[cfg(target_os = "linux")]
+    {
+        let dup = socket2::SockRef::from(sock).try_clone();
+        match dup.and_then(|s| super::lane::Lane::start(s, UDP_SEND_WAIT)) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "no second UDP sender: fan-outs are sent by the loop alone");
+                None
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = sock;
+        None
     }
 }
 

@@ -15,6 +15,20 @@ pub(super) fn send_batch(sock: &UdpSocket, msgs: &[(SocketAddr, &[u8])]) -> io::
     if msgs.is_empty() {
         return Ok(0);
     }
+    sock.try_io(tokio::io::Interest::WRITABLE, || {
+        send_batch_fd(sock.as_raw_fd(), msgs)
+    })
+}
+
+/// [`send_batch`] on a raw (non-blocking) socket: one `sendmmsg(2)`.
+#[cfg(target_os = "linux")]
+pub(super) fn send_batch_fd(
+    fd: std::os::fd::RawFd,
+    msgs: &[(SocketAddr, &[u8])],
+) -> io::Result<usize> {
+    if msgs.is_empty() {
+        return Ok(0);
+    }
     let addrs: Vec<socket2::SockAddr> = msgs.iter().map(|(a, _)| (*a).into()).collect();
     let mut iovs: Vec<libc::iovec> = msgs
         .iter()
@@ -37,17 +51,15 @@ pub(super) fn send_batch(sock: &UdpSocket, msgs: &[(SocketAddr, &[u8])]) -> io::
         })
         .collect();
     let n = u32::try_from(hdrs.len()).unwrap_or(u32::MAX);
-    sock.try_io(tokio::io::Interest::WRITABLE, || {
-        // SAFETY: every header points at an address and one iovec that live
-        // (in `addrs`, `iovs`, `msgs`) until this call returns; the kernel
-        // only reads them and writes each header's `msg_len`.
-        let r = unsafe { libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), n, 0) };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(r as usize)
-        }
-    })
+    // SAFETY: every header points at an address and one iovec that live (in
+    // `addrs`, `iovs`, `msgs`) until this call returns; the kernel only reads
+    // them and writes each header's `msg_len`.
+    let r = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n, 0) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
 }
 
 /// Elsewhere: one datagram (the caller sends the rest in turn).

@@ -39,6 +39,7 @@
 mod conn;
 pub mod dns;
 mod event_loop;
+mod lane;
 mod mmsg;
 pub mod net;
 
@@ -94,6 +95,13 @@ pub trait SansIoCore {
     /// The next message to send, at `now` (a core may build it only now: the
     /// bridge makes a fan-out's NOTIFYs one at a time, as they are sent).
     fn poll_transmit(&mut self, now: Instant) -> Option<Transmit>;
+    /// Whether the message `poll_transmit` just returned may be sent in any
+    /// order among the other such messages of the same flush (a phone NOTIFY
+    /// of a fan-out: one per dialog). The runtime may then send part of a
+    /// large fan-out from a second thread. Default: never.
+    fn transmit_is_independent(&self) -> bool {
+        false
+    }
     /// When `handle_timeout` is due next.
     fn poll_timeout(&self) -> Option<Instant>;
     /// A graceful stop begins (SIGINT/SIGTERM or [`ShutdownHandle::shutdown`]):
@@ -160,6 +168,9 @@ impl SansIoCore for Endpoint {
     }
     fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         Endpoint::poll_transmit_at(self, now)
+    }
+    fn transmit_is_independent(&self) -> bool {
+        Endpoint::transmit_is_fanout(self)
     }
     fn poll_timeout(&self) -> Option<Instant> {
         Endpoint::poll_timeout(self)
