@@ -198,7 +198,11 @@ prewarm() {
       (( a >= TARGETS )) && break
       sleep 0.5
     done
-    (( a >= TARGETS )) || { echo "pre-warm: upstream pairs active for $a/$TARGETS targets" >&2; return 1; }
+    (( a >= TARGETS )) || {
+      echo "pre-warm: upstream pairs active for $a/$TARGETS targets (the bridge's /metrics and /api/targets kept in $dir)" >&2
+      curl -s -m 5 "http://127.0.0.1:$HPORT/metrics" >"$dir/prewarm-metrics.txt" 2>/dev/null
+      curl -s -m 10 "http://127.0.0.1:$HPORT/api/targets" >"$dir/prewarm-targets.json" 2>/dev/null
+      return 1; }
   fi
   sleep 2
 }
