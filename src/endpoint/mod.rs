@@ -391,6 +391,7 @@ impl Endpoint {
             phone_subscriptions: phones,
             phones_by_profile: by_profile,
             upstream_paced: self.subs.paced(),
+            upstream_refresh_capacity: self.subs.refresh_capacity(),
             upstream_reachable: !self.liveness.lost,
             upstream_heard_ms_ago: self
                 .liveness

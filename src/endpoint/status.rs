@@ -153,6 +153,9 @@ pub struct Status {
     pub phones_by_profile: BTreeMap<String, usize>,
     /// Upstream SUBSCRIBEs waiting for the pacer.
     pub upstream_paced: usize,
+    /// How many targets `upstream_rate` keeps refreshed upstream (see
+    /// `SubscriptionManager::refresh_capacity`).
+    pub upstream_refresh_capacity: usize,
     /// Whether the upstream answers (keep-alive), and when it was last heard
     /// (seconds ago; `None`: not yet).
     pub upstream_reachable: bool,
@@ -179,6 +182,7 @@ impl Status {
             phone_subscriptions: 0,
             phones_by_profile: BTreeMap::new(),
             upstream_paced: 0,
+            upstream_refresh_capacity: 0,
             upstream_reachable: true,
             upstream_heard_ms_ago: None,
             upstream_server: String::new(),

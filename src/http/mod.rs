@@ -386,6 +386,13 @@ pub fn render_metrics(st: &Status, started_unix_s: f64) -> Result<String, String
         "Upstream SUBSCRIBEs waiting for the pacer",
         paced,
     );
+    let capacity = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+    capacity.set(i64::try_from(st.upstream_refresh_capacity).unwrap_or(i64::MAX));
+    reg.register(
+        "blf_bridge_upstream_refresh_capacity_targets",
+        "Watched targets whose upstream refreshes upstream_rate keeps up with (upstream_expires refreshed at 70 %)",
+        capacity,
+    );
     let reachable = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
     reachable.set(i64::from(st.upstream_reachable));
     reg.register(

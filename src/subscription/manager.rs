@@ -60,6 +60,8 @@ pub struct SubscriptionManager {
     /// taken that change ([`SubscriptionManager::persist_into`]), so it is
     /// written before the NOTIFY leaves, as for a change decided at once.
     pub(super) persist_barrier: bool,
+    /// The targets outgrew `refresh_capacity` and it was said.
+    pub(super) capacity_warned: bool,
     pub(super) rng: Rng,
     /// Upstream SUBSCRIBEs wait here for their turn.
     pub(super) pacer: Pacer,
@@ -180,6 +182,7 @@ impl SubscriptionManager {
             fanout_docs: IdMap::default(),
             sweeps: VecDeque::new(),
             persist_barrier: false,
+            capacity_warned: false,
             rng,
         }
     }
@@ -351,6 +354,36 @@ impl SubscriptionManager {
         self.pacer.queued()
     }
 
+    /// How many targets `upstream_rate` keeps refreshed upstream: each has
+    /// two subscriptions, refreshed as early as 70 % of `upstream_expires`.
+    /// Beyond that the refreshes fall behind and upstream subscriptions can
+    /// expire before their turn.
+    pub fn refresh_capacity(&self) -> usize {
+        let s = &self.env.cfg.subscriptions;
+        let per_s = f64::from(s.upstream_rate.max(1));
+        (per_s * f64::from(s.upstream_expires) * 0.7 / 2.0) as usize
+    }
+
+    /// Warn (once, until the count is back under 90 % of it) when the
+    /// targets outgrow [`refresh_capacity`](Self::refresh_capacity).
+    pub(super) fn check_refresh_capacity(&mut self) {
+        let cap = self.refresh_capacity();
+        let n = self.targets.len();
+        if n > cap && !self.capacity_warned {
+            self.capacity_warned = true;
+            let s = &self.env.cfg.subscriptions;
+            tracing::warn!(
+                targets = n,
+                capacity = cap,
+                upstream_rate = s.upstream_rate,
+                upstream_expires = s.upstream_expires,
+                "more watched targets than upstream_rate can keep refreshed: upstream subscriptions may expire before their refresh; raise [subscriptions] upstream_rate or upstream_expires"
+            );
+        } else if n * 10 < cap * 9 {
+            self.capacity_warned = false;
+        }
+    }
+
     pub(super) fn schedule(&mut self, at: Instant, t: Timer) {
         self.timers.schedule(at, t);
         if self.timers.needs_compaction() {
@@ -494,6 +527,7 @@ impl SubscriptionManager {
         tracing::info!(target = %aor, "watching new target: subscribing upstream to dialog and presence");
         self.by_aor.insert(aor.to_string(), id);
         self.targets.insert(id, Box::new(t));
+        self.check_refresh_capacity();
         self.mark_target(id, true);
         for package in Package::BOTH {
             self.send_subscribe(id, package, false, now);

@@ -124,6 +124,7 @@ impl SubscriptionManager {
             self.targets.insert(t.id, Box::new(t));
             r.targets += 1;
         }
+        self.check_refresh_capacity();
         for mut p in loaded_phones {
             max_id = max_id.max(p.id.0);
             if p.expires_at <= now || p.state == PhoneState::Terminating {
