@@ -921,20 +921,6 @@ fn an_account_whose_authentication_fails_is_held_for_all_its_targets() {
     assert!(took <= Duration::from_secs(3600 + 120), "{took:?}");
 }
 
-/// A writer collecting what the bridge logs in a test.
-#[derive(Clone, Default)]
-struct LogBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The operator learns how many targets `upstream_rate` keeps refreshed
 /// (status and /metrics), and is warned once when the watched targets outgrow
 /// it: 2/s with 60 s upstream subscriptions refreshed at 70 % keeps 42
@@ -943,13 +929,7 @@ impl std::io::Write for LogBuf {
 fn more_targets_than_the_rate_can_refresh_is_reported_and_warned_once() {
     let config = "[subscriptions]\nupstream_rate = 2\nupstream_expires = 60\n\
                   [security]\nmax_subscriptions_per_source = 1000\nrate_per_source = 1000\n";
-    let logs = LogBuf::default();
-    let w = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || w.clone())
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .finish();
+    const WARNING: &str = "more watched targets than upstream_rate can keep refreshed";
     let mut sim = Sim::new(config);
     let status = sim.ep.status_summary(sim.now);
     assert_eq!(status.upstream_refresh_capacity, 42);
@@ -958,26 +938,30 @@ fn more_targets_than_the_rate_can_refresh_is_reported_and_warned_once() {
         text.contains("blf_bridge_upstream_refresh_capacity_targets 42"),
         "{text}"
     );
-    let warnings = |logs: &LogBuf| {
-        String::from_utf8_lossy(&logs.0.lock().unwrap())
-            .matches("more watched targets than upstream_rate can keep refreshed")
-            .count()
-    };
-    tracing::subscriber::with_default(subscriber, || {
+    let within = warnings_during(|| {
         for i in 0..42u16 {
             Phone::new(6000 + i, &format!("{}", 2000 + i)).subscribe(&mut sim);
         }
-        assert_eq!(warnings(&logs), 0, "42 targets: within the capacity");
+    });
+    assert_eq!(
+        within.matches(WARNING).count(),
+        0,
+        "42 targets: within the capacity"
+    );
+    let beyond = warnings_during(|| {
         for i in 42..50u16 {
             Phone::new(6000 + i, &format!("{}", 2000 + i)).subscribe(&mut sim);
         }
     });
     assert_eq!(sim.ep.subscriptions().targets().count(), 50);
-    assert_eq!(warnings(&logs), 1, "said once, when the 43rd came");
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert_eq!(
+        beyond.matches(WARNING).count(),
+        1,
+        "said once, when the 43rd came"
+    );
     assert!(
-        text.contains("targets=43") && text.contains("capacity=42"),
-        "{text}"
+        beyond.contains("targets=43") && beyond.contains("capacity=42"),
+        "{beyond}"
     );
     // the default: 20/s, 600 s
     let sim = Sim::new("");

@@ -4,9 +4,10 @@
 //! it; a fan-out to a thousand phones is then bounded by one thread's
 //! `sendmmsg` time. The event loop hands part of such a fan-out's NOTIFYs —
 //! and only those: one per dialog, in no order among themselves — to this
-//! thread and sends the rest itself, then waits (a few milliseconds at most)
-//! until the lane is idle before it goes on, so every other message keeps the
-//! order the core gave it. Linux only (elsewhere there is no lane and the loop
+//! thread and sends the rest itself, then waits until the lane is idle (the
+//! time its share takes; at most one `wait` more when the socket is full)
+//! before it goes on, so every other message keeps the order the core gave
+//! it. Linux only (elsewhere there is no lane and the loop
 //! sends everything itself).
 
 use crate::flow::Flow;
@@ -31,8 +32,6 @@ struct State {
     stop: bool,
     /// Flows whose datagram failed with an error (not a full buffer).
     failed: Vec<Flow>,
-    /// Datagrams dropped after the socket stayed full for `wait`.
-    dropped: u64,
     /// Datagrams the lane sent since it started.
     sent: u64,
     /// The socket stayed full for `wait`: the rest until the loop's next
@@ -49,7 +48,6 @@ struct Shared {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Idle {
     pub failed: Vec<Flow>,
-    pub dropped: u64,
 }
 
 pub(super) struct Lane {
@@ -100,7 +98,6 @@ impl Lane {
         st.congested = false;
         Idle {
             failed: std::mem::take(&mut st.failed),
-            dropped: std::mem::take(&mut st.dropped),
         }
     }
 
@@ -139,7 +136,6 @@ fn run(shared: &Shared, sock: &socket2::Socket, wait: Duration) {
         };
         let out = if congested {
             Sent {
-                dropped: job.len() as u64,
                 congested: true,
                 ..Sent::default()
             }
@@ -149,7 +145,6 @@ fn run(shared: &Shared, sock: &socket2::Socket, wait: Duration) {
         let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         st.busy = false;
         st.sent += out.sent;
-        st.dropped += out.dropped;
         st.congested |= out.congested;
         st.failed.extend(out.failed);
         drop(st);
@@ -160,7 +155,6 @@ fn run(shared: &Shared, sock: &socket2::Socket, wait: Duration) {
 #[derive(Default)]
 struct Sent {
     sent: u64,
-    dropped: u64,
     failed: Vec<Flow>,
     congested: bool,
 }
@@ -189,7 +183,6 @@ fn send_all(sock: &socket2::Socket, job: &[Datagram], wait: Duration) -> Sent {
                         datagrams = job.len() - at,
                         "UDP socket busy, datagrams dropped"
                     );
-                    out.dropped += (job.len() - at) as u64;
                     out.congested = true;
                     break;
                 }

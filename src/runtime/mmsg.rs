@@ -12,9 +12,6 @@ use tokio::net::UdpSocket;
 #[cfg(target_os = "linux")]
 pub(super) fn send_batch(sock: &UdpSocket, msgs: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
-    if msgs.is_empty() {
-        return Ok(0);
-    }
     sock.try_io(tokio::io::Interest::WRITABLE, || {
         send_batch_fd(sock.as_raw_fd(), msgs)
     })

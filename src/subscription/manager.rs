@@ -282,34 +282,41 @@ impl SubscriptionManager {
     /// Decide the next phone of the oldest pending sweep (or end that sweep).
     /// False when no sweep is pending.
     fn advance_sweep(&mut self) -> bool {
-        let Some(s) = self.sweeps.front_mut() else {
+        let Some(s) = self.sweeps.front() else {
             return false;
         };
-        let (target, at) = (s.target, s.at);
-        let Some(&phone) = s.phones.get(s.next) else {
+        if s.next >= s.phones.len() {
+            let target = s.target;
             self.sweeps.pop_front();
             if let Some(slot) = self.fanout_docs.get_mut(&target) {
                 slot.sweeping = false;
             }
             self.settle_docs(target);
             return true;
-        };
-        s.next += 1;
-        self.decide_watcher(target, phone, at);
+        }
+        self.decide_in_sweep();
         if self.changes.as_ref().is_some_and(|c| !c.is_empty()) {
             // the decision changed what the store keeps (typically the
             // phone's reserved marks moved, and its neighbours' are about to):
             // the rest of the target's phones are decided now, so one durable
             // batch covers them all, and no NOTIFY leaves before it is taken
-            while let Some(s) = self.sweeps.front_mut() {
-                let Some(&phone) = s.phones.get(s.next) else {
-                    break;
-                };
-                s.next += 1;
-                self.decide_watcher(target, phone, at);
-            }
+            while self.decide_in_sweep() {}
             self.persist_barrier = true;
         }
+        true
+    }
+
+    /// Decide the next phone of the oldest sweep; false when it has none left.
+    fn decide_in_sweep(&mut self) -> bool {
+        let Some(s) = self.sweeps.front_mut() else {
+            return false;
+        };
+        let Some(&phone) = s.phones.get(s.next) else {
+            return false;
+        };
+        s.next += 1;
+        let (target, at) = (s.target, s.at);
+        self.decide_watcher(target, phone, at);
         true
     }
 
